@@ -1,0 +1,160 @@
+"""Cost of one cSGHMC iteration inside ``pyro.infer.MCMC`` against hand-written PyTorch.
+
+The model is a Bayesian MLP (64 inputs, 100 tanh hidden units, 10 classes, N(0, 1)
+priors on every weight) on N = 10,000 synthetic points, minibatches of B = 128, one
+thread. The reference is the same cSGHMC update written directly in PyTorch, as a user
+would write it without Pyro (autograd on the minibatch loss, a per-parameter momentum
+loop), on the same data and minibatches.
+
+Each side runs ``--iterations`` iterations; the time per iteration is taken between the
+first and the last retained draw (steady state: the one-off set-up and tracing are
+reported apart). The two sides alternate ``--repeats`` times and the medians are compared.
+
+Run: ``python benchmarks/overhead.py`` (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import time
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import MCMC
+
+from pyro_csg import CyclicalSGHMC
+
+N, D, H, C, B = 10_000, 64, 100, 10, 128
+STEP_SIZE, FRICTION, TEMPERATURE = 1e-5, 0.1, 1.0
+STEPS_PER_CYCLE, EXPLORATION, SAMPLES_PER_CYCLE = 500, 0.8, 4
+
+
+def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, D, generator=generator)
+    teacher = torch.randn(D, C, generator=generator)
+    y = torch.distributions.Categorical(logits=x @ teacher).sample()
+    return x, y
+
+
+def model(x: torch.Tensor, y: torch.Tensor) -> None:
+    w1 = pyro.sample("w1", dist.Normal(0.0, 1.0).expand([D, H]).to_event(2))
+    b1 = pyro.sample("b1", dist.Normal(0.0, 1.0).expand([H]).to_event(1))
+    w2 = pyro.sample("w2", dist.Normal(0.0, 1.0).expand([H, C]).to_event(2))
+    b2 = pyro.sample("b2", dist.Normal(0.0, 1.0).expand([C]).to_event(1))
+    with pyro.plate("data", x.shape[0], subsample_size=B) as idx:
+        hidden = torch.tanh(x[idx] @ w1 + b1)
+        pyro.sample("obs", dist.Categorical(logits=hidden @ w2 + b2), obs=y[idx])
+
+
+def run_pyro(x, y, iterations: int, compile_potential: bool = True) -> tuple[float, float]:
+    """Seconds per iteration in steady state, and the set-up time before the first draw."""
+    cycles = max(2, iterations // STEPS_PER_CYCLE)
+    stamps: list[float] = []
+    kernel = CyclicalSGHMC(
+        model,
+        step_size=STEP_SIZE,
+        steps_per_cycle=STEPS_PER_CYCLE,
+        exploration_fraction=EXPLORATION,
+        samples_per_cycle=SAMPLES_PER_CYCLE,
+        friction=FRICTION,
+        temperature=TEMPERATURE,
+        compile_potential=compile_potential,
+    )
+    mcmc = MCMC(
+        kernel,
+        num_samples=cycles * SAMPLES_PER_CYCLE,
+        warmup_steps=0,
+        disable_progbar=True,
+        hook_fn=lambda *_: stamps.append(time.perf_counter()),
+    )
+    start = time.perf_counter()
+    mcmc.run(x, y)
+    iterations_between = mcmc.diagnostics()["iteration"]["chain 0"]
+    done = iterations_between[-1] - iterations_between[0]
+    # The first draw's time includes set-up, tracing and the first cycle's iterations.
+    first_draw_steps = iterations_between[0]
+    per_iteration = (stamps[-1] - stamps[0]) / done
+    setup = stamps[0] - start - first_draw_steps * per_iteration
+    return per_iteration, setup
+
+
+def run_reference(x, y, iterations: int) -> float:
+    """Hand-written cSGHMC in PyTorch; seconds per iteration."""
+    generator = torch.Generator().manual_seed(1)
+    params = [
+        torch.empty(D, H).uniform_(-2, 2, generator=generator),
+        torch.empty(H).uniform_(-2, 2, generator=generator),
+        torch.empty(H, C).uniform_(-2, 2, generator=generator),
+        torch.empty(C).uniform_(-2, 2, generator=generator),
+    ]
+    for p in params:
+        p.requires_grad_()
+    buffers = [torch.zeros_like(p) for p in params]
+    permutation, position = None, N
+    start = time.perf_counter()
+    for k in range(1, iterations + 1):
+        position_in_cycle = (k - 1) % STEPS_PER_CYCLE
+        eta = STEP_SIZE / 2 * (math.cos(math.pi * position_in_cycle / STEPS_PER_CYCLE) + 1)
+        sampling = position_in_cycle / STEPS_PER_CYCLE >= EXPLORATION
+        if position + B > N:
+            permutation, position = torch.randperm(N), 0
+        idx = permutation[position : position + B]
+        position += B
+        w1, b1, w2, b2 = params
+        logits = torch.tanh(x[idx] @ w1 + b1) @ w2 + b2
+        nll = torch.nn.functional.cross_entropy(logits, y[idx], reduction="sum") * (N / B)
+        prior = sum(0.5 * (p * p).sum() for p in params)
+        grads = torch.autograd.grad(nll + prior, params)
+        with torch.no_grad():
+            for p, g, buf in zip(params, grads, buffers, strict=True):
+                buf.mul_(1 - FRICTION).add_(g, alpha=-eta)
+                if sampling:
+                    buf.add_(torch.randn_like(p), alpha=math.sqrt(2 * FRICTION * eta * TEMPERATURE))
+                p.add_(buf)
+    return (time.perf_counter() - start) / iterations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eager", action="store_true", help="also time the eager potential")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pyro.set_rng_seed(0)
+    x, y = make_data()
+
+    run_pyro(x, y, 2 * STEPS_PER_CYCLE)  # warm caches and lazy imports
+    run_reference(x, y, 200)
+    ours, reference, setups, eager = [], [], [], []
+    for _ in range(args.repeats):
+        per_iteration, setup = run_pyro(x, y, args.iterations)
+        ours.append(per_iteration)
+        setups.append(setup)
+        reference.append(run_reference(x, y, args.iterations))
+        if args.eager:
+            eager.append(run_pyro(x, y, args.iterations, compile_potential=False)[0])
+
+    ours_us, ref_us = statistics.median(ours) * 1e6, statistics.median(reference) * 1e6
+    print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, "
+          f"torch {torch.__version__}, pyro {pyro.__version__}, threads={args.threads}")
+    print(f"model: Bayesian MLP {D}-{H}-{C}, N={N}, B={B}; {args.iterations} iterations "
+          f"x {args.repeats} repeats (medians)")
+    print(f"hand-written PyTorch cSGHMC : {ref_us:8.1f} us / iteration")
+    print(f"CyclicalSGHMC in MCMC       : {ours_us:8.1f} us / iteration"
+          f"   (one-off set-up and tracing: {statistics.median(setups):.2f} s)")
+    if eager:
+        eager_us = statistics.median(eager) * 1e6
+        print(f"  eager potential (no trace): {eager_us:8.1f} us / iteration"
+              f"   ratio {eager_us / ref_us:.2f}x")
+    print(f"ratio (pyro-csg / hand-written): {ours_us / ref_us:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

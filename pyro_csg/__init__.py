@@ -1,0 +1,48 @@
+"""pyro-csg: cyclical stochastic-gradient MCMC kernels for Pyro.
+
+``CyclicalSGLD`` and ``CyclicalSGHMC`` plug into :class:`pyro.infer.MCMC` like NUTS does,
+but draw each step's gradient from a minibatch that they feed to the model's subsampled
+``pyro.plate``.
+
+Example::
+
+    >>> import torch, pyro, pyro.distributions as dist
+    >>> from pyro.infer import MCMC
+    >>> from pyro_csg import CyclicalSGHMC
+    >>> y = torch.randn(500)
+    >>> def model(y):
+    ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     with pyro.plate("data", len(y), subsample_size=25) as idx:
+    ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
+    >>> kernel = CyclicalSGHMC(model, step_size=1e-4, steps_per_cycle=100, friction=0.5)
+    >>> mcmc = MCMC(kernel, num_samples=3 * 4, warmup_steps=0, disable_progbar=True)
+    >>> mcmc.run(y)
+    >>> sorted(mcmc.get_samples())
+    ['mu']
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import diffusions, schedules
+from .kernels import CyclicalSGHMC, CyclicalSGLD, NonFiniteError
+from .potential import ModelError
+from .schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
+
+try:
+    __version__ = version("pyro-csg")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "CyclicalSGHMC",
+    "CyclicalSGLD",
+    "NonFiniteError",
+    "ModelError",
+    "CosineCyclical",
+    "Constant",
+    "PolynomialDecay",
+    "CycleLayout",
+    "diffusions",
+    "schedules",
+    "__version__",
+]

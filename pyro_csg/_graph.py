@@ -1,0 +1,232 @@
+"""Tracing a potential into an ATen graph, and trimming that graph.
+
+A model's potential, traced through Pyro's handlers by ``make_fx``, holds many nodes that
+never change from one step to the next (the priors' parameters expanded and logged,
+copies of constants) or that do nothing (subtracting a zero location, dividing by a unit
+scale, summing a scalar). Each costs an op dispatch at every step, and dispatch, not
+arithmetic, is what a small model's step is made of. The passes here fold the first kind
+into constants and drop the second. They only rewrite a graph without in-place ops, and
+every rewrite keeps the value, shape and dtype of the node it replaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.fx import GraphModule, Node
+
+aten = torch.ops.aten
+
+_PASSTHROUGH = {aten.detach.default, aten.lift_fresh_copy.default, aten.alias.default}
+_ADDITIVE = {aten.add.Tensor, aten.sub.Tensor}
+_MULTIPLICATIVE = {aten.mul.Tensor, aten.div.Tensor}
+_RESHAPES = {aten.view.default, aten.reshape.default, aten.expand.default,
+             aten._unsafe_view.default}
+
+
+def trace(fn: Callable, *example_inputs: torch.Tensor) -> GraphModule:
+    """``make_fx`` in real-tensor mode: data-dependent Python control flow raises."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    return make_fx(fn)(*example_inputs)
+
+
+def _schema(node: Node):
+    return getattr(node.target, "_schema", None)
+
+
+def _is_mutating(node: Node) -> bool:
+    schema = _schema(node)
+    return node.op == "call_function" and schema is not None and schema.is_mutable
+
+
+def _value(node) -> object:
+    return node.meta.get("val") if isinstance(node, Node) else node
+
+
+def _same_meta(a, b) -> bool:
+    va, vb = _value(a), _value(b)
+    return (
+        isinstance(va, torch.Tensor)
+        and isinstance(vb, torch.Tensor)
+        and va.shape == vb.shape
+        and va.dtype == vb.dtype
+        and va.device == vb.device
+    )
+
+
+def _constant_equal_to(arg, target: float, constants: dict[Node, torch.Tensor]) -> bool:
+    if isinstance(arg, bool):
+        return False
+    if isinstance(arg, (int, float)):
+        return arg == target
+    if isinstance(arg, Node) and arg in constants:
+        value = constants[arg]
+        return value.numel() > 0 and bool((value == target).all())
+    return False
+
+
+# Ops whose result depends only on the shape, dtype and device of their input: the seed of
+# the backward pass (ones_like), buffers for scatter (new_zeros), ...
+_FILL_VALUE = {
+    aten.ones_like.default: lambda node: 1,
+    aten.zeros_like.default: lambda node: 0,
+    aten.full_like.default: lambda node: node.args[1],
+    aten.new_ones.default: lambda node: 1,
+    aten.new_zeros.default: lambda node: 0,
+    aten.new_full.default: lambda node: node.args[2],
+}
+
+
+def _filled_like(node: Node) -> torch.Tensor | None:
+    fill = _FILL_VALUE.get(node.target)
+    meta = node.meta.get("val")
+    if fill is None or not isinstance(meta, torch.Tensor):
+        return None
+    value = fill(node)
+    if isinstance(value, Node):
+        return None
+    return torch.full(meta.shape, value, dtype=meta.dtype, device=meta.device)
+
+
+def _fold_constants(graph: GraphModule) -> dict[Node, torch.Tensor]:
+    g = graph.graph
+    constants: dict[Node, torch.Tensor] = {}
+    folded = 0
+    for node in list(g.nodes):
+        if node.op == "get_attr":
+            constants[node] = getattr(graph, node.target)
+            continue
+        if node.op != "call_function":
+            continue
+        if node.target in _PASSTHROUGH:
+            node.replace_all_uses_with(node.args[0])
+            g.erase_node(node)
+            continue
+        schema = _schema(node)
+        inputs = node.all_input_nodes
+        value = _filled_like(node)
+        if value is not None:
+            pass
+        elif (
+            schema is None
+            or schema.is_mutable
+            or torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ())
+            or not inputs
+            or not all(i in constants for i in inputs)
+        ):
+            continue
+        else:
+            args = torch.fx.node.map_arg(node.args, lambda n: constants[n])
+            kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: constants[n])
+            value = node.target(*args, **kwargs)
+            if not isinstance(value, torch.Tensor):
+                continue
+        name = f"_folded_{folded}"
+        folded += 1
+        graph.register_buffer(name, value, persistent=False)
+        with g.inserting_before(node):
+            replacement = g.get_attr(name)
+        replacement.meta["val"] = value
+        node.replace_all_uses_with(replacement)
+        g.erase_node(node)
+        constants[replacement] = value
+    return constants
+
+
+def _identity_input(node: Node, constants: dict[Node, torch.Tensor]) -> Node | None:
+    """The input that ``node`` returns unchanged, if it does so, else None."""
+    target, args = node.target, node.args
+    if target in _ADDITIVE and len(args) == 2 and node.kwargs.get("alpha", 1) == 1:
+        x, other = args
+        if _constant_equal_to(other, 0.0, constants) and _same_meta(x, node):
+            return x
+        if target is aten.add.Tensor and _constant_equal_to(x, 0.0, constants) and _same_meta(
+            other, node
+        ):
+            return other
+    if target in _MULTIPLICATIVE and len(args) == 2:
+        x, other = args
+        if _constant_equal_to(other, 1.0, constants) and _same_meta(x, node):
+            return x
+        if target is aten.mul.Tensor and _constant_equal_to(x, 1.0, constants) and _same_meta(
+            other, node
+        ):
+            return other
+    if target is aten.pow.Tensor_Scalar and args[1] == 1 and _same_meta(args[0], node):
+        return args[0]
+    if target in _RESHAPES and isinstance(args[0], Node) and _same_meta(args[0], node):
+        return args[0]
+    if target is aten.sum.default and len(args) == 1 and not node.kwargs:
+        value = _value(args[0])
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and _same_meta(args[0], node):
+            return args[0]
+    if target is aten.neg.default:
+        inner = args[0]
+        if isinstance(inner, Node) and inner.target is aten.neg.default:
+            return inner.args[0]
+    return None
+
+
+def _sum_of_flattened(node: Node) -> Node | None:
+    """``sum(view(x, [-1]), [-1])`` -> ``x``, to be summed whole."""
+    if node.target is not aten.sum.dim_IntList or node.kwargs.get("dtype") is not None:
+        return None
+    args = node.args
+    keepdim = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
+    if keepdim or list(args[1]) not in ([-1], [0]):
+        return None
+    inner = args[0]
+    if not isinstance(inner, Node) or inner.target not in _RESHAPES:
+        return None
+    value = _value(inner)
+    if not isinstance(value, torch.Tensor) or value.dim() != 1:
+        return None
+    source = inner.args[0]
+    if not isinstance(source, Node) or _value(source) is None:
+        return None
+    if _value(source).dtype != value.dtype:
+        return None
+    return source
+
+
+def simplify(graph: GraphModule) -> GraphModule:
+    """Fold constant sub-graphs and drop no-op nodes, in place; returns ``graph``."""
+    g = graph.graph
+    if any(_is_mutating(node) for node in g.nodes):
+        g.eliminate_dead_code()
+        graph.recompile()
+        return graph
+    constants = _fold_constants(graph)
+    changed = True
+    while changed:
+        changed = False
+        for node in list(g.nodes):
+            if node.op != "call_function":
+                continue
+            same = _identity_input(node, constants)
+            if same is not None:
+                node.replace_all_uses_with(same)
+                g.erase_node(node)
+                changed = True
+                continue
+            source = _sum_of_flattened(node)
+            if source is not None:
+                with g.inserting_before(node):
+                    whole = g.call_function(aten.sum.default, (source,))
+                whole.meta["val"] = node.meta.get("val")
+                node.replace_all_uses_with(whole)
+                g.erase_node(node)
+                changed = True
+        g.eliminate_dead_code()
+    graph.recompile()
+    return graph
+
+
+def count_ops(graph: GraphModule) -> int:
+    """Number of op calls a run of ``graph`` makes."""
+    return sum(1 for node in graph.graph.nodes if node.op == "call_function")
+
+
+__all__ = ["trace", "simplify", "count_ops"]

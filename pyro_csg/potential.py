@@ -1,0 +1,401 @@
+"""The minibatch potential energy of a Pyro model: the one hot spot of the sampler.
+
+With ``theta`` the latent sites mapped to unconstrained space and ``z = T^{-1}(theta)``
+their constrained values, the full-data potential is (as in Pyro's HMC)::
+
+    U(theta) = -log p(z) - sum_{i=1}^{N} log p(y_i | z) - log |det J_{T^{-1}}(theta)|
+
+Conditioning each subsampled plate on a batch ``b`` of ``B`` indices gives Pyro's scaled
+trace, whose log joint is the unbiased minibatch estimate::
+
+    U~(theta; b) = -log p(z) - (N / B) * sum_{i in b} log p(y_i | z) - log |det J|
+
+The parameters travel as one flat vector ``theta`` (the sites' unconstrained values
+concatenated in sorted site order), so that every update is a few whole-vector ops.
+
+:class:`ModelPotential` builds ``U~`` from a model once and then, by default, traces
+``(theta, batch indices) -> (U~, grad U~)`` -- the model's forward pass and its backward
+pass -- into one ATen graph with :func:`torch.fx.experimental.proxy_tensor.make_fx`.
+Pyro's effect handlers then run once, at set-up, instead of at every step. Tracing refuses
+data-dependent Python control flow (it raises), and the traced graph is checked against
+the eager potential at two points before it is used; a model that fails either check runs
+the eager potential instead, with a warning that says why.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.poutine.subsample_messenger import _Subsample
+from torch.distributions import biject_to
+from torch.distributions.transforms import (
+    ComposeTransform,
+    IndependentTransform,
+    Transform,
+    _InverseTransform,
+)
+
+from . import _graph
+from .subsample import SubsamplePlate
+
+__all__ = ["LatentSite", "ModelPotential", "FunctionPotential", "ModelError"]
+
+
+class ModelError(ValueError):
+    """A model that the stochastic-gradient kernels cannot sample, found at set-up."""
+
+
+def _is_identity(transform: Transform) -> bool:
+    if isinstance(transform, _InverseTransform):
+        return _is_identity(transform.inv)
+    if isinstance(transform, IndependentTransform):
+        return _is_identity(transform.base_transform)
+    if isinstance(transform, ComposeTransform):
+        return all(_is_identity(part) for part in transform.parts)
+    return False
+
+
+@dataclass(frozen=True)
+class LatentSite:
+    """A latent sample site: its name, shape and map to unconstrained space."""
+
+    name: str
+    shape: torch.Size
+    transform: Transform  # constrained -> unconstrained
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_identity(self) -> bool:
+        return _is_identity(self.transform)
+
+
+class _FlatParameters:
+    """Packs a dict of site tensors into one flat vector and back (as views)."""
+
+    def __init__(self, sites: Sequence[LatentSite]) -> None:
+        self.sites = tuple(sites)
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for site in self.sites:
+            self.slices[site.name] = slice(start, start + site.numel)
+            start += site.numel
+        self.size = start
+        self.sizes = [site.numel for site in self.sites]
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        # One split (whose backward is one concatenation), then a view per site.
+        parts = flat.split_with_sizes(self.sizes)
+        return {
+            site.name: part.view(site.shape).to(site.dtype)
+            for site, part in zip(self.sites, parts, strict=True)
+        }
+
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        missing = [site.name for site in self.sites if site.name not in params]
+        if missing:
+            raise ValueError(
+                f"initial_params is missing the latent site(s) {missing}; "
+                f"expected {[site.name for site in self.sites]}"
+            )
+        parts = []
+        for site in self.sites:
+            value = torch.as_tensor(params[site.name])
+            if value.shape != site.shape:
+                raise ValueError(
+                    f"initial_params['{site.name}'] has shape {tuple(value.shape)}, "
+                    f"expected {tuple(site.shape)} (unconstrained, one chain)"
+                )
+            parts.append(value.detach().reshape(-1))
+        return torch.cat(parts)
+
+
+class _Potential:
+    """Common interface: ``value_and_grad(theta, indices) -> (U~, grad U~)``."""
+
+    plates: tuple[SubsamplePlate, ...] = ()
+    compiled: bool = False
+
+    def __init__(self, sites: Sequence[LatentSite]) -> None:
+        self.sites = tuple(sites)
+        self.layout = _FlatParameters(self.sites)
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.layout.unflatten(flat)
+
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.layout.flatten(params)
+
+    def __call__(self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        raise NotImplementedError
+
+    def eager_value_and_grad(
+        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = flat.detach().requires_grad_()
+        energy = self(flat, indices)
+        (grad,) = torch.autograd.grad(energy, flat)
+        return energy.detach(), grad
+
+    def value_and_grad(
+        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U~(theta; indices), grad U~(theta; indices))``, both detached."""
+        return self.eager_value_and_grad(flat, indices)
+
+
+class FunctionPotential(_Potential):
+    """A user's ``potential_fn(params: dict) -> scalar``, possibly itself stochastic."""
+
+    def __init__(
+        self, potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], initial_params
+    ) -> None:
+        sites = []
+        for name in sorted(initial_params):
+            value = torch.as_tensor(initial_params[name])
+            if not value.is_floating_point():
+                raise ValueError(
+                    f"initial_params['{name}'] must be a floating-point tensor, got {value.dtype}"
+                )
+            sites.append(LatentSite(name, value.shape, ComposeTransform([]), value.dtype))
+        super().__init__(sites)
+        self.potential_fn = potential_fn
+
+    def __call__(self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        energy = self.potential_fn(self.unflatten(flat))
+        if not isinstance(energy, torch.Tensor) or energy.numel() != 1:
+            raise ValueError(
+                "potential_fn must return a scalar tensor (the potential energy), got "
+                f"{type(energy).__name__}"
+                + (f" of shape {tuple(energy.shape)}" if isinstance(energy, torch.Tensor) else "")
+            )
+        return energy.reshape(())
+
+
+def _trace_model(model, args, kwargs, init_strategy):
+    with poutine.block():
+        return poutine.trace(InitMessenger(init_strategy)(model)).get_trace(*args, **kwargs)
+
+
+def _find_plates_and_latents(trace, transforms):
+    plates: dict[str, SubsamplePlate] = {}
+    for name, node in trace.nodes.items():
+        if node["type"] == "sample" and isinstance(node["fn"], _Subsample):
+            fn = node["fn"]
+            if fn.subsample_size is not None and fn.subsample_size < fn.size:
+                plates[name] = SubsamplePlate(
+                    name, int(fn.size), int(fn.subsample_size), node["value"].device
+                )
+
+    sites = []
+    for name, node in trace.nodes.items():
+        if node["type"] != "sample" or node["is_observed"] or isinstance(node["fn"], _Subsample):
+            continue
+        fn = node["fn"]
+        if fn.support.is_discrete or getattr(fn, "has_enumerate_support", False):
+            raise ModelError(
+                f"sample site '{name}' is a discrete latent variable (support {fn.support}). "
+                "Stochastic-gradient MCMC moves continuous latents only: marginalise it out "
+                "(e.g. with a mixture distribution), or observe it."
+            )
+        for frame in node["cond_indep_stack"]:
+            if frame.name in plates:
+                plate = plates[frame.name]
+                raise ModelError(
+                    f"sample site '{name}' is a latent variable inside the subsampled plate "
+                    f"'{plate.name}' (size={plate.size}, subsample_size={plate.subsample_size}). "
+                    "A minibatch potential sees only a few of such local latents at each step, "
+                    "so they cannot be sampled: move the site out of the plate, marginalise it "
+                    "out, or give that plate subsample_size=None."
+                )
+        value = node["value"]
+        if not value.is_floating_point():
+            raise ModelError(
+                f"sample site '{name}' has a non-floating-point value ({value.dtype})"
+            )
+        if name in transforms:
+            transform = transforms[name]
+        else:
+            transform = biject_to(fn.support).inv
+        sites.append(LatentSite(name, value.shape, transform, value.dtype))
+    if not sites:
+        raise ModelError(
+            "the model has no latent sample site: every sample site is observed, so there is "
+            "nothing to sample. Check that the latent sites are not given obs=..."
+        )
+    sites.sort(key=lambda site: site.name)
+    return tuple(plates.values()), sites
+
+
+class ModelPotential(_Potential):
+    """The minibatch potential ``U~(theta; indices)`` of a Pyro model.
+
+    :param model: the Pyro model.
+    :param tuple model_args: its positional arguments (as given to ``mcmc.run``).
+    :param dict model_kwargs: its keyword arguments.
+    :param init_strategy: a Pyro ``init_to_*`` strategy, for the set-up trace.
+    :param dict transforms: optional per-site transforms (constrained to unconstrained);
+        sites not named get ``biject_to(site.support).inv``.
+
+    Example::
+
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer.autoguide.initialization import init_to_median
+        >>> from pyro_csg.potential import ModelPotential
+        >>> y = torch.randn(100)
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(y), subsample_size=10) as idx:
+        ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
+        >>> potential = ModelPotential(model, (y,), {}, init_to_median)
+        >>> [plate.name for plate in potential.plates]
+        ['data']
+        >>> energy, grad = potential.value_and_grad(torch.zeros(1), [torch.arange(10)])
+        >>> grad.shape
+        torch.Size([1])
+    """
+
+    def __init__(self, model, model_args, model_kwargs, init_strategy, transforms=None) -> None:
+        self.model = model
+        self.model_args = tuple(model_args)
+        self.model_kwargs = dict(model_kwargs)
+        self.init_strategy = init_strategy
+        trace = _trace_model(model, self.model_args, self.model_kwargs, init_strategy)
+        self.plates, sites = _find_plates_and_latents(trace, transforms or {})
+        super().__init__(sites)
+        self.transforms = {site.name: site.transform for site in self.sites}
+        self._prototype_trace = trace
+        self._graph = None
+
+    # -- eager -----------------------------------------------------------------------------
+    def __call__(self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """``U~(theta; indices)``, differentiable, by tracing the model (slow path)."""
+        unconstrained = self.unflatten(flat)
+        data = {}
+        log_jacobian = 0.0
+        for site in self.sites:
+            value = unconstrained[site.name]
+            if site.is_identity:
+                data[site.name] = value
+            else:
+                constrained = site.transform.inv(value)
+                data[site.name] = constrained
+                log_jacobian = log_jacobian + site.transform.log_abs_det_jacobian(
+                    constrained, value
+                ).sum()
+        for plate, index in zip(self.plates, indices, strict=True):
+            data[plate.name] = index
+        conditioned = poutine.condition(self.model, data=data)
+        trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
+        return -(trace.log_prob_sum() - log_jacobian)
+
+    def constrain(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The constrained site values ``z = T^{-1}(theta)``."""
+        return {
+            site.name: site.transform.inv(value)
+            for site, value in zip(self.sites, self.unflatten(flat).values(), strict=True)
+        }
+
+    # -- initialisation --------------------------------------------------------------------
+    def initial_theta(self, max_tries: int = 100) -> torch.Tensor:
+        """A flat unconstrained start from ``init_strategy`` with finite ``U~`` and gradient.
+
+        Tries up to ``max_tries`` draws of the strategy (each with its own minibatch).
+        """
+        trace = self._prototype_trace
+        for _ in range(max_tries):
+            if trace is None:
+                trace = _trace_model(
+                    self.model, self.model_args, self.model_kwargs, self.init_strategy
+                )
+            flat = torch.cat(
+                [
+                    site.transform(trace.nodes[site.name]["value"].detach()).reshape(-1)
+                    for site in self.sites
+                ]
+            )
+            indices = [trace.nodes[plate.name]["value"] for plate in self.plates]
+            energy, grad = self.eager_value_and_grad(flat, indices)
+            if torch.isfinite(energy) and torch.isfinite(grad).all():
+                return flat.detach()
+            trace = None
+        raise ModelError(
+            f"could not find initial parameters with a finite potential energy and gradient "
+            f"in {max_tries} tries of init_strategy={getattr(self.init_strategy, '__name__', '')}"
+            ". Check the model's priors and likelihood, or pass initial_params to MCMC."
+        )
+
+    # -- compiled --------------------------------------------------------------------------
+    def compile(self, theta: torch.Tensor) -> str | None:
+        """Trace ``(theta, indices) -> (U~, grad)`` into one ATen graph.
+
+        Returns ``None`` on success, else the reason the eager path is kept.
+        """
+        try:
+            indices = [_probe_indices(plate, 0) for plate in self.plates]
+
+            def energy_and_grad(flat, *indices):
+                return self.eager_value_and_grad(flat, indices)
+
+            with pyro.validation_enabled(False), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = _graph.simplify(_graph.trace(energy_and_grad, theta.detach(), *indices))
+        except Exception as error:  # noqa: BLE001 -- any tracing failure means: stay eager
+            return f"tracing the model failed ({type(error).__name__}: {error})"
+        reason = self._check_graph(graph, theta)
+        if reason is None:
+            self._graph = graph
+            self.compiled = True
+        return reason
+
+    def _check_graph(self, graph, theta: torch.Tensor) -> str | None:
+        # Two deterministic probes (no RNG use, so compiling does not change the draws):
+        # the start itself, and a nearby point with other minibatch indices.
+        bump = 0.01 * ((torch.arange(theta.numel(), device=theta.device) % 7) - 3)
+        probes = [(theta, 0), (theta + bump.to(theta.dtype), 1)]
+        for point, which in probes:
+            indices = [_probe_indices(plate, which) for plate in self.plates]
+            with pyro.validation_enabled(False):
+                expected = self.eager_value_and_grad(point, indices)
+            with torch.no_grad():
+                got = graph(point, *indices)
+            for name, want, have in zip(("potential", "gradient"), expected, got, strict=True):
+                scale = want.abs().max() if want.numel() else 0.0
+                if not torch.allclose(have, want, rtol=1e-4, atol=1e-5 * float(scale) + 1e-6,
+                                      equal_nan=True):
+                    return (
+                        f"the traced {name} differs from the eager one (the model is stochastic "
+                        "or depends on state that tracing fixes)"
+                    )
+        return None
+
+    def value_and_grad(
+        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._graph is None:
+            return self.eager_value_and_grad(flat, indices)
+        with torch.no_grad():
+            return self._graph(flat, *indices)
+
+    def __getstate__(self):
+        # A traced graph holds references to the data and does not pickle: it is rebuilt.
+        state = self.__dict__.copy()
+        state["_graph"] = None
+        state["compiled"] = False
+        state["_prototype_trace"] = None
+        return state
+
+
+def _probe_indices(plate: SubsamplePlate, which: int) -> torch.Tensor:
+    start = 0 if which == 0 else max(plate.size - plate.subsample_size, 0)
+    return torch.arange(start, start + plate.subsample_size, device=plate.device)
