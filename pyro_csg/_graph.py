@@ -79,6 +79,11 @@ _FILL_VALUE = {
 }
 
 
+# Deterministic factories of a fixed result (no tensor inputs).
+_FACTORIES = {aten.zeros.default, aten.ones.default, aten.full.default, aten.arange.default,
+              aten.arange.start, aten.arange.start_step, aten.scalar_tensor.default}
+
+
 def _filled_like(node: Node) -> torch.Tensor | None:
     fill = _FILL_VALUE.get(node.target)
     meta = node.meta.get("val")
@@ -113,7 +118,7 @@ def _fold_constants(graph: GraphModule) -> dict[Node, torch.Tensor]:
             schema is None
             or schema.is_mutable
             or torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ())
-            or not inputs
+            or not (inputs or node.target in _FACTORIES)
             or not all(i in constants for i in inputs)
         ):
             continue

@@ -64,7 +64,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         *,
         step_size: float | None = None,
         steps_per_cycle: int = 1000,
-        exploration_fraction: float = 0.8,
+        exploration_fraction: float = 0.5,
         samples_per_cycle: int = 4,
         temperature: float = 1.0,
         init_strategy: Callable = init_to_uniform,
@@ -368,7 +368,11 @@ class CyclicalSGLD(_CyclicalSGMCMC):
     :param float step_size: the largest step size ``eta_1`` of each cycle, ``> 0``.
         Required unless ``schedule`` is given.
     :param int steps_per_cycle: ``L``, iterations per cycle (default 1000).
-    :param float exploration_fraction: ``beta`` in [0, 1) (default 0.8).
+    :param float exploration_fraction: ``beta`` in [0, 1) (default 0.5). The paper's
+        deep-learning runs use 0.8 to 0.9, which spends most of a cycle finding a mode; at
+        temperature 1 a longer sampling stage gives better within-mode spread (on the
+        breast-cancer logistic regression of the demo, the median ratio of posterior sds to
+        NUTS's was 0.64 with 0.8 and 0.99 with 0.5, 20 cycles of 1000 steps).
     :param int samples_per_cycle: retained draws per cycle, at most the number of
         sampling-stage steps (default 4).
     :param float temperature: ``T > 0`` (default 1, the posterior).
@@ -460,7 +464,7 @@ class CyclicalSGHMC(_CyclicalSGMCMC):
         *,
         step_size: float | None = None,
         steps_per_cycle: int = 1000,
-        exploration_fraction: float = 0.8,
+        exploration_fraction: float = 0.5,
         samples_per_cycle: int = 4,
         friction: float = 0.1,
         temperature: float = 1.0,

@@ -182,9 +182,11 @@ class FunctionPotential(_Potential):
         return energy.reshape(())
 
 
-def _trace_model(model, args, kwargs, init_strategy):
+def _trace_model(model, args, kwargs, init_strategy=None):
+    if init_strategy is not None:
+        model = InitMessenger(init_strategy)(model)
     with poutine.block():
-        return poutine.trace(InitMessenger(init_strategy)(model)).get_trace(*args, **kwargs)
+        return poutine.trace(model).get_trace(*args, **kwargs)
 
 
 def _find_plates_and_latents(trace, transforms):
@@ -270,11 +272,12 @@ class ModelPotential(_Potential):
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs)
         self.init_strategy = init_strategy
-        trace = _trace_model(model, self.model_args, self.model_kwargs, init_strategy)
+        # A plain prior trace finds the structure: an init strategy may choke on the very
+        # sites (discrete, local) that deserve a clear error of ours.
+        trace = _trace_model(model, self.model_args, self.model_kwargs)
         self.plates, sites = _find_plates_and_latents(trace, transforms or {})
         super().__init__(sites)
         self.transforms = {site.name: site.transform for site in self.sites}
-        self._prototype_trace = trace
         self._graph = None
 
     # -- eager -----------------------------------------------------------------------------
@@ -312,12 +315,8 @@ class ModelPotential(_Potential):
 
         Tries up to ``max_tries`` draws of the strategy (each with its own minibatch).
         """
-        trace = self._prototype_trace
         for _ in range(max_tries):
-            if trace is None:
-                trace = _trace_model(
-                    self.model, self.model_args, self.model_kwargs, self.init_strategy
-                )
+            trace = _trace_model(self.model, self.model_args, self.model_kwargs, self.init_strategy)
             flat = torch.cat(
                 [
                     site.transform(trace.nodes[site.name]["value"].detach()).reshape(-1)
@@ -328,7 +327,6 @@ class ModelPotential(_Potential):
             energy, grad = self.eager_value_and_grad(flat, indices)
             if torch.isfinite(energy) and torch.isfinite(grad).all():
                 return flat.detach()
-            trace = None
         raise ModelError(
             f"could not find initial parameters with a finite potential energy and gradient "
             f"in {max_tries} tries of init_strategy={getattr(self.init_strategy, '__name__', '')}"
@@ -392,7 +390,6 @@ class ModelPotential(_Potential):
         state = self.__dict__.copy()
         state["_graph"] = None
         state["compiled"] = False
-        state["_prototype_trace"] = None
         return state
 
 

@@ -1,0 +1,53 @@
+"""Models and exact posteriors shared by the tests (importable, so chains can be spawned)."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+
+def linear_regression_data(n=5000, d=3, sigma=1.0, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=generator)
+    w_true = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0][:d])
+    y = x @ w_true + sigma * torch.randn(n, generator=generator)
+    return x, y
+
+
+def linear_regression(x, y, subsample_size=None, sigma=1.0, prior_scale=1.0):
+    """y ~ N(x @ w, sigma^2), w ~ N(0, prior_scale^2 I): a conjugate model."""
+    d = x.shape[1]
+    w = pyro.sample("w", dist.Normal(torch.zeros(d), prior_scale).to_event(1))
+    with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+        pyro.sample("obs", dist.Normal(x[idx] @ w, sigma), obs=None if y is None else y[idx])
+
+
+def linear_regression_posterior(x, y, sigma=1.0, prior_scale=1.0):
+    """Exact posterior mean and standard deviations of ``w`` (float64)."""
+    x64, y64 = x.double(), y.double()
+    precision = x64.T @ x64 / sigma**2 + torch.eye(x.shape[1], dtype=torch.float64) / prior_scale**2
+    covariance = torch.linalg.inv(precision)
+    mean = covariance @ (x64.T @ y64) / sigma**2
+    return mean, covariance.diagonal().sqrt()
+
+
+def gamma_normal_data(n=2000, precision=4.0, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, generator=generator) / math.sqrt(precision)
+
+
+def gamma_normal(y, subsample_size=None, a=2.0, b=2.0):
+    """y ~ N(0, 1 / tau), tau ~ Gamma(a, b): a positive site with a conjugate posterior."""
+    tau = pyro.sample("tau", dist.Gamma(a, b))
+    with pyro.plate("data", y.shape[0], subsample_size=subsample_size) as idx:
+        pyro.sample("obs", dist.Normal(0.0, tau.rsqrt()), obs=y[idx])
+
+
+def gamma_normal_posterior(y, a=2.0, b=2.0):
+    """Posterior of tau: Gamma(a + n/2, b + sum(y^2)/2); returns (mean, sd)."""
+    shape = a + y.shape[0] / 2
+    rate = b + float((y.double() ** 2).sum()) / 2
+    return shape / rate, math.sqrt(shape) / rate

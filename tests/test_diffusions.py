@@ -1,0 +1,90 @@
+"""The update equations, alone and as the kernels apply them."""
+
+import math
+
+import pyro
+import pytest
+import torch
+
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg.diffusions import sghmc_step, sgld_step
+from pyro_csg.schedules import CosineCyclical
+
+
+def test_sgld_step_is_the_formula_and_leaves_its_inputs_alone():
+    theta, grad, xi = torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0]), torch.tensor([1.0, -2.0])
+    before = (theta.clone(), grad.clone(), xi.clone())
+    new = sgld_step(theta, grad, eta=0.1, temperature=0.5, xi=xi)
+    expected = theta - 0.1 * grad + math.sqrt(2 * 0.1 * 0.5) * xi
+    assert torch.allclose(new, expected)
+    assert all(torch.equal(a, b) for a, b in zip(before, (theta, grad, xi), strict=True))
+    assert torch.allclose(sgld_step(theta, grad, eta=0.1), theta - 0.1 * grad)
+
+
+def test_sghmc_step_is_the_formula_and_leaves_its_inputs_alone():
+    theta, v = torch.tensor([1.0, 2.0]), torch.tensor([0.3, -0.3])
+    grad, xi = torch.tensor([0.5, -1.0]), torch.tensor([1.0, -2.0])
+    before = (theta.clone(), v.clone())
+    new_theta, new_v = sghmc_step(theta, v, grad, eta=0.1, friction=0.2, temperature=2.0, xi=xi)
+    expected_v = (1 - 0.2) * v - 0.1 * grad + math.sqrt(2 * 0.2 * 0.1 * 2.0) * xi
+    assert torch.allclose(new_v, expected_v)
+    assert torch.allclose(new_theta, theta + expected_v)
+    assert torch.equal(theta, before[0]) and torch.equal(v, before[1])
+
+
+def quadratic(curvature):
+    def potential(params):
+        return 0.5 * curvature * (params["z"] ** 2).sum()
+
+    return potential
+
+
+@pytest.mark.parametrize("kernel_class", [CyclicalSGLD, CyclicalSGHMC])
+def test_exploration_stage_is_noiseless_sgd_with_the_cosine_step(kernel_class):
+    """Through the kernel: the exploration stage is (momentum) SGD, the same for any seed."""
+    curvature, step_size, length = 2.0, 0.05, 20
+    kwargs = dict(step_size=step_size, steps_per_cycle=length, exploration_fraction=0.5,
+                  samples_per_cycle=2)
+    if kernel_class is CyclicalSGHMC:
+        kwargs["friction"] = 0.3
+    ends = []
+    for seed in (0, 1):
+        pyro.set_rng_seed(seed)
+        kernel = kernel_class(potential_fn=quadratic(curvature), **kwargs)
+        kernel.initial_params = {"z": torch.tensor([1.0, -3.0])}
+        kernel.setup(0)
+        kernel._start(kernel._run)
+        kernel._advance(kernel._run, 10)  # iterations 1..10: the exploration stage
+        ends.append(kernel._run.theta.clone())
+    assert torch.equal(ends[0], ends[1])
+
+    schedule = CosineCyclical(step_size, length)
+    z, v = torch.tensor([1.0, -3.0]), torch.zeros(2)
+    for k in range(1, 11):
+        eta = schedule(k)
+        if kernel_class is CyclicalSGLD:
+            z = z - eta * curvature * z
+        else:
+            v = (1 - 0.3) * v - eta * curvature * z
+            z = z + v
+    assert torch.allclose(ends[0], z, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernel_class, temperature", [(CyclicalSGLD, 1.0), (CyclicalSGLD, 0.1),
+                                                       (CyclicalSGHMC, 1.0), (CyclicalSGHMC, 0.1)])
+def test_sampling_noise_has_the_documented_scale(kernel_class, temperature):
+    """With a flat potential, one sampling step moves theta by the injected noise alone."""
+    dim, step_size = 40_000, 0.01
+    kwargs = dict(step_size=step_size, steps_per_cycle=2, exploration_fraction=0.0,
+                  samples_per_cycle=2, temperature=temperature)
+    if kernel_class is CyclicalSGHMC:
+        kwargs["friction"] = 0.25
+    pyro.set_rng_seed(0)
+    kernel = kernel_class(potential_fn=lambda p: 0.0 * p["z"].sum(), **kwargs)
+    kernel.initial_params = {"z": torch.zeros(dim)}
+    kernel.setup(0)
+    draw = kernel.sample(kernel.initial_params)["z"]  # iteration 1, eta = step_size
+    friction = kwargs.get("friction", 1.0)
+    expected_variance = 2 * friction * step_size * temperature
+    assert draw.var().item() == pytest.approx(expected_variance, rel=0.03)
+    assert abs(draw.mean().item()) < 4 * math.sqrt(expected_variance / dim)
