@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import time
@@ -119,6 +120,17 @@ def run_reference(x, y, iterations: int) -> float:
     return (time.perf_counter() - start) / iterations
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3000)
@@ -142,17 +154,25 @@ def main() -> None:
             eager.append(run_pyro(x, y, args.iterations, compile_potential=False)[0])
 
     ours_us, ref_us = statistics.median(ours) * 1e6, statistics.median(reference) * 1e6
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, "
-          f"torch {torch.__version__}, pyro {pyro.__version__}, threads={args.threads}")
-    print(f"model: Bayesian MLP {D}-{H}-{C}, N={N}, B={B}; {args.iterations} iterations "
-          f"x {args.repeats} repeats (medians)")
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, {platform.system()}, "
+        f"torch {torch.__version__}, pyro {pyro.__version__}, threads={args.threads}"
+    )
+    print(
+        f"model: Bayesian MLP {D}-{H}-{C}, N={N}, B={B}; {args.iterations} iterations "
+        f"x {args.repeats} repeats (medians)"
+    )
     print(f"hand-written PyTorch cSGHMC : {ref_us:8.1f} us / iteration")
-    print(f"CyclicalSGHMC in MCMC       : {ours_us:8.1f} us / iteration"
-          f"   (one-off set-up and tracing: {statistics.median(setups):.2f} s)")
+    print(
+        f"CyclicalSGHMC in MCMC       : {ours_us:8.1f} us / iteration"
+        f"   (one-off set-up and tracing: {statistics.median(setups):.2f} s)"
+    )
     if eager:
         eager_us = statistics.median(eager) * 1e6
-        print(f"  eager potential (no trace): {eager_us:8.1f} us / iteration"
-              f"   ratio {eager_us / ref_us:.2f}x")
+        print(
+            f"  eager potential (no trace): {eager_us:8.1f} us / iteration"
+            f"   ratio {eager_us / ref_us:.2f}x"
+        )
     print(f"ratio (pyro-csg / hand-written): {ours_us / ref_us:.2f}x")
 
 

@@ -20,8 +20,9 @@ from . import __version__
 from .kernels import CyclicalSGHMC
 
 
-def logistic_regression(x: torch.Tensor, y: torch.Tensor | None = None,
-                        subsample_size: int | None = None) -> None:
+def logistic_regression(
+    x: torch.Tensor, y: torch.Tensor | None = None, subsample_size: int | None = None
+) -> None:
     """Bayesian logistic regression: ``w ~ N(0, I)``, ``b ~ N(0, 5^2)``, ``y ~ Bernoulli``.
 
     Example::
@@ -35,8 +36,7 @@ def logistic_regression(x: torch.Tensor, y: torch.Tensor | None = None,
     w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
     b = pyro.sample("b", dist.Normal(0.0, 5.0))
     with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
-        pyro.sample("obs", dist.Bernoulli(logits=x[idx] @ w + b),
-                    obs=None if y is None else y[idx])
+        pyro.sample("obs", dist.Bernoulli(logits=x[idx] @ w + b), obs=None if y is None else y[idx])
 
 
 def load_breast_cancer_split(seed: int = 0, test_fraction: float = 0.2):
@@ -58,15 +58,24 @@ def load_breast_cancer_split(seed: int = 0, test_fraction: float = 0.2):
     return x[train], y[train], x[test], y[test]
 
 
-def demo(cycles: int = 20, steps_per_cycle: int = 1000, batch_size: int = 32, seed: int = 0,
-         progress: bool = True) -> dict[str, float]:
+def demo(
+    cycles: int = 20,
+    steps_per_cycle: int = 1000,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
     """Run the demo; print the summary and return the headline figures."""
     x_train, y_train, x_test, y_test = load_breast_cancer_split(seed)
     n = len(y_train)
-    print(f"pyro-csg {__version__}: Bayesian logistic regression, breast-cancer data "
-          f"({n} train / {len(y_test)} test tumours, {x_train.shape[1]} features)")
-    print(f"cSGHMC: {cycles} cycles x {steps_per_cycle} steps, minibatches of {batch_size}, "
-          f"4 draws per cycle, seed {seed}")
+    print(
+        f"pyro-csg {__version__}: Bayesian logistic regression, breast-cancer data "
+        f"({n} train / {len(y_test)} test tumours, {x_train.shape[1]} features)"
+    )
+    print(
+        f"cSGHMC: {cycles} cycles x {steps_per_cycle} steps, minibatches of {batch_size}, "
+        f"4 draws per cycle, seed {seed}"
+    )
     pyro.set_rng_seed(seed)
     kernel = CyclicalSGHMC(
         logistic_regression,
@@ -82,14 +91,21 @@ def demo(cycles: int = 20, steps_per_cycle: int = 1000, batch_size: int = 32, se
     seconds = time.perf_counter() - start
     mcmc.summary(prob=0.9)
     samples = mcmc.get_samples()
-    probabilities = Predictive(logistic_regression, posterior_samples=samples,
-                               return_sites=["obs"])(x_test)["obs"].mean(0)
+    probabilities = Predictive(
+        logistic_regression, posterior_samples=samples, return_sites=["obs"]
+    )(x_test)["obs"].mean(0)
     accuracy = float(((probabilities > 0.5).float() == y_test).float().mean())
     eps = 1e-6
-    nll = float(-(y_test * probabilities.clamp_min(eps).log()
-                  + (1 - y_test) * (1 - probabilities).clamp_min(eps).log()).mean())
-    print(f"sampling time {seconds:.1f} s; held-out accuracy {accuracy:.3f}, "
-          f"held-out log loss {nll:.3f} (posterior predictive over {len(samples['b'])} draws)")
+    nll = float(
+        -(
+            y_test * probabilities.clamp_min(eps).log()
+            + (1 - y_test) * (1 - probabilities).clamp_min(eps).log()
+        ).mean()
+    )
+    print(
+        f"sampling time {seconds:.1f} s; held-out accuracy {accuracy:.3f}, "
+        f"held-out log loss {nll:.3f} (posterior predictive over {len(samples['b'])} draws)"
+    )
     return {"accuracy": accuracy, "nll": nll, "seconds": seconds}
 
 
@@ -105,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     run_demo.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        demo(args.cycles, args.steps_per_cycle, args.batch_size, args.seed,
-             progress=not args.no_progress)
+        demo(
+            args.cycles,
+            args.steps_per_cycle,
+            args.batch_size,
+            args.seed,
+            progress=not args.no_progress,
+        )
     return 0
 
 

@@ -21,8 +21,12 @@ aten = torch.ops.aten
 _PASSTHROUGH = {aten.detach.default, aten.lift_fresh_copy.default, aten.alias.default}
 _ADDITIVE = {aten.add.Tensor, aten.sub.Tensor}
 _MULTIPLICATIVE = {aten.mul.Tensor, aten.div.Tensor}
-_RESHAPES = {aten.view.default, aten.reshape.default, aten.expand.default,
-             aten._unsafe_view.default}
+_RESHAPES = {
+    aten.view.default,
+    aten.reshape.default,
+    aten.expand.default,
+    aten._unsafe_view.default,
+}
 
 
 def trace(fn: Callable, *example_inputs: torch.Tensor) -> GraphModule:
@@ -80,8 +84,15 @@ _FILL_VALUE = {
 
 
 # Deterministic factories of a fixed result (no tensor inputs).
-_FACTORIES = {aten.zeros.default, aten.ones.default, aten.full.default, aten.arange.default,
-              aten.arange.start, aten.arange.start_step, aten.scalar_tensor.default}
+_FACTORIES = {
+    aten.zeros.default,
+    aten.ones.default,
+    aten.full.default,
+    aten.arange.default,
+    aten.arange.start,
+    aten.arange.start_step,
+    aten.scalar_tensor.default,
+}
 
 
 def _filled_like(node: Node) -> torch.Tensor | None:
@@ -147,16 +158,20 @@ def _identity_input(node: Node, constants: dict[Node, torch.Tensor]) -> Node | N
         x, other = args
         if _constant_equal_to(other, 0.0, constants) and _same_meta(x, node):
             return x
-        if target is aten.add.Tensor and _constant_equal_to(x, 0.0, constants) and _same_meta(
-            other, node
+        if (
+            target is aten.add.Tensor
+            and _constant_equal_to(x, 0.0, constants)
+            and _same_meta(other, node)
         ):
             return other
     if target in _MULTIPLICATIVE and len(args) == 2:
         x, other = args
         if _constant_equal_to(other, 1.0, constants) and _same_meta(x, node):
             return x
-        if target is aten.mul.Tensor and _constant_equal_to(x, 1.0, constants) and _same_meta(
-            other, node
+        if (
+            target is aten.mul.Tensor
+            and _constant_equal_to(x, 1.0, constants)
+            and _same_meta(other, node)
         ):
             return other
     if target is aten.pow.Tensor_Scalar and args[1] == 1 and _same_meta(args[0], node):

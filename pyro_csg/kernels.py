@@ -93,17 +93,13 @@ class _CyclicalSGMCMC(MCMCKernel):
         else:
             if step_size is not None:
                 raise ValueError(
-                    "give either step_size (for the default cosine schedule) or schedule, "
-                    "not both"
+                    "give either step_size (for the default cosine schedule) or schedule, not both"
                 )
             if not callable(schedule):
                 raise TypeError(
                     f"schedule must be a callable k -> step size, got {type(schedule).__name__}"
                 )
-            if (
-                isinstance(schedule, CosineCyclical)
-                and schedule.steps_per_cycle != steps_per_cycle
-            ):
+            if isinstance(schedule, CosineCyclical) and schedule.steps_per_cycle != steps_per_cycle:
                 raise ValueError(
                     f"schedule has steps_per_cycle={schedule.steps_per_cycle} but the kernel "
                     f"has steps_per_cycle={steps_per_cycle}: the cycles would not line up"
@@ -194,7 +190,8 @@ class _CyclicalSGMCMC(MCMCKernel):
             theta = potential.flatten(self._initial_params)
         if not torch.isfinite(theta).all():
             bad = [
-                name for name, value in potential.unflatten(theta).items()
+                name
+                for name, value in potential.unflatten(theta).items()
                 if not torch.isfinite(value).all()
             ]
             raise ValueError(f"initial_params has non-finite values at site(s) {bad}")
@@ -271,7 +268,11 @@ class _CyclicalSGMCMC(MCMCKernel):
             energy, grad = value_and_grad(theta, run.indices())
             energies.append(energy)
             run.theta, run.grad, run.energy, run.iteration, run.step_size = (
-                theta, grad, energy, k, eta,
+                theta,
+                grad,
+                energy,
+                k,
+                eta,
             )
             if len(energies) == _CHECK_EVERY or k == target:
                 values = torch.stack(energies)
@@ -473,8 +474,10 @@ class CyclicalSGHMC(_CyclicalSGMCMC):
         schedule: Schedule | None = None,
         compile_potential: bool = True,
     ) -> None:
-        if isinstance(friction, bool) or not isinstance(friction, (int, float)) or not (
-            0.0 < friction <= 1.0
+        if (
+            isinstance(friction, bool)
+            or not isinstance(friction, (int, float))
+            or not (0.0 < friction <= 1.0)
         ):
             raise ValueError(f"friction must be a number in (0, 1], got {friction!r}")
         super().__init__(

@@ -222,9 +222,7 @@ def _find_plates_and_latents(trace, transforms):
                 )
         value = node["value"]
         if not value.is_floating_point():
-            raise ModelError(
-                f"sample site '{name}' has a non-floating-point value ({value.dtype})"
-            )
+            raise ModelError(f"sample site '{name}' has a non-floating-point value ({value.dtype})")
         if name in transforms:
             transform = transforms[name]
         else:
@@ -293,9 +291,9 @@ class ModelPotential(_Potential):
             else:
                 constrained = site.transform.inv(value)
                 data[site.name] = constrained
-                log_jacobian = log_jacobian + site.transform.log_abs_det_jacobian(
-                    constrained, value
-                ).sum()
+                log_jacobian = (
+                    log_jacobian + site.transform.log_abs_det_jacobian(constrained, value).sum()
+                )
         for plate, index in zip(self.plates, indices, strict=True):
             data[plate.name] = index
         conditioned = poutine.condition(self.model, data=data)
@@ -369,8 +367,9 @@ class ModelPotential(_Potential):
                 got = graph(point, *indices)
             for name, want, have in zip(("potential", "gradient"), expected, got, strict=True):
                 scale = want.abs().max() if want.numel() else 0.0
-                if not torch.allclose(have, want, rtol=1e-4, atol=1e-5 * float(scale) + 1e-6,
-                                      equal_nan=True):
+                if not torch.allclose(
+                    have, want, rtol=1e-4, atol=1e-5 * float(scale) + 1e-6, equal_nan=True
+                ):
                     return (
                         f"the traced {name} differs from the eager one (the model is stochastic "
                         "or depends on state that tracing fixes)"

@@ -145,8 +145,10 @@ class PolynomialDecay:
 
     def __init__(self, a: float, b: float = 1.0, gamma: float = 0.55) -> None:
         self.a = _check_positive("a", a)
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not (
-            math.isfinite(b) and b >= 0
+        if (
+            isinstance(b, bool)
+            or not isinstance(b, (int, float))
+            or not (math.isfinite(b) and b >= 0)
         ):
             raise ValueError(f"b must be a finite number >= 0, got {b!r}")
         self.b = float(b)
@@ -190,9 +192,7 @@ class CycleLayout:
     def __post_init__(self) -> None:
         _check_int("steps_per_cycle", self.steps_per_cycle, 1)
         beta = self.exploration_fraction
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (
-            0.0 <= beta < 1.0
-        ):
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0.0 <= beta < 1.0):
             raise ValueError(f"exploration_fraction must be a number in [0, 1), got {beta!r}")
         _check_int("samples_per_cycle", self.samples_per_cycle, 1)
         if self.samples_per_cycle > self.num_sampling_steps:

@@ -15,17 +15,37 @@ def test_demo_runs_and_reports():
 
 def test_demo_module_entry_point():
     result = subprocess.run(
-        [sys.executable, "-m", "pyro_csg", "demo", "--cycles", "2", "--steps-per-cycle", "60",
-         "--no-progress"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "pyro_csg",
+            "demo",
+            "--cycles",
+            "2",
+            "--steps-per-cycle",
+            "60",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     )
     assert "held-out accuracy" in result.stdout and "w[29]" in result.stdout
 
 
 def test_overhead_benchmark_runs():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--iterations", "1000",
-         "--repeats", "1"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "overhead.py"),
+            "--iterations",
+            "1000",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "ratio (pyro-csg / hand-written)" in result.stdout

@@ -43,8 +43,9 @@ def quadratic(curvature):
 def test_exploration_stage_is_noiseless_sgd_with_the_cosine_step(kernel_class):
     """Through the kernel: the exploration stage is (momentum) SGD, the same for any seed."""
     curvature, step_size, length = 2.0, 0.05, 20
-    kwargs = dict(step_size=step_size, steps_per_cycle=length, exploration_fraction=0.5,
-                  samples_per_cycle=2)
+    kwargs = dict(
+        step_size=step_size, steps_per_cycle=length, exploration_fraction=0.5, samples_per_cycle=2
+    )
     if kernel_class is CyclicalSGHMC:
         kwargs["friction"] = 0.3
     ends = []
@@ -70,13 +71,20 @@ def test_exploration_stage_is_noiseless_sgd_with_the_cosine_step(kernel_class):
     assert torch.allclose(ends[0], z, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kernel_class, temperature", [(CyclicalSGLD, 1.0), (CyclicalSGLD, 0.1),
-                                                       (CyclicalSGHMC, 1.0), (CyclicalSGHMC, 0.1)])
+@pytest.mark.parametrize(
+    "kernel_class, temperature",
+    [(CyclicalSGLD, 1.0), (CyclicalSGLD, 0.1), (CyclicalSGHMC, 1.0), (CyclicalSGHMC, 0.1)],
+)
 def test_sampling_noise_has_the_documented_scale(kernel_class, temperature):
     """With a flat potential, one sampling step moves theta by the injected noise alone."""
     dim, step_size = 40_000, 0.01
-    kwargs = dict(step_size=step_size, steps_per_cycle=2, exploration_fraction=0.0,
-                  samples_per_cycle=2, temperature=temperature)
+    kwargs = dict(
+        step_size=step_size,
+        steps_per_cycle=2,
+        exploration_fraction=0.0,
+        samples_per_cycle=2,
+        temperature=temperature,
+    )
     if kernel_class is CyclicalSGHMC:
         kwargs["friction"] = 0.25
     pyro.set_rng_seed(0)

@@ -39,8 +39,11 @@ def with_(**changes):
         (with_(temperature=-1.0), ValueError, "temperature"),
         (with_(step_size=None, schedule=3), TypeError, "schedule must be a callable"),
         (with_(schedule=Constant(1e-3)), ValueError, "either step_size .* or schedule"),
-        (with_(step_size=None, schedule=CosineCyclical(1e-3, 30)), ValueError,
-         "steps_per_cycle=30 but the kernel has steps_per_cycle=20"),
+        (
+            with_(step_size=None, schedule=CosineCyclical(1e-3, 30)),
+            ValueError,
+            "steps_per_cycle=30 but the kernel has steps_per_cycle=20",
+        ),
         (with_(transforms=[1]), TypeError, "transforms must be a dict"),
         (with_(init_strategy=None), TypeError, "init_strategy"),
     ],
@@ -84,8 +87,11 @@ def no_latent(y):
 @pytest.mark.parametrize(
     "model, match",
     [
-        (local_latent, "site 'z' is a latent variable inside the subsampled plate 'data' "
-                       r"\(size=100, subsample_size=10\)"),
+        (
+            local_latent,
+            "site 'z' is a latent variable inside the subsampled plate 'data' "
+            r"\(size=100, subsample_size=10\)",
+        ),
         (discrete_latent, "site 'k' is a discrete latent variable"),
         (no_latent, "no latent sample site"),
     ],
@@ -106,8 +112,13 @@ def test_potential_fn_needs_initial_params():
 
 def test_potential_fn_must_return_a_scalar():
     kernel = CyclicalSGLD(potential_fn=lambda p: p["z"] ** 2, **VALID)
-    mcmc = MCMC(kernel, num_samples=2, warmup_steps=0, disable_progbar=True,
-                initial_params={"z": torch.zeros(3)})
+    mcmc = MCMC(
+        kernel,
+        num_samples=2,
+        warmup_steps=0,
+        disable_progbar=True,
+        initial_params={"z": torch.zeros(3)},
+    )
     with pytest.raises(ValueError, match=r"must return a scalar tensor .* shape \(3,\)"):
         mcmc.run()
 
@@ -123,8 +134,7 @@ def test_potential_fn_must_return_a_scalar():
 def test_bad_initial_params(initial, match):
     x, y = linear_regression_data(n=100, d=2)
     kernel = CyclicalSGLD(linear_regression, **VALID)
-    mcmc = MCMC(kernel, num_samples=2, warmup_steps=0, disable_progbar=True,
-                initial_params=initial)
+    mcmc = MCMC(kernel, num_samples=2, warmup_steps=0, disable_progbar=True, initial_params=initial)
     with pytest.raises(ValueError, match=match):
         mcmc.run(x, y, subsample_size=10)
 
@@ -133,10 +143,20 @@ def test_bad_initial_params(initial, match):
 def test_divergence_stops_with_a_useful_error_and_no_nan_draws(kernel_class):
     x, y = linear_regression_data(n=1000, d=2)
     kept = []
-    kernel = kernel_class(linear_regression, step_size=1.0, steps_per_cycle=300,
-                          exploration_fraction=0.5, samples_per_cycle=2)
-    mcmc = MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True,
-                hook_fn=lambda k, params, stage, i: kept.append(params["w"]))
+    kernel = kernel_class(
+        linear_regression,
+        step_size=1.0,
+        steps_per_cycle=300,
+        exploration_fraction=0.5,
+        samples_per_cycle=2,
+    )
+    mcmc = MCMC(
+        kernel,
+        num_samples=4,
+        warmup_steps=0,
+        disable_progbar=True,
+        hook_fn=lambda k, params, stage, i: kept.append(params["w"]),
+    )
     pyro.set_rng_seed(0)
     with pytest.raises(NonFiniteError) as failure:
         mcmc.run(x, y, subsample_size=50)
@@ -150,8 +170,12 @@ def test_divergence_stops_with_a_useful_error_and_no_nan_draws(kernel_class):
 
 def test_schedule_giving_a_bad_step_size_is_named():
     x, y = linear_regression_data(n=100, d=2)
-    kernel = CyclicalSGLD(linear_regression, schedule=lambda k: 1e-4 if k < 5 else -1.0,
-                          steps_per_cycle=20, samples_per_cycle=2)
+    kernel = CyclicalSGLD(
+        linear_regression,
+        schedule=lambda k: 1e-4 if k < 5 else -1.0,
+        steps_per_cycle=20,
+        samples_per_cycle=2,
+    )
     mcmc = MCMC(kernel, num_samples=2, warmup_steps=0, disable_progbar=True)
     with pytest.raises(ValueError, match="step size -1.0 at iteration 5"):
         mcmc.run(x, y, subsample_size=10)

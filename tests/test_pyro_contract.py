@@ -23,8 +23,9 @@ def data():
 
 
 def make_kernel(kernel_class=CyclicalSGHMC, model=linear_regression, **overrides):
-    settings = dict(step_size=0.02 / N, steps_per_cycle=40, exploration_fraction=0.5,
-                    samples_per_cycle=2)
+    settings = dict(
+        step_size=0.02 / N, steps_per_cycle=40, exploration_fraction=0.5, samples_per_cycle=2
+    )
     if kernel_class is CyclicalSGHMC:
         settings["friction"] = 0.5
     settings.update(overrides)
@@ -127,10 +128,20 @@ def test_potential_fn_with_initial_params():
         return 0.5 * (((params["z"] - target_mean) / target_sd) ** 2).sum()
 
     pyro.set_rng_seed(0)
-    kernel = CyclicalSGLD(potential_fn=potential, step_size=0.05 * target_sd**2,
-                          steps_per_cycle=200, exploration_fraction=0.5, samples_per_cycle=10)
-    mcmc = MCMC(kernel, num_samples=60 * 10, warmup_steps=0, disable_progbar=True,
-                initial_params={"z": torch.zeros(2)})
+    kernel = CyclicalSGLD(
+        potential_fn=potential,
+        step_size=0.05 * target_sd**2,
+        steps_per_cycle=200,
+        exploration_fraction=0.5,
+        samples_per_cycle=10,
+    )
+    mcmc = MCMC(
+        kernel,
+        num_samples=60 * 10,
+        warmup_steps=0,
+        disable_progbar=True,
+        initial_params={"z": torch.zeros(2)},
+    )
     mcmc.run()
     z = mcmc.get_samples()["z"]
     assert ((z.mean(0) - target_mean).abs() < 0.3 * target_sd).all()

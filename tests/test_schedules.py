@@ -31,8 +31,9 @@ def test_stage_follows_the_beta_rule(length, beta):
     assert layout.num_exploration_steps == sum(j / length < beta for j in range(length))
 
 
-@pytest.mark.parametrize("length, beta, per_cycle", [(10, 0.6, 2), (10, 0.6, 4), (100, 0.8, 3),
-                                                     (9, 0.0, 9), (5, 0.5, 1)])
+@pytest.mark.parametrize(
+    "length, beta, per_cycle", [(10, 0.6, 2), (10, 0.6, 4), (100, 0.8, 3), (9, 0.0, 9), (5, 0.5, 1)]
+)
 def test_retained_draws_are_spread_over_the_sampling_stage_ending_the_cycle(
     length, beta, per_cycle
 ):
@@ -90,7 +91,10 @@ def test_kernel_reports_the_documented_iterations_and_step_sizes():
     x, y = linear_regression_data(n=200, d=2)
     pyro.set_rng_seed(0)
     kernel = CyclicalSGLD(
-        linear_regression, step_size=1e-4, steps_per_cycle=20, exploration_fraction=0.7,
+        linear_regression,
+        step_size=1e-4,
+        steps_per_cycle=20,
+        exploration_fraction=0.7,
         samples_per_cycle=3,
     )
     mcmc = MCMC(kernel, num_samples=3 * 3, warmup_steps=2 * 3, disable_progbar=True)

@@ -129,8 +129,9 @@ def noisy(y):
         pyro.sample("obs", dist.Normal(mu + jitter, 1.0), obs=y[idx])
 
 
-@pytest.mark.parametrize("model, reason", [(branching, "tracing the model failed"),
-                                           (noisy, "differs from the eager")])
+@pytest.mark.parametrize(
+    "model, reason", [(branching, "tracing the model failed"), (noisy, "differs from the eager")]
+)
 def test_untraceable_models_stay_eager_and_say_why(model, reason):
     potential = _potential(model, (torch.randn(100),), {})
     message = potential.compile(torch.tensor([0.3]))
