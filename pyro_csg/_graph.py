@@ -11,9 +11,11 @@ every rewrite keeps the value, shape and dtype of the node it replaces.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
+from torch.distributions import Distribution
 from torch.fx import GraphModule, Node
 
 aten = torch.ops.aten
@@ -29,11 +31,26 @@ _RESHAPES = {
 }
 
 
+@contextlib.contextmanager
+def _no_sample_validation():
+    # Distributions built before the run (a PyroModule's PyroSample priors, say) keep the
+    # validate_args they were born with, and validating a value reads it back as a Python
+    # bool: under tracing that is data-dependent control flow. Validation never changes a
+    # value, so it is switched off while tracing only.
+    original = Distribution._validate_sample
+    Distribution._validate_sample = lambda self, value: None
+    try:
+        yield
+    finally:
+        Distribution._validate_sample = original
+
+
 def trace(fn: Callable, *example_inputs: torch.Tensor) -> GraphModule:
     """``make_fx`` in real-tensor mode: data-dependent Python control flow raises."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    return make_fx(fn)(*example_inputs)
+    with _no_sample_validation():
+        return make_fx(fn)(*example_inputs)
 
 
 def _schema(node: Node):

@@ -185,11 +185,20 @@ class FunctionPotential(_Potential):
 def _trace_model(model, args, kwargs, init_strategy=None):
     if init_strategy is not None:
         model = InitMessenger(init_strategy)(model)
-    with poutine.block():
-        return poutine.trace(model).get_trace(*args, **kwargs)
+    tracer = poutine.trace(model)
+    try:
+        with poutine.block():
+            return tracer.get_trace(*args, **kwargs)
+    except Exception as error:
+        # A PyroModule's PyroSample weight first read inside the data plate gets the
+        # plate's batch dimension, and the model then fails with a shape error.
+        local = _local_latents(tracer.msngr.trace, _subsampled_plates(tracer.msngr.trace))
+        if local:
+            error.add_note(_local_latent_message(*local[0]))
+        raise
 
 
-def _find_plates_and_latents(trace, transforms):
+def _subsampled_plates(trace) -> dict[str, SubsamplePlate]:
     plates: dict[str, SubsamplePlate] = {}
     for name, node in trace.nodes.items():
         if node["type"] == "sample" and isinstance(node["fn"], _Subsample):
@@ -198,10 +207,54 @@ def _find_plates_and_latents(trace, transforms):
                 plates[name] = SubsamplePlate(
                     name, int(fn.size), int(fn.subsample_size), node["value"].device
                 )
+    return plates
+
+
+def _is_latent(node) -> bool:
+    return (
+        node["type"] == "sample"
+        and not node["is_observed"]
+        and not isinstance(node["fn"], _Subsample)
+    )
+
+
+def _local_latents(trace, plates) -> list[tuple[str, SubsamplePlate]]:
+    """Latent sites sampled inside a subsampled plate, each with (one of) its plates."""
+    local = []
+    for name, node in trace.nodes.items():
+        if _is_latent(node):
+            inside = [frame.name for frame in node["cond_indep_stack"] if frame.name in plates]
+            if inside:
+                local.append((name, plates[inside[0]]))
+    return local
+
+
+def _local_latent_message(name: str, plate: SubsamplePlate) -> str:
+    message = (
+        f"sample site '{name}' is a latent variable inside the subsampled plate "
+        f"'{plate.name}' (size={plate.size}, subsample_size={plate.subsample_size}). "
+        "A minibatch potential sees only a few of such local latents at each step, so "
+        "they cannot be sampled: move the site out of the plate, marginalise it out, or "
+        "give that plate subsample_size=None."
+    )
+    if "." in name:
+        message += (
+            f" If '{name}' is a PyroSample attribute of a PyroModule, it was first read "
+            "inside the plate: read it once before entering the plate (e.g. "
+            f"`self.{name}` at the top of forward), so that it is sampled as a global."
+        )
+    return message
+
+
+def _find_plates_and_latents(trace, transforms):
+    plates = _subsampled_plates(trace)
+    local = _local_latents(trace, plates)
+    if local:
+        raise ModelError(_local_latent_message(*local[0]))
 
     sites = []
     for name, node in trace.nodes.items():
-        if node["type"] != "sample" or node["is_observed"] or isinstance(node["fn"], _Subsample):
+        if not _is_latent(node):
             continue
         fn = node["fn"]
         if fn.support.is_discrete or getattr(fn, "has_enumerate_support", False):
@@ -210,16 +263,6 @@ def _find_plates_and_latents(trace, transforms):
                 "Stochastic-gradient MCMC moves continuous latents only: marginalise it out "
                 "(e.g. with a mixture distribution), or observe it."
             )
-        for frame in node["cond_indep_stack"]:
-            if frame.name in plates:
-                plate = plates[frame.name]
-                raise ModelError(
-                    f"sample site '{name}' is a latent variable inside the subsampled plate "
-                    f"'{plate.name}' (size={plate.size}, subsample_size={plate.subsample_size}). "
-                    "A minibatch potential sees only a few of such local latents at each step, "
-                    "so they cannot be sampled: move the site out of the plate, marginalise it "
-                    "out, or give that plate subsample_size=None."
-                )
         value = node["value"]
         if not value.is_floating_point():
             raise ModelError(f"sample site '{name}' has a non-floating-point value ({value.dtype})")

@@ -51,3 +51,31 @@ def gamma_normal_posterior(y, a=2.0, b=2.0):
     shape = a + y.shape[0] / 2
     rate = b + float((y.double() ** 2).sum()) / 2
     return shape / rate, math.sqrt(shape) / rate
+
+
+def make_bnn(d=5, h=8, c=3, read_weights_first=True):
+    """A Bayesian MLP as a PyroModule with PyroSample priors (the usual Pyro BNN)."""
+    from pyro.nn import PyroModule, PyroSample
+
+    class BNN(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = PyroModule[torch.nn.Linear](d, h)
+            self.fc1.weight = PyroSample(dist.Normal(0.0, 1.0).expand([h, d]).to_event(2))
+            self.fc1.bias = PyroSample(dist.Normal(0.0, 1.0).expand([h]).to_event(1))
+            self.fc2 = PyroModule[torch.nn.Linear](h, c)
+            self.fc2.weight = PyroSample(dist.Normal(0.0, 1.0).expand([c, h]).to_event(2))
+            self.fc2.bias = PyroSample(dist.Normal(0.0, 1.0).expand([c]).to_event(1))
+
+        def forward(self, x, y=None, subsample_size=None):
+            if read_weights_first:
+                for layer in (self.fc1, self.fc2):
+                    _ = (layer.weight, layer.bias)  # sampled once, as globals, outside the plate
+            with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+                logits = self.fc2(torch.tanh(self.fc1(x[idx])))
+                pyro.sample(
+                    "obs", dist.Categorical(logits=logits), obs=None if y is None else y[idx]
+                )
+            return logits
+
+    return BNN()

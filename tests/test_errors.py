@@ -185,3 +185,16 @@ def test_warmup_steps_must_be_a_count():
     kernel = CyclicalSGLD(linear_regression, **VALID)
     with pytest.raises(ValueError, match="warmup_steps must be an integer >= 0"):
         kernel.setup(-1, *linear_regression_data(n=100, d=2))
+
+
+def test_pyro_module_weights_first_read_inside_the_plate_get_a_hint():
+    from models import make_bnn
+
+    net = make_bnn(read_weights_first=False)
+    kernel = CyclicalSGHMC(net, **VALID)
+    mcmc = MCMC(kernel, num_samples=2, warmup_steps=0, disable_progbar=True)
+    with pytest.raises(Exception) as failure:
+        mcmc.run(torch.randn(100, 5), torch.randint(0, 3, (100,)), subsample_size=10)
+    notes = " ".join(getattr(failure.value, "__notes__", []))
+    assert "'fc1.weight' is a latent variable inside the subsampled plate 'data'" in notes
+    assert "PyroSample attribute of a PyroModule" in notes

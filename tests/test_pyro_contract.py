@@ -224,3 +224,21 @@ def test_warmup_discards_whole_cycles_and_warns_otherwise(data):
     assert mcmc.diagnostics()["cycle"]["chain 0"] == [2, 2, 3, 3]
     with pytest.warns(UserWarning, match="not a multiple of samples_per_cycle=2"):
         run(make_kernel(), data, num_samples=4, warmup_steps=3)
+
+
+def test_pyro_module_network_is_traced_and_predicts():
+    from models import make_bnn
+
+    torch.manual_seed(0)
+    x, y = torch.randn(300, 5), torch.randint(0, 3, (300,))
+    net = make_bnn()
+    pyro.set_rng_seed(0)
+    kernel = CyclicalSGHMC(net, step_size=1e-4, steps_per_cycle=40, samples_per_cycle=2)
+    mcmc = MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the eager potential
+        mcmc.run(x, y, subsample_size=30)
+    samples = mcmc.get_samples()
+    assert samples["fc1.weight"].shape == (4, 8, 5) and samples["fc2.bias"].shape == (4, 3)
+    predictions = Predictive(net, posterior_samples=samples)(x[:7])["obs"]
+    assert predictions.shape == (4, 7)
