@@ -25,7 +25,26 @@ _CHECK_EVERY = 100
 
 
 class NonFiniteError(RuntimeError):
-    """The potential energy or the parameters became NaN or infinite during sampling."""
+    """The potential energy or the parameters became NaN or infinite during sampling.
+
+    Raised instead of returning a NaN draw; the message names the iteration, cycle, stage
+    and step size.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro.infer import MCMC
+        >>> from pyro_csg import CyclicalSGLD, NonFiniteError
+        >>> kernel = CyclicalSGLD(potential_fn=lambda p: (p["z"] ** 4).sum(), step_size=10.0,
+        ...                       steps_per_cycle=50)
+        >>> mcmc = MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True,
+        ...             initial_params={"z": torch.ones(1)})
+        >>> try:
+        ...     mcmc.run()
+        ... except NonFiniteError as error:
+        ...     print(str(error)[:58])
+        CyclicalSGLD: the potential became NaN or infinite after t
+    """
 
 
 class _Run:
@@ -139,7 +158,14 @@ class _CyclicalSGMCMC(MCMCKernel):
         return self.schedule(1)
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The sampler's settings, for reports and ArviZ ``attrs``."""
+        """The sampler's settings, for reports and ArviZ ``attrs``.
+
+        Example::
+
+            >>> from pyro_csg import CyclicalSGLD
+            >>> CyclicalSGLD(lambda: None, step_size=0.01).hyperparameters()["schedule"]
+            'CosineCyclical(step_size=0.01, steps_per_cycle=1000)'
+        """
         return {
             "sampler": type(self).__name__,
             "step_size": self.step_size,

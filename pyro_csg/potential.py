@@ -49,7 +49,21 @@ __all__ = ["LatentSite", "ModelPotential", "FunctionPotential", "ModelError"]
 
 
 class ModelError(ValueError):
-    """A model that the stochastic-gradient kernels cannot sample, found at set-up."""
+    """A model that the stochastic-gradient kernels cannot sample, found at set-up.
+
+    Example::
+
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer.autoguide.initialization import init_to_median
+        >>> from pyro_csg.potential import ModelError, ModelPotential
+        >>> def observed_only(y):
+        ...     pyro.sample("obs", dist.Normal(0.0, 1.0), obs=y)
+        >>> try:
+        ...     ModelPotential(observed_only, (torch.zeros(3),), {}, init_to_median)
+        ... except ModelError as error:
+        ...     print(str(error)[:35])
+        the model has no latent sample site
+    """
 
 
 def _is_identity(transform: Transform) -> bool:
@@ -64,7 +78,18 @@ def _is_identity(transform: Transform) -> bool:
 
 @dataclass(frozen=True)
 class LatentSite:
-    """A latent sample site: its name, shape and map to unconstrained space."""
+    """A latent sample site: its name, shape and map to unconstrained space.
+
+    Example::
+
+        >>> import torch
+        >>> from torch.distributions import biject_to, constraints
+        >>> from pyro_csg.potential import LatentSite
+        >>> site = LatentSite("scale", torch.Size([2]), biject_to(constraints.positive).inv,
+        ...                   torch.float32)
+        >>> site.numel, site.is_identity
+        (2, False)
+    """
 
     name: str
     shape: torch.Size
@@ -155,7 +180,18 @@ class _Potential:
 
 
 class FunctionPotential(_Potential):
-    """A user's ``potential_fn(params: dict) -> scalar``, possibly itself stochastic."""
+    """A user's ``potential_fn(params: dict) -> scalar``, possibly itself stochastic.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.potential import FunctionPotential
+        >>> potential = FunctionPotential(lambda p: 0.5 * (p["z"] ** 2).sum(),
+        ...                               {"z": torch.zeros(2)})
+        >>> energy, grad = potential.value_and_grad(torch.tensor([1.0, 2.0]))
+        >>> float(energy), grad.tolist()
+        (2.5, [1.0, 2.0])
+    """
 
     def __init__(
         self, potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], initial_params

@@ -139,3 +139,40 @@ def test_untraceable_models_stay_eager_and_say_why(model, reason):
     assert not potential.compiled
     energy, grad = potential.value_and_grad(torch.tensor([0.3]), [torch.arange(10)])
     assert torch.isfinite(energy) and torch.isfinite(grad).all()
+
+
+SEEN: list[torch.Tensor] = []
+
+
+def recording(y, subsample_size=10):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", y.shape[0], subsample_size=subsample_size) as idx:
+        SEEN.append(idx.clone())
+        pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
+
+
+def test_the_kernel_feeds_the_model_one_permutation_per_epoch():
+    from pyro_csg import CyclicalSGLD
+
+    y = torch.randn(100)
+    kernel = CyclicalSGLD(
+        recording,
+        step_size=1e-3,
+        steps_per_cycle=9,
+        exploration_fraction=0.0,
+        samples_per_cycle=1,
+        compile_potential=False,
+    )
+    pyro.set_rng_seed(0)
+    kernel.setup(0, y)
+    SEEN.clear()
+    # The gradient at the start and those of iterations 1..9: ten batches, one epoch.
+    kernel.sample(kernel.initial_params)
+    assert len(SEEN) == 10 and all(len(batch) == 10 for batch in SEEN)
+    assert sorted(torch.cat(SEEN).tolist()) == list(range(100))
+    for _ in range(3):  # 27 more batches: epochs 2 and 3, and the start of epoch 4
+        kernel.sample(kernel._run.last_draw)
+    for epoch in (1, 2):
+        batches = SEEN[10 * epoch : 10 * (epoch + 1)]
+        assert sorted(torch.cat(batches).tolist()) == list(range(100))
+    assert not torch.equal(SEEN[0], SEEN[10])  # a fresh permutation each epoch
