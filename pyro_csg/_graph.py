@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import pyro
 import torch
 from torch.distributions import Distribution
 from torch.fx import GraphModule, Node
@@ -21,8 +22,13 @@ from torch.fx import GraphModule, Node
 aten = torch.ops.aten
 
 _PASSTHROUGH = {aten.detach.default, aten.lift_fresh_copy.default, aten.alias.default}
-_ADDITIVE = {aten.add.Tensor, aten.sub.Tensor}
-_MULTIPLICATIVE = {aten.mul.Tensor, aten.div.Tensor}
+# x op c == x when c is this op's neutral element; (neutral, commutative).
+_NEUTRAL = {
+    aten.add.Tensor: (0.0, True),
+    aten.sub.Tensor: (0.0, False),
+    aten.mul.Tensor: (1.0, True),
+    aten.div.Tensor: (1.0, False),
+}
 _RESHAPES = {
     aten.view.default,
     aten.reshape.default,
@@ -49,7 +55,7 @@ def trace(fn: Callable, *example_inputs: torch.Tensor) -> GraphModule:
     """``make_fx`` in real-tensor mode: data-dependent Python control flow raises."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    with _no_sample_validation():
+    with pyro.validation_enabled(False), _no_sample_validation():
         return make_fx(fn)(*example_inputs)
 
 
@@ -171,25 +177,12 @@ def _fold_constants(graph: GraphModule) -> dict[Node, torch.Tensor]:
 def _identity_input(node: Node, constants: dict[Node, torch.Tensor]) -> Node | None:
     """The input that ``node`` returns unchanged, if it does so, else None."""
     target, args = node.target, node.args
-    if target in _ADDITIVE and len(args) == 2 and node.kwargs.get("alpha", 1) == 1:
+    if target in _NEUTRAL and len(args) == 2 and node.kwargs.get("alpha", 1) == 1:
+        neutral, commutative = _NEUTRAL[target]
         x, other = args
-        if _constant_equal_to(other, 0.0, constants) and _same_meta(x, node):
+        if _constant_equal_to(other, neutral, constants) and _same_meta(x, node):
             return x
-        if (
-            target is aten.add.Tensor
-            and _constant_equal_to(x, 0.0, constants)
-            and _same_meta(other, node)
-        ):
-            return other
-    if target in _MULTIPLICATIVE and len(args) == 2:
-        x, other = args
-        if _constant_equal_to(other, 1.0, constants) and _same_meta(x, node):
-            return x
-        if (
-            target is aten.mul.Tensor
-            and _constant_equal_to(x, 1.0, constants)
-            and _same_meta(other, node)
-        ):
+        if commutative and _constant_equal_to(x, neutral, constants) and _same_meta(other, node):
             return other
     if target is aten.pow.Tensor_Scalar and args[1] == 1 and _same_meta(args[0], node):
         return args[0]

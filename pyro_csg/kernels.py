@@ -154,7 +154,8 @@ class _CyclicalSGMCMC(MCMCKernel):
 
     @property
     def step_size(self) -> float:
-        """The step size of the default cosine schedule (its first, largest value)."""
+        """``eta_1``, the schedule's first step size (for the cosine schedule, the largest
+        step of every cycle)."""
         return self.schedule(1)
 
     def hyperparameters(self) -> dict[str, Any]:

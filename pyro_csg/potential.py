@@ -422,11 +422,12 @@ class ModelPotential(_Potential):
             def energy_and_grad(flat, *indices):
                 return self.eager_value_and_grad(flat, indices)
 
-            with pyro.validation_enabled(False), warnings.catch_warnings():
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 graph = _graph.simplify(_graph.trace(energy_and_grad, theta.detach(), *indices))
         except Exception as error:  # noqa: BLE001 -- any tracing failure means: stay eager
-            return f"tracing the model failed ({type(error).__name__}: {error})"
+            first_line = (str(error).splitlines() or [""])[0]
+            return f"tracing the model failed ({type(error).__name__}: {first_line})"
         reason = self._check_graph(graph, theta)
         if reason is None:
             self._graph = graph

@@ -176,3 +176,23 @@ def test_the_kernel_feeds_the_model_one_permutation_per_epoch():
         batches = SEEN[10 * epoch : 10 * (epoch + 1)]
         assert sorted(torch.cat(batches).tolist()) == list(range(100))
     assert not torch.equal(SEEN[0], SEEN[10])  # a fresh permutation each epoch
+
+
+def test_graph_trimming_keeps_values_and_drops_most_dispatches():
+    from pyro_csg import _graph
+
+    x, y = linear_regression_data(n=500, d=3)
+    potential = _potential(linear_regression, (x, y), {"subsample_size": 25})
+    theta, idx = torch.randn(3), torch.arange(25)
+
+    def energy_and_grad(flat, index):
+        return potential.eager_value_and_grad(flat, [index])
+
+    graph = _graph.trace(energy_and_grad, theta, idx)
+    before = _graph.count_ops(graph)
+    _graph.simplify(graph)
+    assert _graph.count_ops(graph) < 0.6 * before, (before, _graph.count_ops(graph))
+    for point, index in ((theta, idx), (theta + 0.5, idx + 3)):
+        expected = potential.eager_value_and_grad(point, [index])
+        for want, have in zip(expected, graph(point, index), strict=True):
+            assert torch.allclose(want, have, rtol=1e-6)
