@@ -462,7 +462,8 @@ class ModelPotential(_Potential):
         if self._graph is None:
             return self.eager_value_and_grad(flat, indices)
         with torch.no_grad():
-            return self._graph(flat, *indices)
+            # forward() itself: nn.Module.__call__'s hook machinery costs a few µs a step.
+            return self._graph.forward(flat, *indices)
 
     def __getstate__(self):
         # A traced graph holds references to the data and does not pickle: it is rebuilt.
