@@ -275,14 +275,16 @@ class _CyclicalSGMCMC(MCMCKernel):
         return run.last_draw
 
     def _advance(self, run: _Run, target: int) -> None:
+        """Run iterations ``run.iteration + 1, ..., target`` (the hot loop)."""
+        if target <= run.iteration:
+            return
         schedule, temperature = self.schedule, self.temperature
         steps_per_cycle = self.layout.steps_per_cycle
         exploration_steps = self.layout.num_exploration_steps
         value_and_grad = run.potential.value_and_grad
         theta, grad = run.theta, run.grad
         energies: list[torch.Tensor] = []
-        first = run.iteration + 1
-        for k in range(first, target + 1):
+        for k in range(run.iteration + 1, target + 1):
             eta = schedule(k)
             if not 0.0 < eta < math.inf:
                 raise ValueError(
@@ -294,19 +296,14 @@ class _CyclicalSGMCMC(MCMCKernel):
             theta = self._step(run, theta, grad, eta, temperature, xi)
             energy, grad = value_and_grad(theta, run.indices())
             energies.append(energy)
-            run.theta, run.grad, run.energy, run.iteration, run.step_size = (
-                theta,
-                grad,
-                energy,
-                k,
-                eta,
-            )
             if len(energies) == _CHECK_EVERY or k == target:
                 values = torch.stack(energies)
                 if not torch.isfinite(values).all():
                     offset = int((~torch.isfinite(values)).nonzero()[0, 0])
                     self._raise_non_finite(run, k - len(energies) + 1 + offset, "the potential")
                 energies.clear()
+        run.theta, run.grad, run.energy = theta, grad, energy
+        run.iteration, run.step_size = target, eta
 
     def _raise_non_finite(self, run: _Run, iteration: int, what: str) -> None:
         eta = self.schedule(iteration)
