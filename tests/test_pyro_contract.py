@@ -242,3 +242,32 @@ def test_pyro_module_network_is_traced_and_predicts():
     assert samples["fc1.weight"].shape == (4, 8, 5) and samples["fc2.bias"].shape == (4, 3)
     predictions = Predictive(net, posterior_samples=samples)(x[:7])["obs"]
     assert predictions.shape == (4, 7)
+
+
+def test_initial_params_start_each_chain(data):
+    kernel = make_kernel()
+    kernel.initial_params = {"w": torch.tensor([3.0, -3.0])}
+    kernel.setup(0, *data, subsample_size=B)
+    assert torch.equal(kernel.initial_params["w"], torch.tensor([3.0, -3.0]))
+    kernel.cleanup()
+
+    starts = {"w": torch.tensor([[3.0, 3.0], [-3.0, -3.0]])}
+    seen = []
+
+    def first_params(kernel, params, stage, i):
+        if i == 0:
+            seen.append(kernel.initial_params["w"].clone())
+
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcmc = run(
+            make_kernel(),
+            data,
+            num_samples=2,
+            num_chains=2,
+            initial_params=starts,
+            hook_fn=first_params,
+        )
+    assert mcmc.get_samples(group_by_chain=True)["w"].shape == (2, 2, D)
+    assert torch.equal(torch.stack(seen), starts["w"])  # each chain began at its own start
