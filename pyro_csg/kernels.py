@@ -14,7 +14,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from .diffusions import sghmc_step, sgld_step
 from .potential import FunctionPotential, ModelPotential
-from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive
+from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive, _is_number
 from .subsample import EpochBatches
 
 __all__ = ["CyclicalSGLD", "CyclicalSGHMC", "NonFiniteError"]
@@ -498,11 +498,7 @@ class CyclicalSGHMC(_CyclicalSGMCMC):
         schedule: Schedule | None = None,
         compile_potential: bool = True,
     ) -> None:
-        if (
-            isinstance(friction, bool)
-            or not isinstance(friction, (int, float))
-            or not (0.0 < friction <= 1.0)
-        ):
+        if not (_is_number(friction) and 0.0 < friction <= 1.0):
             raise ValueError(f"friction must be a number in (0, 1], got {friction!r}")
         super().__init__(
             model,

@@ -47,8 +47,13 @@ Schedule = Callable[[int], float]
 """A step-size schedule: a callable from the 1-based iteration ``k`` to ``eta_k > 0``."""
 
 
+def _is_number(value: object) -> bool:
+    """A real Python number (bool is an int subclass, but never a valid setting here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_number(value):
         raise TypeError(f"{name} must be a positive number, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -145,11 +150,7 @@ class PolynomialDecay:
 
     def __init__(self, a: float, b: float = 1.0, gamma: float = 0.55) -> None:
         self.a = _check_positive("a", a)
-        if (
-            isinstance(b, bool)
-            or not isinstance(b, (int, float))
-            or not (math.isfinite(b) and b >= 0)
-        ):
+        if not (_is_number(b) and math.isfinite(b) and b >= 0):
             raise ValueError(f"b must be a finite number >= 0, got {b!r}")
         self.b = float(b)
         self.gamma = _check_positive("gamma", gamma)
@@ -192,7 +193,7 @@ class CycleLayout:
     def __post_init__(self) -> None:
         _check_int("steps_per_cycle", self.steps_per_cycle, 1)
         beta = self.exploration_fraction
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0.0 <= beta < 1.0):
+        if not (_is_number(beta) and 0.0 <= beta < 1.0):
             raise ValueError(f"exploration_fraction must be a number in [0, 1), got {beta!r}")
         _check_int("samples_per_cycle", self.samples_per_cycle, 1)
         if self.samples_per_cycle > self.num_sampling_steps:
