@@ -282,6 +282,22 @@ def _local_latent_message(name: str, plate: SubsamplePlate) -> str:
     return message
 
 
+def _unconstraining_transform(name: str, support) -> Transform:
+    """``biject_to(support).inv``; a mixture's support is its components' support."""
+    try:
+        return biject_to(support).inv
+    except NotImplementedError:
+        # torch >= 2.6 wraps MixtureSameFamily's support in a constraint that biject_to
+        # does not register; the values live in the components' support all the same.
+        base = getattr(support, "base_constraint", None)
+        if base is not None:
+            return _unconstraining_transform(name, base)
+        raise ModelError(
+            f"sample site '{name}' has support {support}, which torch cannot map to "
+            "unconstrained space: pass transforms={'" + name + "': <Transform>} to the kernel"
+        ) from None
+
+
 def _find_plates_and_latents(trace, transforms):
     plates = _subsampled_plates(trace)
     local = _local_latents(trace, plates)
@@ -305,7 +321,7 @@ def _find_plates_and_latents(trace, transforms):
         if name in transforms:
             transform = transforms[name]
         else:
-            transform = biject_to(fn.support).inv
+            transform = _unconstraining_transform(name, fn.support)
         sites.append(LatentSite(name, value.shape, transform, value.dtype))
     if not sites:
         raise ModelError(
