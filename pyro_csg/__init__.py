@@ -19,12 +19,21 @@ Example::
     >>> mcmc.run(y)
     >>> sorted(mcmc.get_samples())
     ['mu']
+
+Then, in ArviZ, with the full data's observations and log-likelihood::
+
+    >>> from pyro_csg import to_inference_data
+    >>> idata = to_inference_data(mcmc)
+    >>> idata.observed_data["obs"].shape
+    (500,)
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from . import diffusions, schedules
+from .arviz import cycle_summary, to_inference_data
 from .kernels import CyclicalSGHMC, CyclicalSGLD, NonFiniteError
+from .plotting import plot_cycles, plot_schedule
 from .potential import ModelError
 from .schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
 
@@ -42,6 +51,10 @@ __all__ = [
     "Constant",
     "PolynomialDecay",
     "CycleLayout",
+    "to_inference_data",
+    "cycle_summary",
+    "plot_schedule",
+    "plot_cycles",
     "diffusions",
     "schedules",
     "__version__",

@@ -47,6 +47,23 @@ class NonFiniteError(RuntimeError):
     """
 
 
+class _NoDivergences(list):
+    """The draws that diverged: none, as SG-MCMC has no divergence check.
+
+    Pyro's ``MCMC.summary`` counts it (0). It refuses to become a NumPy array, which is
+    what ``az.from_pyro`` does with it: that converter would take the observed data and
+    the log-likelihood from one random minibatch, so it fails instead, with a pointer to
+    :func:`pyro_csg.to_inference_data`.
+    """
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError(
+            "arviz.from_pyro cannot convert a run of CyclicalSGLD or CyclicalSGHMC: it would "
+            "take the observed data and the log-likelihood from one random minibatch, not "
+            "the full data. Use pyro_csg.to_inference_data(mcmc) instead."
+        )
+
+
 class _Run:
     """The state of one chain: everything ``sample`` reads and writes."""
 
@@ -338,10 +355,14 @@ class _CyclicalSGMCMC(MCMCKernel):
 
         ``potential_energy`` is the minibatch estimate ``U~`` at the draw (on the batch
         of the following iteration), so ``-potential_energy`` estimates the log joint.
+        ``divergences`` is always empty (there is no divergence check); it also makes
+        ``az.from_pyro`` fail with a pointer to :func:`pyro_csg.to_inference_data`.
         """
         if self._run is None:
-            return {key: [] for key in ("cycle", "iteration", "step_size", "potential_energy")}
-        return {key: list(values) for key, values in self._run.stats.items()}
+            stats = {key: [] for key in ("cycle", "iteration", "step_size", "potential_energy")}
+        else:
+            stats = {key: list(values) for key, values in self._run.stats.items()}
+        return {**stats, "divergences": _NoDivergences()}
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -79,3 +79,29 @@ def make_bnn(d=5, h=8, c=3, read_weights_first=True):
             return logits
 
     return BNN()
+
+
+def logistic_regression_data(n=300, d=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=generator)
+    logits = x @ torch.tensor([1.5, -1.0, 0.5, 2.0][:d]) - 0.5
+    y = torch.bernoulli(torch.sigmoid(logits), generator=generator)
+    return x, y
+
+
+def logistic_regression(x, y=None, subsample_size=None):
+    """y ~ Bernoulli(sigmoid(x @ w + b)), w ~ N(0, I), b ~ N(0, 1)."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+        pyro.sample("y", dist.Bernoulli(logits=x[idx] @ w + b), obs=None if y is None else y[idx])
+
+
+def bimodal():
+    """x ~ 0.5 N(-2, 0.5^2) + 0.5 N(2, 0.5^2): two well separated modes."""
+    components = dist.Normal(torch.tensor([-2.0, 2.0]), 0.5)
+    pyro.sample("x", dist.MixtureSameFamily(dist.Categorical(torch.ones(2)), components))
+
+
+def standard_normal(d=2):
+    pyro.sample("x", dist.Normal(0.0, 1.0).expand([d]).to_event(1))

@@ -1,0 +1,424 @@
+"""ArviZ ``InferenceData`` from a cyclical run, and diagnostics across cycles.
+
+:func:`to_inference_data` replaces ``az.from_pyro`` for the cyclical kernels: the observed
+data and the pointwise log-likelihood cover the *full* data (``az.from_pyro`` would take
+one random minibatch for both, and ``az.loo`` would be silently wrong), the sampler
+statistics carry each draw's cycle, iteration and step size, and ``group_by="cycle"``
+turns every cycle into an ArviZ chain so that R-hat compares cycles.
+
+:func:`cycle_summary` tabulates each cycle's draws and the between-cycle R-hat.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+
+from .likelihood import FullData
+
+__all__ = ["to_inference_data", "cycle_summary", "ess_per_cycle"]
+
+_STATS = ("cycle", "iteration", "step_size", "potential_energy")
+
+
+def _arviz():
+    import arviz
+
+    return arviz
+
+
+def _check_run(mcmc) -> Any:
+    from .kernels import _CyclicalSGMCMC
+
+    kernel = getattr(mcmc, "kernel", None)
+    if not isinstance(kernel, _CyclicalSGMCMC):
+        raise TypeError(
+            "to_inference_data expects a pyro.infer.MCMC run with a CyclicalSGLD or "
+            f"CyclicalSGHMC kernel, got {type(mcmc).__name__}"
+            + (f" with kernel {type(kernel).__name__}" if kernel is not None else "")
+            + ". For other kernels use arviz.from_pyro."
+        )
+    if getattr(mcmc, "_samples", None) is None:
+        raise ValueError("the MCMC has no draws yet: call mcmc.run(...) first")
+    return kernel
+
+
+def _per_chain_stats(mcmc) -> dict[str, np.ndarray]:
+    # MCMC keeps each chain's kernel.diagnostics(); mcmc.diagnostics() would also compute
+    # R-hat and ESS of every parameter, which is not needed here.
+    per_chain = getattr(mcmc, "_diagnostics", None)
+    if per_chain is None:  # pragma: no cover - other MCMC runners
+        everything = mcmc.diagnostics()
+        per_chain = [
+            {key: everything[key][f"chain {i}"] for key in _STATS} for i in range(mcmc.num_chains)
+        ]
+    return {key: np.stack([np.asarray(chain[key]) for chain in per_chain]) for key in _STATS}
+
+
+def _attrs(kernel, group_by: str) -> dict[str, Any]:
+    from . import __version__
+
+    attrs: dict[str, Any] = {
+        "inference_library": "pyro",
+        # str(): torch's version is a str subclass that netCDF writers cannot store.
+        "inference_library_version": str(pyro.__version__),
+        "pyro_csg_version": str(__version__),
+        "torch_version": str(torch.__version__),
+        "group_by": group_by,
+    }
+    for key, value in kernel.hyperparameters().items():
+        attrs[key] = value
+    return attrs
+
+
+def _complete_cycles(cycles: np.ndarray, per_cycle: int) -> tuple[np.ndarray, list[int]]:
+    """The draw positions of the complete cycles (same for every chain), and the others."""
+    labels, counts = np.unique(cycles, return_counts=True)
+    complete = labels[counts == per_cycle]
+    incomplete = labels[counts != per_cycle].tolist()
+    keep = np.flatnonzero(np.isin(cycles, complete))
+    return keep, incomplete
+
+
+def _regroup(array: np.ndarray, keep: np.ndarray, per_cycle: int) -> np.ndarray:
+    """``(chain, draw, ...)`` -> ``(chain * cycle, draw within cycle, ...)``."""
+    array = array[:, keep]
+    chains, draws = array.shape[:2]
+    return array.reshape(chains * (draws // per_cycle), per_cycle, *array.shape[2:])
+
+
+def to_inference_data(
+    mcmc,
+    *,
+    log_likelihood: bool = True,
+    group_by: str = "chain",
+    coords: dict[str, Sequence] | None = None,
+    dims: dict[str, list[str]] | None = None,
+    chunk_size: int | None = None,
+):
+    """Convert a finished :class:`pyro.infer.MCMC` run of a cyclical kernel to ArviZ.
+
+    Groups:
+
+    * ``posterior``: the constrained draws, dims ``(chain, draw, ...)``, with the
+      coordinates ``cycle`` and ``iteration`` (0-based cycle and 1-based iteration of
+      each draw).
+    * ``sample_stats``: per draw ``lp`` (``-U~``, the log joint in unconstrained space
+      *estimated on one minibatch*: compare it across draws, not with a full-data
+      ``lp``), ``step_size``, ``cycle``, ``iteration``, ``temperature`` and ``diverging``
+      (always False: SG-MCMC has no divergence check; it is there because ArviZ's plots
+      look for it).
+    * ``observed_data``: every observed site's *full* data, found by running the model
+      over all of its subsampled plates' indices, window by window.
+    * ``log_likelihood``: the full-data pointwise ``log p(y_i | draw)`` of each observed
+      site (unscaled, masks applied), computed in vectorised chunks of at most
+      ``chunk_size`` (draw, observation) pairs, so that memory stays bounded for large
+      ``N``. Skipped with ``log_likelihood=False``.
+    * ``attrs`` (on every group): the sampler's class and hyperparameters and the
+      pyro-csg, Pyro and torch versions, plus ``group_by``.
+
+    With ``group_by="cycle"`` every (chain, cycle) pair becomes one ArviZ chain of
+    ``samples_per_cycle`` draws, in the order chain 0's cycles, then chain 1's; the
+    ``posterior``'s coordinates ``cycle`` and ``mcmc_chain`` say where each came from.
+    ``az.rhat`` then compares cycles: well above 1.1 on a multimodal posterior means
+    the cycles found different modes; on a unimodal one it means the cycles are too short
+    to forget where they started. Cycles with fewer than ``samples_per_cycle`` draws (a
+    ``warmup_steps`` or ``num_samples`` that is not a multiple of it) are left out with a
+    warning.
+
+    :param mcmc: a :class:`pyro.infer.MCMC` that has run with ``CyclicalSGLD`` or
+        ``CyclicalSGHMC``.
+    :param bool log_likelihood: compute the ``log_likelihood`` group (default True).
+        Needs a kernel built from a model, not from ``potential_fn``.
+    :param str group_by: ``"chain"`` (default) or ``"cycle"``.
+    :param dict coords: ArviZ coordinates, ``{dim name: values}``.
+    :param dict dims: ArviZ dims, ``{variable: [dim names]}`` (latent and observed sites).
+    :param int chunk_size: the most (draw, observation) pairs per vectorised
+        log-likelihood call (default 100,000).
+    :returns: ``arviz.InferenceData``
+
+    Example::
+
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer import MCMC
+        >>> from pyro_csg import CyclicalSGLD, to_inference_data
+        >>> y = 1.0 + torch.randn(200)
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(y), subsample_size=20) as idx:
+        ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
+        >>> kernel = CyclicalSGLD(model, step_size=2e-3, steps_per_cycle=100)
+        >>> mcmc = MCMC(kernel, num_samples=3 * 4, warmup_steps=0, disable_progbar=True)
+        >>> mcmc.run(y)
+        >>> idata = to_inference_data(mcmc)
+        >>> idata.observed_data["obs"].shape, idata.log_likelihood["obs"].shape
+        ((200,), (1, 12, 200))
+        >>> to_inference_data(mcmc, group_by="cycle").posterior["mu"].shape
+        (3, 4)
+    """
+    az = _arviz()
+    kernel = _check_run(mcmc)
+    if group_by not in ("chain", "cycle"):
+        raise ValueError(f"group_by must be 'chain' or 'cycle', got {group_by!r}")
+    if log_likelihood and kernel.model is None:
+        raise ValueError(
+            "log_likelihood=True needs the model, but this kernel was built from "
+            "potential_fn: pass log_likelihood=False"
+        )
+    samples = mcmc.get_samples(group_by_chain=True)
+    num_chains = mcmc.num_chains
+    stats = _per_chain_stats(mcmc)
+    num_draws = stats["cycle"].shape[1]
+    for key in ("cycle", "iteration"):
+        if not (stats[key] == stats[key][:1]).all():  # pragma: no cover - same layout
+            raise ValueError(f"the chains disagree on the {key} of their draws")
+
+    posterior = {name: value.detach().cpu().numpy() for name, value in samples.items()}
+    sample_stats = {
+        "lp": -stats["potential_energy"],
+        "step_size": stats["step_size"],
+        "cycle": stats["cycle"],
+        "iteration": stats["iteration"],
+        "temperature": np.full((num_chains, num_draws), kernel.temperature),
+        "diverging": np.zeros((num_chains, num_draws), dtype=bool),
+    }
+    observed = pointwise = None
+    if kernel.model is not None:
+        full = FullData(kernel.model, mcmc._args, mcmc._kwargs)
+        first = {name: value[0, 0] for name, value in samples.items()}
+        observed = full.observed_data(first) or None
+        if log_likelihood and full.sites:
+            flat_draws = {
+                name: value.reshape(num_chains * num_draws, *value.shape[2:])
+                for name, value in samples.items()
+            }
+            pointwise = {
+                name: value.reshape(num_chains, num_draws, *value.shape[1:])
+                for name, value in full.log_likelihood(flat_draws, chunk_size).items()
+            }
+
+    cycle_of_draw, iteration_of_draw = stats["cycle"][0], stats["iteration"][0]
+    chain_coords: dict[str, tuple] = {}
+    if group_by == "cycle":
+        per_cycle = kernel.samples_per_cycle
+        keep, incomplete = _complete_cycles(cycle_of_draw, per_cycle)
+        if incomplete:
+            warnings.warn(
+                f"to_inference_data(group_by='cycle'): cycle(s) {incomplete} have fewer than "
+                f"samples_per_cycle={per_cycle} draws and are left out. Use warmup_steps and "
+                "num_samples that are multiples of samples_per_cycle.",
+                stacklevel=2,
+            )
+        if keep.size == 0:
+            raise ValueError("group_by='cycle': the run has no complete cycle")
+        posterior = {k: _regroup(v, keep, per_cycle) for k, v in posterior.items()}
+        sample_stats = {k: _regroup(v, keep, per_cycle) for k, v in sample_stats.items()}
+        if pointwise is not None:
+            pointwise = {k: _regroup(v, keep, per_cycle) for k, v in pointwise.items()}
+        cycles = cycle_of_draw[keep][::per_cycle]
+        chain_coords = {
+            "cycle": ("chain", np.tile(cycles, num_chains)),
+            "mcmc_chain": ("chain", np.repeat(np.arange(num_chains), len(cycles))),
+            "iteration": (("chain", "draw"), sample_stats["iteration"]),
+        }
+    else:
+        chain_coords = {
+            "cycle": ("draw", cycle_of_draw),
+            "iteration": ("draw", iteration_of_draw),
+        }
+
+    attrs = _attrs(kernel, group_by)
+    with warnings.catch_warnings():
+        # ArviZ warns about (chain, draw) shapes with fewer than 4 draws per chain.
+        warnings.simplefilter("ignore", UserWarning)
+        idata = az.from_dict(
+            posterior=posterior,
+            sample_stats=sample_stats,
+            log_likelihood=pointwise,
+            observed_data=observed,
+            coords=coords,
+            dims=dims,
+        )
+    idata.posterior = idata.posterior.assign_coords(chain_coords)
+    for group in idata.groups():
+        idata[group].attrs.update(attrs)
+    return idata
+
+
+def _elements(variable) -> list[tuple[str, np.ndarray]]:
+    """``(label, values (chain, draw))`` for each scalar element of a posterior variable,
+    labelled as ``az.summary`` does (``w[0,1]``)."""
+    values = variable.transpose("chain", "draw", ...).values
+    extra = values.shape[2:]
+    flat = values.reshape(values.shape[0], values.shape[1], -1)
+    result = []
+    for element in range(flat.shape[2]):
+        label = str(variable.name)
+        if extra:
+            label += "[" + ",".join(map(str, np.unravel_index(element, extra))) + "]"
+        result.append((label, flat[:, :, element]))
+    return result
+
+
+def _cycle_layout(idata) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The posterior regrouped as (chain x cycle, draw), with each group's chain and cycle."""
+    posterior = idata.posterior
+    if "cycle" not in posterior.coords:
+        raise ValueError(
+            "cycle_summary needs an InferenceData from pyro_csg.to_inference_data "
+            "(its posterior has no 'cycle' coordinate)"
+        )
+    if posterior["cycle"].dims == ("chain",):
+        return posterior, posterior["mcmc_chain"].values, posterior["cycle"].values
+    cycles = posterior["cycle"].values
+    per_cycle = int(
+        posterior.attrs.get("samples_per_cycle", np.unique(cycles, return_counts=True)[1].max())
+    )
+    keep, _ = _complete_cycles(cycles, per_cycle)
+    complete = np.unique(cycles[keep])
+    num_chains = posterior.sizes["chain"]
+    import xarray as xr
+
+    variables = {}
+    for name, variable in posterior.data_vars.items():
+        values = _regroup(variable.transpose("chain", "draw", ...).values, keep, per_cycle)
+        variables[name] = (("chain", "draw", *variable.dims[2:]), values)
+    regrouped = xr.Dataset(
+        variables,
+        coords={
+            name: posterior.coords[name]
+            for name in posterior.coords
+            if name not in ("chain", "draw", "cycle", "iteration")
+        },
+    )
+    regrouped = regrouped.assign_coords(
+        chain=np.arange(regrouped.sizes["chain"]), draw=np.arange(per_cycle)
+    )
+    return (
+        regrouped,
+        np.repeat(np.arange(num_chains), len(complete)),
+        np.tile(complete, num_chains),
+    )
+
+
+def ess_per_cycle(draws: np.ndarray) -> float:
+    """How many independent draws one cycle's draws are worth, from all the cycles.
+
+    ``draws`` is ``(cycles, M)``: one variable element, one row per cycle. Every cycle
+    runs the same schedule, so the draws at positions ``j`` and ``j + l`` of a cycle have
+    the same correlation ``rho_l`` in every cycle, and the cycles are replicates from
+    which to estimate it (a single cycle's handful of draws cannot: ArviZ's ESS of 4 to
+    8 draws is the same number whatever they are). With the pooled mean ``m`` and
+    variance ``s2``::
+
+        rho_l = mean over cycles k and positions j of (x[k, j] - m) (x[k, j + l] - m) / s2
+        ess   = M / (1 + 2 * sum_{l=1}^{M-1} (1 - l / M) * rho_l),   clipped to [1, M]
+
+    ``M`` independent draws give ``M``; draws that all sit at the same value (the
+    step size has shrunk too far to move, or the cycle is stuck in its own mode) give 1.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from pyro_csg.arviz import ess_per_cycle
+        >>> rng = np.random.default_rng(0)
+        >>> round(ess_per_cycle(rng.normal(size=(400, 4))))
+        4
+        >>> ess_per_cycle(np.repeat(rng.normal(size=(400, 1)), 4, axis=1))
+        1.0
+    """
+    draws = np.asarray(draws, dtype=float)
+    per_cycle = draws.shape[1]
+    centred = draws - draws.mean()
+    variance = float((centred**2).mean())
+    if per_cycle == 1:
+        return 1.0
+    if variance == 0.0:
+        return float("nan")
+    total = 0.0
+    for lag in range(1, per_cycle):
+        rho = float((centred[:, :-lag] * centred[:, lag:]).mean()) / variance
+        total += (1.0 - lag / per_cycle) * rho
+    return float(np.clip(per_cycle / (1.0 + 2.0 * total), 1.0, per_cycle))
+
+
+def cycle_summary(idata, var_names: Sequence[str] | None = None):
+    """A per-cycle table of the draws, with the R-hat between cycles.
+
+    One row per (variable element, chain, cycle) -- with one chain, per (variable,
+    cycle) -- and the columns:
+
+    * ``mean``, ``sd``: of the cycle's ``samples_per_cycle`` draws;
+    * ``ess``: the effective number of independent draws in a cycle, estimated across
+      all the cycles by :func:`ess_per_cycle` (the same for every cycle of a variable
+      element; between 1 and ``samples_per_cycle``);
+    * ``r_hat_between``: ArviZ's R-hat with every cycle as a chain, the same for all the
+      rows of a variable element (NaN with fewer than 4 draws per cycle).
+
+    How to read it. ``r_hat_between`` compares the spread of the cycle means with the
+    spread within cycles. On a unimodal posterior, a value below about 1.1 says each
+    cycle forgets its start and its draws sample the same distribution. Above it, look at
+    ``ess``: close to 1 means the draws of a cycle are strongly correlated -- the late
+    steps of a cycle are small and move little -- so the cycle is one draw, not
+    ``samples_per_cycle``; keep fewer draws per cycle or lengthen the sampling stage.
+    On a multimodal posterior the cycles *should* disagree: groups of cycles with
+    distinct means (count them) are the modes the chain found, and ``r_hat_between``
+    far above 1.1 says so. ArviZ's R-hat is noisy with few draws per chain: even for
+    independent draws it exceeds 1.1 one time in ten with 30 cycles of 4 draws.
+
+    :param idata: from :func:`to_inference_data`, either ``group_by``.
+    :param var_names: the posterior variables to include (default: all).
+    :returns: ``pandas.DataFrame`` indexed by ``(variable, chain, cycle)``.
+
+    Example::
+
+        >>> import numpy as np
+        >>> import arviz as az
+        >>> from pyro_csg import cycle_summary
+        >>> draws = np.random.default_rng(0).normal(size=(1, 12))
+        >>> idata = az.from_dict(posterior={"mu": draws})
+        >>> idata.posterior = idata.posterior.assign_coords(cycle=("draw", np.repeat([0, 1, 2], 4)))
+        >>> table = cycle_summary(idata)
+        >>> list(table.columns), len(table)
+        (['mean', 'sd', 'ess', 'r_hat_between'], 3)
+    """
+    az = _arviz()
+    import pandas as pd
+
+    regrouped, chains, cycles = _cycle_layout(idata)
+    if var_names is not None:
+        missing = [name for name in var_names if name not in regrouped.data_vars]
+        if missing:
+            raise ValueError(
+                f"var_names {missing} are not in the posterior; it has {list(regrouped.data_vars)}"
+            )
+        regrouped = regrouped[list(var_names)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rhat = az.rhat(regrouped)
+    rows = []
+    index = []
+    for name, variable in regrouped.data_vars.items():
+        rhat_flat = np.asarray(rhat[name].values).reshape(-1)
+        for element, (label, values) in enumerate(_elements(variable)):
+            ess = ess_per_cycle(values)
+            for group, draws in enumerate(values):
+                rows.append(
+                    (
+                        float(draws.mean()),
+                        float(draws.std(ddof=1)) if len(draws) > 1 else float("nan"),
+                        ess,
+                        float(rhat_flat[element]),
+                    )
+                )
+                index.append((label, int(chains[group]), int(cycles[group])))
+    return pd.DataFrame(
+        rows,
+        index=pd.MultiIndex.from_tuples(index, names=["variable", "chain", "cycle"]),
+        columns=["mean", "sd", "ess", "r_hat_between"],
+    )

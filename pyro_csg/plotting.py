@@ -1,0 +1,214 @@
+"""Figures of cyclical SG-MCMC: the step-size schedule, and draws coloured by cycle.
+
+Both functions use matplotlib's object API, never ``pyplot.show``, and return their
+Axes, so they work in notebooks and headless (the Agg backend) alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .arviz import _elements
+from .schedules import CosineCyclical, CycleLayout
+
+__all__ = ["plot_schedule", "plot_cycles"]
+
+EXPLORE_COLOR = "#f4d6a0"
+SAMPLE_COLOR = "#b7d7ef"
+
+
+def _new_axes(ax, **figure_kwargs):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(**figure_kwargs)
+    return ax
+
+
+def plot_schedule(
+    kernel_or_schedule: Any,
+    num_cycles: int,
+    ax=None,
+    *,
+    layout: CycleLayout | None = None,
+):
+    """Step size against iteration, stages shaded and retained draws marked.
+
+    The standard cSG-MCMC figure: for each cycle, the exploration stage (no noise) is
+    shaded in one colour and the sampling stage (Langevin noise) in another, and a dot
+    marks each retained draw on the step-size curve.
+
+    :param kernel_or_schedule: a :class:`~pyro_csg.CyclicalSGLD` /
+        :class:`~pyro_csg.CyclicalSGHMC` kernel (its schedule and cycle layout), or a
+        schedule callable ``k -> eta_k``; a bare schedule is drawn without stages or
+        draws unless ``layout`` is given.
+    :param int num_cycles: cycles to draw (>= 1).
+    :param ax: matplotlib Axes to draw on (default: a new figure).
+    :param CycleLayout layout: stages and retained draws for a bare schedule.
+    :returns: the Axes. Its ``patches`` are the shaded stages (``2 * num_cycles`` with a
+        layout that has an exploration stage) and ``collections[0]`` holds the retained
+        draws' markers.
+
+    Example::
+
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> from pyro_csg import CyclicalSGLD, plot_schedule
+        >>> kernel = CyclicalSGLD(lambda: None, step_size=0.1, steps_per_cycle=50,
+        ...                       samples_per_cycle=3)
+        >>> ax = plot_schedule(kernel, num_cycles=4)
+        >>> len(ax.patches), len(ax.collections[0].get_offsets())
+        (8, 12)
+    """
+    if isinstance(num_cycles, bool) or not isinstance(num_cycles, int) or num_cycles < 1:
+        raise ValueError(f"num_cycles must be an integer >= 1, got {num_cycles!r}")
+    schedule = getattr(kernel_or_schedule, "schedule", kernel_or_schedule)
+    if not callable(schedule):
+        raise TypeError(
+            "plot_schedule expects a cyclical kernel or a schedule callable, got "
+            f"{type(kernel_or_schedule).__name__}"
+        )
+    layout = getattr(kernel_or_schedule, "layout", layout)
+    if layout is not None:
+        steps = layout.steps_per_cycle
+    elif isinstance(schedule, CosineCyclical):
+        steps = schedule.steps_per_cycle
+    else:
+        raise ValueError(
+            "plot_schedule needs the cycle length: pass a kernel, a CosineCyclical "
+            "schedule, or layout=CycleLayout(...)"
+        )
+    total = num_cycles * steps
+    iterations = np.arange(1, total + 1)
+    step_sizes = np.array([schedule(int(k)) for k in iterations])
+
+    ax = _new_axes(ax, figsize=(8, 3))
+    if layout is not None:
+        explore = layout.num_exploration_steps
+        for cycle in range(num_cycles):
+            start = cycle * steps + 0.5
+            if explore:
+                ax.axvspan(
+                    start,
+                    start + explore,
+                    color=EXPLORE_COLOR,
+                    lw=0,
+                    label="exploration (no noise)" if cycle == 0 else None,
+                )
+            ax.axvspan(
+                start + explore,
+                start + steps,
+                color=SAMPLE_COLOR,
+                lw=0,
+                label="sampling (noise)" if cycle == 0 else None,
+            )
+    ax.plot(iterations, step_sizes, color="black", lw=1.2, label="step size")
+    if layout is not None:
+        retained = np.array(
+            [layout.retained_iteration(n) for n in range(num_cycles * layout.samples_per_cycle)]
+        )
+        ax.scatter(
+            retained,
+            step_sizes[retained - 1],
+            color="#c0392b",
+            s=18,
+            zorder=3,
+            label="retained draws",
+        )
+    ax.set_xlim(0.5, total + 0.5)
+    ax.set_xlabel("iteration k")
+    ax.set_ylabel("step size eta_k")
+    ax.set_title(f"{type(schedule).__name__} schedule, {num_cycles} cycles")
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
+
+
+def plot_cycles(
+    idata,
+    var_names: Sequence[str] | None = None,
+    *,
+    max_plots: int = 12,
+    cmap: str = "viridis",
+):
+    """Each variable's draws against the iteration, coloured by cycle.
+
+    One panel per scalar element (``w[0]``, ``w[1]``, ...), at most ``max_plots``; each
+    chain has its own marker. Draws of one cycle share a colour, so cycles that settled
+    in different modes show as bands of different colours.
+
+    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``).
+    :param var_names: the posterior variables to draw (default: all).
+    :param int max_plots: the most panels to draw (default 12).
+    :param str cmap: the matplotlib colormap for the cycles.
+    :returns: a NumPy array of Axes, one per panel drawn.
+
+    Example::
+
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np, arviz as az
+        >>> from pyro_csg import plot_cycles
+        >>> idata = az.from_dict(posterior={"w": np.zeros((1, 8, 2))})
+        >>> idata.posterior = idata.posterior.assign_coords(
+        ...     cycle=("draw", np.repeat([0, 1], 4)), iteration=("draw", np.arange(1, 9)))
+        >>> [ax.get_title() for ax in plot_cycles(idata)]
+        ['w[0]', 'w[1]']
+    """
+    import matplotlib.pyplot as plt
+
+    posterior = idata.posterior
+    if "cycle" not in posterior.coords or "iteration" not in posterior.coords:
+        raise ValueError(
+            "plot_cycles needs an InferenceData from pyro_csg.to_inference_data "
+            "(its posterior has no 'cycle' / 'iteration' coordinates)"
+        )
+    names = list(posterior.data_vars) if var_names is None else list(var_names)
+    missing = [name for name in names if name not in posterior.data_vars]
+    if missing:
+        raise ValueError(
+            f"var_names {missing} are not in the posterior: {list(posterior.data_vars)}"
+        )
+    # Cycle and iteration as (chain, draw) arrays, whichever way the draws are grouped.
+    shape = (posterior.sizes["chain"], posterior.sizes["draw"])
+    cycles = np.broadcast_to(
+        posterior["cycle"].values[:, None]
+        if posterior["cycle"].dims == ("chain",)
+        else posterior["cycle"].values,
+        shape,
+    )
+    iterations = np.broadcast_to(posterior["iteration"].values, shape)
+    if "mcmc_chain" in posterior.coords:
+        chains = np.broadcast_to(posterior["mcmc_chain"].values[:, None], shape)
+    else:
+        chains = np.broadcast_to(np.arange(shape[0])[:, None], shape)
+
+    panels = [element for name in names for element in _elements(posterior[name])][:max_plots]
+    if not panels:
+        raise ValueError("nothing to plot")
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False)
+    markers = "o^sDv<>"
+    norm = plt.Normalize(cycles.min(), max(cycles.max(), cycles.min() + 1))
+    for ax, (label, values) in zip(axes.flat, panels, strict=False):
+        for chain in np.unique(chains):
+            where = chains == chain
+            scatter = ax.scatter(
+                iterations[where],
+                values[where],
+                c=cycles[where],
+                cmap=cmap,
+                norm=norm,
+                s=12,
+                marker=markers[int(chain) % len(markers)],
+            )
+        ax.set_title(label)
+        ax.set_xlabel("iteration")
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    figure.colorbar(scatter, ax=axes.ravel().tolist(), label="cycle")
+    return axes.ravel()[: len(panels)]
