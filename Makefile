@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/log_likelihood.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -522,3 +522,59 @@ def test_arviz_plots_run_on_both_groupings(two_chains):
         summary = az.summary(idata, var_names=["b"])
         assert np.isfinite(summary.loc["b", "r_hat"])
         plt.close("all")
+
+
+# -- the shapes users' models have ----------------------------------------------------------
+def test_pyromodule_classifier_log_likelihood_is_vectorised_and_exact():
+    from models import make_bnn
+
+    torch.manual_seed(0)
+    n, d, c = 130, 5, 3
+    x, y = torch.randn(n, d), torch.randint(0, c, (n,))
+    net = make_bnn(d=d, h=8, c=c)
+    kernel = CyclicalSGHMC(net, step_size=0.1 / n, steps_per_cycle=40, samples_per_cycle=4)
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True)
+    mcmc.run(x, y, subsample_size=20)
+    idata = to_inference_data(mcmc)
+    np.testing.assert_array_equal(idata.observed_data["obs"].values, y.numpy())
+    samples = mcmc.get_samples()
+    for draw in (0, 7):
+        hidden = torch.tanh(x @ samples["fc1.weight"][draw].T + samples["fc1.bias"][draw])
+        logits = hidden @ samples["fc2.weight"][draw].T + samples["fc2.bias"][draw]
+        expected = torch.log_softmax(logits, -1)[torch.arange(n), y]
+        np.testing.assert_allclose(
+            idata.log_likelihood["obs"].values[0, draw], expected.numpy(), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_event_dims_and_an_inner_plate():
+    """An observed vector per datum, and a (data, feature) grid with the data plate at -2."""
+    n, k = 23, 3
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(n, k, generator=generator)
+    grid = torch.randn(n, k, generator=generator)
+
+    def model(vectors, grid):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(k), 1.0).to_event(1))
+        with pyro.plate("data", n, subsample_size=5, dim=-2) as idx:
+            pyro.sample(
+                "vector",
+                dist.MultivariateNormal(mu, torch.eye(k)).expand([5, 1]),
+                obs=vectors[idx].unsqueeze(-2),
+            )
+            with pyro.plate("features", k, dim=-1):
+                pyro.sample("cell", dist.Normal(mu, 1.0), obs=grid[idx])
+
+    full = FullData(model, (vectors, grid), {})
+    mu = torch.randn(4, k, generator=generator)
+    result = full.log_likelihood({"mu": mu})
+    observed = full.observed_data({"mu": mu[0]})
+    assert full.vectorized_reason is None
+    np.testing.assert_array_equal(observed["cell"], grid.numpy())
+    np.testing.assert_array_equal(observed["vector"][:, 0], vectors.numpy())
+    assert result["cell"].shape == (4, n, k) and result["vector"].shape == (4, n, 1)
+    expected_cell = dist.Normal(mu[:, None, :], 1.0).log_prob(grid)
+    np.testing.assert_allclose(result["cell"], expected_cell.numpy(), rtol=1e-5, atol=1e-6)
+    expected_vector = dist.MultivariateNormal(mu[:, None, :], torch.eye(k)).log_prob(vectors)
+    np.testing.assert_allclose(result["vector"][..., 0], expected_vector.numpy(), rtol=1e-5)

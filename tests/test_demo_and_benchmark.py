@@ -49,3 +49,20 @@ def test_overhead_benchmark_runs():
         check=True,
     )
     assert "ratio (pyro-csg / hand-written)" in result.stdout
+
+
+def test_log_likelihood_benchmark_runs():
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "log_likelihood.py"),
+            "--draws",
+            "20",
+            "--eager-draws",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "pyro-csg vectorised" in result.stdout and "peak torch memory" in result.stdout

@@ -12,7 +12,7 @@ from models import gamma_normal, gamma_normal_data, linear_regression, linear_re
 from pyro.infer import MCMC, Predictive
 from pyro.infer.mcmc.api import StreamingMCMC
 
-from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD, to_inference_data
 
 N, D, B = 400, 2, 20
 
@@ -63,6 +63,10 @@ def test_two_chains_in_spawned_processes(data, monkeypatch):
     w = mcmc.get_samples(group_by_chain=True)["w"]
     assert w.shape == (2, 4, D) and torch.isfinite(w).all()
     assert len(mcmc.diagnostics()["potential_energy"]["chain 1"]) == 4
+    # The per-draw statistics came back from the workers: the run converts to ArviZ.
+    idata = to_inference_data(mcmc)
+    assert idata.sample_stats["cycle"].shape == (2, 4)
+    assert idata.log_likelihood["obs"].shape == (2, 4, N)
 
 
 def test_streaming_mcmc(data):
