@@ -25,7 +25,7 @@ def _new_axes(ax, **figure_kwargs):
         return ax
     import matplotlib.pyplot as plt
 
-    _, ax = plt.subplots(**figure_kwargs)
+    _, ax = plt.subplots(layout="constrained", **figure_kwargs)
     return ax
 
 
@@ -120,10 +120,11 @@ def plot_schedule(
             label="retained draws",
         )
     ax.set_xlim(0.5, total + 0.5)
+    ax.set_ylim(0.0, 1.45 * float(step_sizes.max()))  # headroom for the legend
     ax.set_xlabel("iteration k")
     ax.set_ylabel("step size eta_k")
     ax.set_title(f"{type(schedule).__name__} schedule, {num_cycles} cycles")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="upper center", ncol=4, fontsize="small", framealpha=0.95)
     return ax
 
 
@@ -191,7 +192,9 @@ def plot_cycles(
         raise ValueError("nothing to plot")
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False, layout="constrained"
+    )
     markers = "o^sDv<>"
     norm = plt.Normalize(cycles.min(), max(cycles.max(), cycles.min() + 1))
     for ax, (label, values) in zip(axes.flat, panels, strict=False):
