@@ -193,6 +193,13 @@ def to_inference_data(
         first = {name: value[0, 0] for name, value in samples.items()}
         observed = full.observed_data(first) or None
         if log_likelihood and full.sites:
+            missing = [name for name in full.latent_names if name not in samples]
+            if missing:
+                raise ValueError(
+                    f"the run kept no draws of the latent site(s) {missing} (MCMC's "
+                    "save_params), and the log-likelihood needs every latent site: run "
+                    "without save_params, or pass log_likelihood=False"
+                )
             flat_draws = {
                 name: value.reshape(num_chains * num_draws, *value.shape[2:])
                 for name, value in samples.items()

@@ -32,7 +32,7 @@ import torch
 from pyro import poutine
 
 from . import _graph
-from .potential import ModelError, _subsampled_plates, _trace_model
+from .potential import ModelError, _is_latent, _subsampled_plates, _trace_model
 from .subsample import SubsamplePlate
 
 __all__ = ["FullData", "ObservedSite", "DEFAULT_CHUNK_SIZE"]
@@ -123,6 +123,7 @@ class FullData:
         self.model_kwargs = dict(model_kwargs)
         trace = _trace_model(model, self.model_args, self.model_kwargs)
         self.plates = tuple(_subsampled_plates(trace).values())
+        self.latent_names = sorted(name for name, node in trace.nodes.items() if _is_latent(node))
         by_name = {plate.name: plate for plate in self.plates}
         self.sites: list[ObservedSite] = []
         for name, node in trace.nodes.items():
@@ -219,6 +220,12 @@ class FullData:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         names = sorted(draws)
+        missing = [name for name in self.latent_names if name not in draws]
+        if missing:
+            raise ValueError(
+                f"the draws lack the latent site(s) {missing}: the log-likelihood needs a "
+                "value for every latent site (an MCMC run with save_params= keeps only some)"
+            )
         num_draws = int(draws[names[0]].shape[0]) if names else 0
         if num_draws == 0:
             raise ValueError("log_likelihood needs at least one draw")

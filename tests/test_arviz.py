@@ -578,3 +578,13 @@ def test_event_dims_and_an_inner_plate():
     np.testing.assert_allclose(result["cell"], expected_cell.numpy(), rtol=1e-5, atol=1e-6)
     expected_vector = dist.MultivariateNormal(mu[:, None, :], torch.eye(k)).log_prob(vectors)
     np.testing.assert_allclose(result["vector"][..., 0], expected_vector.numpy(), rtol=1e-5)
+
+
+def test_save_params_subset_refuses_the_log_likelihood(data):
+    # Without b's draws, the model would sample b from its prior: a silently wrong answer.
+    mcmc = run(data, num_samples=8, save_params=["w"])
+    with pytest.raises(ValueError, match=r"latent site\(s\) \['b'\].*log_likelihood=False"):
+        to_inference_data(mcmc)
+    idata = to_inference_data(mcmc, log_likelihood=False)
+    assert list(idata.posterior.data_vars) == ["w"]
+    np.testing.assert_array_equal(idata.observed_data["y"].values, data[1].numpy())
