@@ -2,7 +2,6 @@
 
 import logging
 import warnings
-import weakref
 
 import arviz as az
 import numpy as np
@@ -10,6 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from log_likelihood import PeakTensorBytes  # benchmarks/: the benchmark's own instrument
 from models import (
     bimodal,
     logistic_regression,
@@ -18,8 +18,6 @@ from models import (
 )
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_sample
-from torch.utils import _pytree as pytree
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_csg import (
     CyclicalSGHMC,
@@ -304,31 +302,6 @@ def test_cycle_summary_rows_and_values(two_chains):
 
 
 # -- chunked log-likelihood and its memory --------------------------------------------------
-class LiveTensorBytes(TorchDispatchMode):
-    """The peak bytes held by tensors that torch ops create while the mode is active."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-        self.owned = {}
-
-    def _free(self, key):
-        self.live -= self.owned.pop(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in pytree.tree_leaves(out):
-            if isinstance(tensor, torch.Tensor):
-                storage = tensor.untyped_storage()
-                key = storage.data_ptr()
-                if key and key not in self.owned:
-                    self.owned[key] = storage.nbytes()
-                    self.live += storage.nbytes()
-                    self.peak = max(self.peak, self.live)
-                    weakref.finalize(tensor, self._free, key)
-        return out
-
-
 def wide_model(x, y):
     """A likelihood that keeps a (B, D, D) intermediate per minibatch: 4 * D**2 bytes a datum."""
     w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
@@ -349,7 +322,7 @@ def test_chunked_log_likelihood_equals_unchunked_and_bounds_memory():
 
     peaks, results = {}, {}
     for chunk_size in (num_draws * n, 5_000):
-        mode = LiveTensorBytes()
+        mode = PeakTensorBytes()
         with mode:
             results[chunk_size] = full.log_likelihood(draws, chunk_size=chunk_size)["obs"]
         peaks[chunk_size] = mode.peak
