@@ -193,13 +193,6 @@ def to_inference_data(
         first = {name: value[0, 0] for name, value in samples.items()}
         observed = full.observed_data(first) or None
         if log_likelihood and full.sites:
-            missing = [name for name in full.latent_names if name not in samples]
-            if missing:
-                raise ValueError(
-                    f"the run kept no draws of the latent site(s) {missing} (MCMC's "
-                    "save_params), and the log-likelihood needs every latent site: run "
-                    "without save_params, or pass log_likelihood=False"
-                )
             flat_draws = {
                 name: value.reshape(num_chains * num_draws, *value.shape[2:])
                 for name, value in samples.items()
@@ -210,7 +203,6 @@ def to_inference_data(
             }
 
     cycle_of_draw, iteration_of_draw = stats["cycle"][0], stats["iteration"][0]
-    chain_coords: dict[str, tuple] = {}
     if group_by == "cycle":
         per_cycle = kernel.samples_per_cycle
         keep, incomplete = _complete_cycles(cycle_of_draw, per_cycle)

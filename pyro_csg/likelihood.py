@@ -100,6 +100,8 @@ class FullData:
     :param model: the Pyro model, as given to the kernel.
     :param tuple model_args: its positional arguments (as given to ``mcmc.run``).
     :param dict model_kwargs: its keyword arguments.
+    :param bool vectorize: trace and vmap the log-likelihood (default True); False
+        evaluates it one draw and one window at a time.
 
     Example::
 
@@ -117,8 +119,11 @@ class FullData:
         (3, 10)
     """
 
-    def __init__(self, model: Callable, model_args: tuple, model_kwargs: dict) -> None:
+    def __init__(
+        self, model: Callable, model_args: tuple, model_kwargs: dict, vectorize: bool = True
+    ) -> None:
         self.model = model
+        self.vectorize = bool(vectorize)
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs)
         trace = _trace_model(model, self.model_args, self.model_kwargs)
@@ -151,8 +156,10 @@ class FullData:
                 )
             )
         self._latent_shapes: dict[str, torch.Size] | None = None
-        self.vectorized_reason: str | None = None
-        self._batched: Callable | None = None
+        # Why the eager path is used (None while vectorised or not yet tried).
+        self.vectorized_reason: str | None = None if vectorize else "vectorize=False"
+        self._graph = None  # the traced log-likelihood, once it passed the check
+        self._traced_for: tuple | None = None  # the flat layout it was traced with
 
     # -- one eager run -----------------------------------------------------------------------
     def _first_windows(self) -> dict[str, torch.Tensor]:
@@ -223,13 +230,17 @@ class FullData:
         missing = [name for name in self.latent_names if name not in draws]
         if missing:
             raise ValueError(
-                f"the draws lack the latent site(s) {missing}: the log-likelihood needs a "
-                "value for every latent site (an MCMC run with save_params= keeps only some)"
+                f"there are no draws of the latent site(s) {missing}, and the log-likelihood "
+                "needs every latent site (MCMC's save_params= keeps only some): run without "
+                "save_params, or pass log_likelihood=False to to_inference_data"
             )
         num_draws = int(draws[names[0]].shape[0]) if names else 0
         if num_draws == 0:
             raise ValueError("log_likelihood needs at least one draw")
         self._latent_shapes = {name: draws[name].shape[1:] for name in names}
+        signature = tuple((name, tuple(shape)) for name, shape in self._latent_shapes.items())
+        if self.vectorize and signature != self._traced_for:  # one graph per flat layout
+            self._graph, self.vectorized_reason, self._traced_for = None, None, signature
         flat = torch.cat([draws[name].detach().reshape(num_draws, -1) for name in names], dim=1)
         out: dict[str, np.ndarray] = {}
         evaluate = self._vectorized_or_eager(flat)
@@ -314,7 +325,7 @@ class FullData:
 
     def _vectorized_or_eager(self, flat: torch.Tensor):
         """Trace and vmap the log-likelihood when that gives the eager numbers, else eager."""
-        if self._batched is None and self.vectorized_reason is None:
+        if self._graph is None and self.vectorized_reason is None:
             self.vectorized_reason = self._build_vectorized(flat)
             if self.vectorized_reason is not None:
                 warnings.warn(
@@ -322,7 +333,7 @@ class FullData:
                     f"minibatch at a time (slower): {self.vectorized_reason}",
                     stacklevel=4,
                 )
-        return self._eager if self._batched is None else self._vectorized
+        return self._eager if self._graph is None else self._vectorized
 
     def _build_vectorized(self, flat: torch.Tensor) -> str | None:
         first = self._first_windows()
@@ -331,8 +342,7 @@ class FullData:
         except Exception as error:  # noqa: BLE001 -- any tracing failure means: stay eager
             first_line = (str(error).splitlines() or [""])[0]
             return f"tracing the model failed ({type(error).__name__}: {first_line})"
-        self._graph = graph
-        self._batched = True  # so that _vectorized can run for the check below
+        self._graph = graph  # so that _vectorized can run for the check below
         try:
             probe = flat[: min(2, len(flat))]
             for plate in (None, *self.plates):
@@ -343,7 +353,7 @@ class FullData:
                     if not torch.allclose(got[name], want[name], rtol=1e-5, atol=1e-5):
                         raise ValueError("the traced log-likelihood differs from the eager one")
         except Exception as error:  # noqa: BLE001
-            self._batched = None
+            self._graph = None
             first_line = (str(error).splitlines() or [""])[0]
             return f"vectorising the model failed ({type(error).__name__}: {first_line})"
         return None
