@@ -34,35 +34,21 @@ def test_demo_module_entry_point():
     assert "held-out accuracy" in result.stdout and "w[29]" in result.stdout
 
 
-def test_overhead_benchmark_runs():
+def run_benchmark(script: str, *args: str) -> str:
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "overhead.py"),
-            "--iterations",
-            "1000",
-            "--repeats",
-            "1",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "ratio (pyro-csg / hand-written)" in result.stdout
+    return result.stdout
+
+
+def test_overhead_benchmark_runs():
+    output = run_benchmark("overhead.py", "--iterations", "1000", "--repeats", "1")
+    assert "ratio (pyro-csg / hand-written)" in output
 
 
 def test_log_likelihood_benchmark_runs():
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "log_likelihood.py"),
-            "--draws",
-            "20",
-            "--eager-draws",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "pyro-csg vectorised" in result.stdout and "peak torch memory" in result.stdout
+    output = run_benchmark("log_likelihood.py", "--draws", "20", "--eager-draws", "2")
+    assert "pyro-csg vectorised" in output and "peak torch memory" in output
