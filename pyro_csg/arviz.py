@@ -71,8 +71,7 @@ def _attrs(kernel, group_by: str) -> dict[str, Any]:
         "torch_version": str(torch.__version__),
         "group_by": group_by,
     }
-    for key, value in kernel.hyperparameters().items():
-        attrs[key] = value
+    attrs.update(kernel.hyperparameters())
     return attrs
 
 

@@ -33,6 +33,7 @@ from pyro import poutine
 
 from . import _graph
 from .potential import ModelError, _is_latent, _subsampled_plates, _trace_model
+from .schedules import _check_int
 from .subsample import SubsamplePlate
 
 __all__ = ["FullData", "ObservedSite", "DEFAULT_CHUNK_SIZE"]
@@ -163,10 +164,7 @@ class FullData:
 
     # -- one eager run -----------------------------------------------------------------------
     def _first_windows(self) -> dict[str, torch.Tensor]:
-        return {
-            plate.name: torch.arange(plate.subsample_size, device=plate.device)
-            for plate in self.plates
-        }
+        return {plate.name: plate.window(0) for plate in self.plates}
 
     def _run(self, values: dict[str, torch.Tensor], indices: dict[str, torch.Tensor]):
         conditioned = poutine.condition(self.model, data={**values, **indices})
@@ -201,8 +199,7 @@ class FullData:
                 continue
             parts: dict[str, list[np.ndarray]] = {site.name: [] for site in sites}
             for start, keep in windows(plate):
-                index = torch.arange(start, start + plate.subsample_size, device=plate.device)
-                trace = self._run(values, {**first, plate.name: index})
+                trace = self._run(values, {**first, plate.name: plate.window(start)})
                 for site in sites:
                     value = trace.nodes[site.name]["value"].detach()
                     dim = site.dim - site.event_dim
@@ -224,8 +221,7 @@ class FullData:
             (default :data:`DEFAULT_CHUNK_SIZE`).
         """
         chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        _check_int("chunk_size", chunk_size, 1)
         names = sorted(draws)
         missing = [name for name in self.latent_names if name not in draws]
         if missing:
@@ -247,7 +243,7 @@ class FullData:
         first = self._first_windows()
         # Sites outside every subsampled plate: one run per draw, all plates at window 0.
         if self._sites_of(None):
-            for lo, hi in _chunks(num_draws, max(1, chunk_size)):
+            for lo, hi in _chunks(num_draws, chunk_size):
                 values = evaluate(flat[lo:hi], first, None, [])
                 for site in self._sites_of(None):
                     self._store(out, site, values[site.name], lo, hi, num_draws, [])
@@ -313,9 +309,7 @@ class FullData:
             for start, _ in group:
                 indices = dict(first)
                 if plate is not None:
-                    indices[plate.name] = torch.arange(
-                        start, start + plate.subsample_size, device=plate.device
-                    )
+                    indices[plate.name] = plate.window(start)
                 row.append(self._site_log_probs(theta, *indices.values()))
             rows.append(row)
         return {

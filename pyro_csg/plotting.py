@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .arviz import _elements
-from .schedules import CosineCyclical, CycleLayout
+from .schedules import CosineCyclical, CycleLayout, _check_int
 
 __all__ = ["plot_schedule", "plot_cycles"]
 
@@ -64,8 +64,7 @@ def plot_schedule(
         >>> len(ax.patches), len(ax.collections[0].get_offsets())
         (8, 12)
     """
-    if isinstance(num_cycles, bool) or not isinstance(num_cycles, int) or num_cycles < 1:
-        raise ValueError(f"num_cycles must be an integer >= 1, got {num_cycles!r}")
+    _check_int("num_cycles", num_cycles, 1)
     schedule = getattr(kernel_or_schedule, "schedule", kernel_or_schedule)
     if not callable(schedule):
         raise TypeError(

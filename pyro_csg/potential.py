@@ -491,4 +491,4 @@ class ModelPotential(_Potential):
 
 def _probe_indices(plate: SubsamplePlate, which: int) -> torch.Tensor:
     start = 0 if which == 0 else max(plate.size - plate.subsample_size, 0)
-    return torch.arange(start, start + plate.subsample_size, device=plate.device)
+    return plate.window(start)

@@ -43,6 +43,10 @@ class SubsamplePlate:
     def batches_per_epoch(self) -> int:
         return self.size // self.subsample_size
 
+    def window(self, start: int) -> torch.Tensor:
+        """The ``subsample_size`` consecutive indices from ``start``, on the plate's device."""
+        return torch.arange(start, start + self.subsample_size, device=self.device)
+
 
 class EpochBatches:
     """Successive minibatches of one plate: a new random permutation every epoch.
