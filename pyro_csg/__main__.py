@@ -1,133 +1,161 @@
 """Command line: ``python -m pyro_csg demo`` (or ``pyro-csg demo``).
 
-The demo fits a Bayesian logistic regression to scikit-learn's bundled breast-cancer data
-(569 tumours, 30 standardised features) with subsampled cSGHMC inside ``pyro.infer.MCMC``,
-prints Pyro's posterior summary, and scores held-out tumours with ``Predictive``.
+The demo runs short versions of the example notebooks 2 and 3:
+
+1. the cSG-MCMC paper's mixture of 25 Gaussians: cSGLD against SGLD with a decaying
+   step and Pyro's NUTS, on the same number of gradient evaluations, counting the modes
+   each visits;
+2. a Bayesian MLP (a ``PyroModule``) on scikit-learn's bundled digits: cSGHMC against
+   SGHMC with a constant and a decaying step, a MAP network trained with SGD and MC
+   dropout, on the same number of epochs, scored on the test set.
+
+It prints both tables and writes the figures (PNG) and the cyclical runs' ArviZ
+InferenceData (netCDF) into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-
-import pyro
-import pyro.distributions as dist
-import torch
-from pyro.infer import MCMC, Predictive
+from pathlib import Path
 
 from . import __version__
-from .kernels import CyclicalSGHMC
 
 
-def logistic_regression(
-    x: torch.Tensor, y: torch.Tensor | None = None, subsample_size: int | None = None
-) -> None:
-    """Bayesian logistic regression: ``w ~ N(0, I)``, ``b ~ N(0, 5^2)``, ``y ~ Bernoulli``.
+def _mixture(args, out: Path, progress: bool) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from .arviz import to_inference_data
+    from .examples import mixture
+    from .plotting import plot_schedule
+
+    budget = args.mixture_cycles * args.mixture_steps_per_cycle
+    thinning = 10 if budget % 10 == 0 else 1
+    print(
+        f"\n== 1. Mixture of 25 Gaussians: {budget:,} gradient evaluations per sampler, "
+        f"seed {args.seed} ==",
+        flush=True,
+    )
+    csgld = mixture.run_csgld(
+        num_cycles=args.mixture_cycles,
+        steps_per_cycle=args.mixture_steps_per_cycle,
+        samples_per_cycle=min(100, args.mixture_steps_per_cycle // 2),
+        seed=args.seed,
+        progress=progress,
+    )
+    sgld = mixture.run_sgld(num_steps=budget, thinning=thinning, seed=args.seed, progress=progress)
+    nuts = mixture.run_nuts(
+        budget=budget, warmup_steps=min(500, budget // 10), seed=args.seed, progress=progress
+    )
+    runs = [csgld, sgld, nuts]
+    print(mixture.visits_table(runs).to_string(index=False), flush=True)
+
+    written = [out / "mixture_draws.png", out / "mixture_schedule.png", out / "mixture_csgld.nc"]
+    axes = mixture.plot_draws(runs)
+    axes[0].figure.savefig(written[0], dpi=100)
+    ax = plot_schedule(csgld.mcmc.kernel, num_cycles=min(3, args.mixture_cycles))
+    ax.figure.savefig(written[1], dpi=100)
+    plt.close("all")
+    to_inference_data(csgld.mcmc, log_likelihood=False).to_netcdf(written[2])
+    return written
+
+
+def _digits(args, out: Path, progress: bool) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from .arviz import to_inference_data
+    from .examples import digits
+    from .examples.metrics import negative_log_likelihood
+
+    budget = digits.Budget(num_cycles=args.bnn_cycles, epochs_per_cycle=args.bnn_epochs_per_cycle)
+    x, y, x_test, y_test = digits.load_digits_split()
+    print(
+        f"\n== 2. Bayesian MLP on the digits: {budget.epochs} epochs per method "
+        f"(cSGHMC: {budget.num_cycles} cycles x {budget.epochs_per_cycle} epochs), "
+        f"{len(y)} train / {len(y_test)} test images, seed {args.seed} ==",
+        flush=True,
+    )
+    results = digits.compare_methods(
+        x, y, x_test, y_test, budget, seed=args.seed, include_posterior=False, progress=progress
+    )
+    print(digits.score_table(results, y_test).round(4).to_string(), flush=True)
+
+    written = [out / "digits_ensemble.png", out / "digits_csghmc.nc"]
+    curve = digits.ensemble_curve(results["cSGHMC"].probs, budget.num_cycles, y_test)
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    ax.plot(curve.index, curve["NLL"], marker="o", label="cSGHMC, first k cycles")
+    map_probs = results["SGD (MAP)"].probs.mean(0)
+    ax.axhline(negative_log_likelihood(map_probs, y_test), color="gray", ls="--", label="SGD (MAP)")
+    ax.set(xlabel="cycles in the ensemble", ylabel="test NLL", title="Digits: ensemble's test NLL")
+    ax.legend()
+    fig.savefig(written[0], dpi=100)
+    plt.close("all")
+    to_inference_data(results["cSGHMC"].run.mcmc).to_netcdf(written[1])
+    return written
+
+
+def demo(args: argparse.Namespace) -> list[Path]:
+    """Run both parts of the demo; return the paths of the files written.
 
     Example::
 
-        >>> import torch, pyro
-        >>> from pyro_csg.__main__ import logistic_regression
-        >>> trace = pyro.poutine.trace(logistic_regression).get_trace(torch.randn(8, 3))
-        >>> trace.nodes["obs"]["value"].shape
-        torch.Size([8])
+        >>> import tempfile
+        >>> from pyro_csg.__main__ import main
+        >>> with tempfile.TemporaryDirectory() as out:  # doctest: +SKIP
+        ...     main(["demo", "--out", out, "--no-progress"])
     """
-    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
-    b = pyro.sample("b", dist.Normal(0.0, 5.0))
-    with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
-        pyro.sample("obs", dist.Bernoulli(logits=x[idx] @ w + b), obs=None if y is None else y[idx])
+    import matplotlib
 
-
-def load_breast_cancer_split(seed: int = 0, test_fraction: float = 0.2):
-    """Standardised breast-cancer features and labels, split into train and test tensors."""
-    try:
-        from sklearn.datasets import load_breast_cancer
-    except ImportError as error:  # pragma: no cover - depends on the install
-        raise SystemExit(
-            "the demo needs scikit-learn (for its bundled data): pip install 'pyro-csg[demo]'"
-        ) from error
-    features, labels = load_breast_cancer(return_X_y=True)
-    x = torch.tensor(features, dtype=torch.float32)
-    y = torch.tensor(labels, dtype=torch.float32)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(test_fraction * len(y)))
-    test, train = order[:n_test], order[n_test:]
-    mean, sd = x[train].mean(0), x[train].std(0)
-    x = (x - mean) / sd
-    return x[train], y[train], x[test], y[test]
-
-
-def demo(
-    cycles: int = 20,
-    steps_per_cycle: int = 1000,
-    batch_size: int = 32,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Run the demo; print the summary and return the headline figures."""
-    x_train, y_train, x_test, y_test = load_breast_cancer_split(seed)
-    n = len(y_train)
-    print(
-        f"pyro-csg {__version__}: Bayesian logistic regression, breast-cancer data "
-        f"({n} train / {len(y_test)} test tumours, {x_train.shape[1]} features)"
-    )
-    print(
-        f"cSGHMC: {cycles} cycles x {steps_per_cycle} steps, minibatches of {batch_size}, "
-        f"4 draws per cycle, seed {seed}"
-    )
-    pyro.set_rng_seed(seed)
-    kernel = CyclicalSGHMC(
-        logistic_regression,
-        step_size=2.0 / n,  # a learning rate of 2 on the mean loss
-        steps_per_cycle=steps_per_cycle,
-        exploration_fraction=0.5,
-        samples_per_cycle=4,
-        friction=0.1,
-    )
-    mcmc = MCMC(kernel, num_samples=cycles * 4, warmup_steps=0, disable_progbar=not progress)
-    start = time.perf_counter()
-    mcmc.run(x_train, y_train, subsample_size=batch_size)
-    seconds = time.perf_counter() - start
-    mcmc.summary(prob=0.9)
-    samples = mcmc.get_samples()
-    probabilities = Predictive(
-        logistic_regression, posterior_samples=samples, return_sites=["obs"]
-    )(x_test)["obs"].mean(0)
-    accuracy = float(((probabilities > 0.5).float() == y_test).float().mean())
-    eps = 1e-6
-    nll = float(
-        -(
-            y_test * probabilities.clamp_min(eps).log()
-            + (1 - y_test) * (1 - probabilities).clamp_min(eps).log()
-        ).mean()
-    )
-    print(
-        f"sampling time {seconds:.1f} s; held-out accuracy {accuracy:.3f}, "
-        f"held-out log loss {nll:.3f} (posterior predictive over {len(samples['b'])} draws)"
-    )
-    return {"accuracy": accuracy, "nll": nll, "seconds": seconds}
+    matplotlib.use("Agg")  # files only: no window, whatever the user's backend
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    print(f"pyro-csg {__version__} demo; writing into {out}/")
+    written = _mixture(args, out, progress) + _digits(args, out, progress)
+    print("\nwritten:")
+    for path in written:
+        print(f"  {path}")
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m pyro_csg`` and the ``pyro-csg`` script."""
     parser = argparse.ArgumentParser(prog="pyro-csg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run_demo = commands.add_parser("demo", help="subsampled Bayesian logistic regression")
-    run_demo.add_argument("--cycles", type=int, default=20)
-    run_demo.add_argument("--steps-per-cycle", type=int, default=1000)
-    run_demo.add_argument("--batch-size", type=int, default=32)
+    run_demo = commands.add_parser(
+        "demo",
+        help="short versions of the mixture and Bayesian-network notebooks",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_demo.add_argument("--out", default="pyro-csg-demo", help="output folder (created)")
     run_demo.add_argument("--seed", type=int, default=0)
-    run_demo.add_argument("--no-progress", action="store_true")
+    run_demo.add_argument("--mixture-cycles", type=int, default=30, help="cSGLD cycles")
+    run_demo.add_argument(
+        "--mixture-steps-per-cycle",
+        type=int,
+        default=500,
+        help="steps per cSGLD cycle; every sampler gets cycles x steps gradient evaluations",
+    )
+    run_demo.add_argument("--bnn-cycles", type=int, default=6, help="cSGHMC cycles")
+    run_demo.add_argument(
+        "--bnn-epochs-per-cycle",
+        type=int,
+        default=20,
+        help="epochs per cSGHMC cycle; every method gets cycles x epochs epochs",
+    )
+    run_demo.add_argument("--no-progress", action="store_true", help="hide Pyro's progress bars")
     args = parser.parse_args(argv)
+    for name in ("mixture_cycles", "mixture_steps_per_cycle", "bnn_cycles", "bnn_epochs_per_cycle"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.mixture_steps_per_cycle < 4:
+        parser.error("--mixture-steps-per-cycle must be at least 4")
+    if args.bnn_epochs_per_cycle < 2:
+        # cSGHMC samples in the last 10% of a cycle and keeps 4 draws from it.
+        parser.error("--bnn-epochs-per-cycle must be at least 2")
     if args.command == "demo":
-        demo(
-            args.cycles,
-            args.steps_per_cycle,
-            args.batch_size,
-            args.seed,
-            progress=not args.no_progress,
-        )
+        demo(args)
     return 0
 
 

@@ -4,34 +4,66 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_runs_and_reports():
-    from pyro_csg.__main__ import main
+TINY = [
+    "--mixture-cycles",
+    "3",
+    "--mixture-steps-per-cycle",
+    "40",
+    "--bnn-cycles",
+    "2",
+    "--bnn-epochs-per-cycle",
+    "2",
+    "--no-progress",
+]
+WRITTEN = [
+    "mixture_draws.png",
+    "mixture_schedule.png",
+    "mixture_csgld.nc",
+    "digits_ensemble.png",
+    "digits_csghmc.nc",
+]
 
-    assert main(["demo", "--cycles", "2", "--steps-per-cycle", "100", "--no-progress"]) == 0
 
-
-def test_demo_module_entry_point():
+def test_demo_module_entry_point_writes_tables_figures_and_inference_data(tmp_path):
+    out = tmp_path / "demo-out"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pyro_csg",
-            "demo",
-            "--cycles",
-            "2",
-            "--steps-per-cycle",
-            "60",
-            "--no-progress",
-        ],
+        [sys.executable, "-m", "pyro_csg", "demo", "--out", str(out), *TINY],
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
+        cwd=tmp_path,
     )
-    assert "held-out accuracy" in result.stdout and "w[29]" in result.stdout
+    assert "modes visited (of 25)" in result.stdout
+    for method in ["cSGLD", "SGLD", "NUTS", "cSGHMC", "SGD (MAP)", "MC dropout"]:
+        assert method in result.stdout
+    assert "NLL" in result.stdout and "ECE" in result.stdout
+    assert sorted(path.name for path in out.iterdir()) == sorted(WRITTEN)
+    assert all((out / name).stat().st_size > 1000 for name in WRITTEN)
+
+    import arviz as az
+
+    idata = az.from_netcdf(out / "digits_csghmc.nc")
+    assert idata.log_likelihood["obs"].shape == (1, 2 * 4, 1437)  # the full training set
+    assert az.from_netcdf(out / "mixture_csgld.nc").posterior["x"].shape[:2] == (1, 3 * 20)
+
+
+def test_demo_default_output_folder_and_bad_budget(tmp_path, monkeypatch, capsys):
+    from pyro_csg.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", *TINY]) == 0
+    assert (tmp_path / "pyro-csg-demo" / "digits_csghmc.nc").exists()
+    with pytest.raises(SystemExit):
+        main(["demo", "--bnn-cycles", "0"])
+    assert "--bnn-cycles must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--bnn-epochs-per-cycle", "1"])
+    assert "--bnn-epochs-per-cycle must be at least 2" in capsys.readouterr().err
 
 
 def run_benchmark(script: str, *args: str) -> str:

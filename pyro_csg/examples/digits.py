@@ -1,0 +1,519 @@
+"""A Bayesian neural network on scikit-learn's bundled digits, and the baselines users
+compare it with.
+
+The data: 1,797 handwritten digits as 8x8 images (64 pixel intensities, scaled to
+[0, 1]), 10 classes, split once into 1,437 training and 360 test images.
+
+The model, :class:`BayesianMLP`, is the usual Pyro BNN: a ``PyroModule`` MLP whose
+weights and biases are ``PyroSample`` sites with ``N(0, prior_scale^2)`` priors, and a
+data plate with ``subsample_size``. The baselines:
+
+* SGHMC with a constant and with a decaying step (:func:`run_sghmc`), the same kernel
+  as cSGHMC with another schedule;
+* a MAP network trained with SGD (momentum and a cosine-annealed learning rate), whose
+  weight decay is the same Gaussian prior: ``weight_decay = 1 / (N * prior_scale^2)``;
+* MC dropout (Gal and Ghahramani, 2016): the same network trained with dropout, which
+  stays on at test time; the prediction averages stochastic forward passes.
+
+Learning rates are given as on a *mean* loss, as in deep-learning code; the kernels'
+step size is ``lr / N`` and their ``friction`` is ``1 - momentum``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import MCMC
+from pyro.infer.autoguide.initialization import init_to_uniform
+from pyro.nn import PyroModule, PyroSample
+
+from ..kernels import CyclicalSGHMC
+from ..schedules import Constant, PolynomialDecay
+
+__all__ = [
+    "load_digits_split",
+    "BayesianMLP",
+    "Budget",
+    "SamplerRun",
+    "run_csghmc",
+    "run_sghmc",
+    "predictive_probs",
+    "train_sgd",
+    "mc_dropout_probs",
+    "MethodResult",
+    "compare_methods",
+    "score_table",
+    "cycle_probs",
+    "ensemble_curve",
+]
+
+
+def load_digits_split(seed: int = 0, test_size: int = 360):
+    """``x_train, y_train, x_test, y_test``: pixels scaled to [0, 1], labels as int64.
+
+    The split is a fixed permutation drawn from ``seed``.
+
+    Example::
+
+        >>> from pyro_csg.examples.digits import load_digits_split
+        >>> x_train, y_train, x_test, y_test = load_digits_split()
+        >>> tuple(x_train.shape), tuple(x_test.shape)
+        ((1437, 64), (360, 64))
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "the digits example needs scikit-learn (it ships the data): "
+            "pip install 'pyro-csg[demo]'"
+        ) from error
+    images, labels = load_digits(return_X_y=True)
+    x = torch.tensor(images, dtype=torch.float32) / 16.0
+    y = torch.tensor(labels, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    test, train = order[:test_size], order[test_size:]
+    return x[train], y[train], x[test], y[test]
+
+
+class BayesianMLP(PyroModule):
+    """``logits = W2 relu(W1 x + b1) + b2`` with ``N(0, prior_scale^2)`` priors on every
+    weight and bias, and ``y ~ Categorical(logits)`` in a (subsampled) data plate.
+
+    The weights are read before the plate opens, so that Pyro samples them once per
+    trace as global sites (first read inside the plate, a ``PyroSample`` would get the
+    plate's batch dimension).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.digits import BayesianMLP
+        >>> net = BayesianMLP(in_features=4, hidden=3, classes=2)
+        >>> net(torch.randn(5, 4)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self, in_features: int = 64, hidden: int = 100, classes: int = 10, prior_scale: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.fc1 = PyroModule[torch.nn.Linear](in_features, hidden)
+        self.fc2 = PyroModule[torch.nn.Linear](hidden, classes)
+        for layer in (self.fc1, self.fc2):
+            layer.weight = PyroSample(
+                dist.Normal(0.0, prior_scale).expand(layer.weight.shape).to_event(2)
+            )
+            layer.bias = PyroSample(
+                dist.Normal(0.0, prior_scale).expand(layer.bias.shape).to_event(1)
+            )
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, subsample_size: int | None = None
+    ) -> torch.Tensor:
+        w1, b1, w2, b2 = self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias
+        with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+            logits = torch.relu(x[idx] @ w1.T + b1) @ w2.T + b2
+            pyro.sample("obs", dist.Categorical(logits=logits), obs=None if y is None else y[idx])
+        return logits
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training budget every method gets: ``num_cycles * epochs_per_cycle`` epochs of
+    minibatches of ``batch_size`` (``N // batch_size`` steps an epoch)."""
+
+    num_cycles: int = 12
+    epochs_per_cycle: int = 50
+    batch_size: int = 64
+    samples_per_cycle: int = 4
+
+    @property
+    def epochs(self) -> int:
+        return self.num_cycles * self.epochs_per_cycle
+
+    def steps_per_cycle(self, n: int) -> int:
+        return self.epochs_per_cycle * (n // self.batch_size)
+
+
+@dataclass
+class SamplerRun:
+    """A run of a kernel on :class:`BayesianMLP`: the MCMC object and its wall time."""
+
+    name: str
+    mcmc: MCMC
+    seconds: float
+    model: BayesianMLP = field(repr=False)
+
+
+def _run_kernel(name, model, kernel, x, y, budget, warmup_steps, seed, progress) -> SamplerRun:
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(
+        kernel,
+        num_samples=budget.num_cycles * budget.samples_per_cycle - warmup_steps,
+        warmup_steps=warmup_steps,
+        disable_progbar=not progress,
+    )
+    start = time.perf_counter()
+    mcmc.run(x, y, subsample_size=budget.batch_size)
+    return SamplerRun(name, mcmc, time.perf_counter() - start, model)
+
+
+def run_csghmc(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    budget: Budget = Budget(),
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    exploration_fraction: float = 0.5,
+    temperature: float = 1.0,
+    init_radius: float = 0.1,
+    seed: int = 0,
+    progress: bool = False,
+    model: BayesianMLP | None = None,
+) -> SamplerRun:
+    """cSGHMC on :class:`BayesianMLP`: ``budget.num_cycles`` cosine cycles with peak
+    learning rate ``lr`` (step size ``lr / N``), friction ``1 - momentum``.
+
+    Example::
+
+        >>> from pyro_csg.examples.digits import Budget, load_digits_split, run_csghmc
+        >>> x, y, _, _ = load_digits_split()
+        >>> run = run_csghmc(x, y, Budget(num_cycles=2, epochs_per_cycle=1, samples_per_cycle=2))
+        >>> run.mcmc.get_samples()["fc1.weight"].shape
+        torch.Size([4, 100, 64])
+    """
+    model = BayesianMLP() if model is None else model
+    n = len(y)
+    kernel = CyclicalSGHMC(
+        model,
+        step_size=lr / n,
+        steps_per_cycle=budget.steps_per_cycle(n),
+        exploration_fraction=exploration_fraction,
+        samples_per_cycle=budget.samples_per_cycle,
+        friction=1.0 - momentum,
+        temperature=temperature,
+        init_strategy=init_to_uniform(radius=init_radius),
+    )
+    return _run_kernel("cSGHMC", model, kernel, x, y, budget, 0, seed, progress)
+
+
+def run_sghmc(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    budget: Budget = Budget(),
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    decay: bool = False,
+    temperature: float = 1.0,
+    init_radius: float = 0.1,
+    seed: int = 0,
+    progress: bool = False,
+    model: BayesianMLP | None = None,
+) -> SamplerRun:
+    """Plain SGHMC (noise on throughout), on the same budget as :func:`run_csghmc`.
+
+    The step is constant at ``lr / (2 N)`` (the cosine schedule's average), or with
+    ``decay=True`` decays as ``a * (b + k) ** -0.55`` from ``lr / N`` (the cosine
+    schedule's peak) to ``lr / (10 N)`` at the last step. The first block of
+    ``epochs_per_cycle`` epochs is burn-in; the draws are evenly spaced after it, as many
+    per block as cSGHMC keeps per cycle.
+
+    Example::
+
+        >>> from pyro_csg.examples.digits import Budget, load_digits_split, run_sghmc
+        >>> x, y, _, _ = load_digits_split()
+        >>> budget = Budget(num_cycles=2, epochs_per_cycle=1, samples_per_cycle=2)
+        >>> run_sghmc(x, y, budget, decay=True).mcmc.get_samples()["fc2.bias"].shape
+        torch.Size([2, 10])
+    """
+    model = BayesianMLP() if model is None else model
+    n = len(y)
+    steps_per_block = budget.steps_per_cycle(n)
+    if decay:
+        # a * (b + 1)^-g = lr / n and a * (b + K)^-g = lr / (10 n), with K the last step.
+        last, gamma = budget.num_cycles * steps_per_block, 0.55
+        ratio = 10.0 ** (1.0 / gamma)
+        b = max((last - ratio) / (ratio - 1.0), 0.0)
+        schedule = PolynomialDecay(a=(lr / n) * (b + 1.0) ** gamma, b=b, gamma=gamma)
+        name = "SGHMC (decaying step)"
+    else:
+        schedule = Constant(lr / (2 * n))
+        name = "SGHMC (constant step)"
+    kernel = CyclicalSGHMC(
+        model,
+        schedule=schedule,
+        steps_per_cycle=steps_per_block,
+        exploration_fraction=0.0,
+        samples_per_cycle=budget.samples_per_cycle,
+        friction=1.0 - momentum,
+        temperature=temperature,
+        init_strategy=init_to_uniform(radius=init_radius),
+    )
+    warmup = budget.samples_per_cycle if budget.num_cycles > 1 else 0
+    return _run_kernel(name, model, kernel, x, y, budget, warmup, seed, progress)
+
+
+@torch.no_grad()
+def predictive_probs(
+    model: BayesianMLP, samples: dict[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """Class probabilities of every posterior draw on ``x``: shape ``(draws, n, C)``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.digits import BayesianMLP, predictive_probs
+        >>> net = BayesianMLP(in_features=4, hidden=3, classes=2)
+        >>> samples = {"fc1.weight": torch.zeros(5, 3, 4), "fc1.bias": torch.zeros(5, 3),
+        ...            "fc2.weight": torch.zeros(5, 2, 3), "fc2.bias": torch.zeros(5, 2)}
+        >>> predictive_probs(net, samples, torch.randn(7, 4))[0, 0]
+        tensor([0.5000, 0.5000])
+    """
+    draws = len(next(iter(samples.values())))
+    probs = []
+    for i in range(draws):
+        conditioned = poutine.condition(model, {name: value[i] for name, value in samples.items()})
+        probs.append(torch.softmax(conditioned(x), -1))
+    return torch.stack(probs)
+
+
+class _MLP(torch.nn.Module):
+    def __init__(self, in_features: int, hidden: int, classes: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(in_features, hidden)
+        self.fc2 = torch.nn.Linear(hidden, classes)
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(torch.relu(self.fc1(x))))
+
+
+def train_sgd(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    budget: Budget = Budget(),
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    prior_scale: float = 1.0,
+    dropout: float = 0.0,
+    hidden: int = 100,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """SGD with momentum on the mean cross-entropy plus the prior as weight decay
+    (``1 / (N * prior_scale^2)``), the learning rate annealed from ``lr`` to 0 by a cosine
+    over ``budget.epochs`` epochs: the MAP network (``dropout=0``) or, with dropout, the
+    network for :func:`mc_dropout_probs`. Returns the network in eval mode.
+
+    Example::
+
+        >>> from pyro_csg.examples.digits import Budget, load_digits_split, train_sgd
+        >>> x, y, x_test, y_test = load_digits_split()
+        >>> net = train_sgd(x, y, Budget(num_cycles=1, epochs_per_cycle=20))
+        >>> bool((net(x_test).argmax(-1) == y_test).float().mean() > 0.9)
+        True
+    """
+    torch.manual_seed(seed)
+    n = len(y)
+    net = _MLP(x.shape[1], hidden, int(y.max()) + 1, dropout).to(x.device)
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=lr, momentum=momentum, weight_decay=1.0 / (n * prior_scale**2)
+    )
+    steps_per_epoch = n // budget.batch_size
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, budget.epochs * steps_per_epoch
+    )
+    net.train()
+    for _ in range(budget.epochs):
+        order = torch.randperm(n, device=x.device)
+        for step in range(steps_per_epoch):
+            batch = order[step * budget.batch_size : (step + 1) * budget.batch_size]
+            loss = torch.nn.functional.cross_entropy(net(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def mc_dropout_probs(net: torch.nn.Module, x: torch.Tensor, passes: int = 100) -> torch.Tensor:
+    """MC dropout: ``passes`` forward passes with dropout on; shape ``(passes, n, C)``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.digits import mc_dropout_probs, train_sgd, Budget
+        >>> x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+        >>> net = train_sgd(x, y, Budget(num_cycles=1, epochs_per_cycle=1), dropout=0.5)
+        >>> mc_dropout_probs(net, x, passes=5).shape
+        torch.Size([5, 64, 3])
+    """
+    was_training = net.training
+    net.train()  # dropout on
+    try:
+        return torch.stack([torch.softmax(net(x), -1) for _ in range(passes)])
+    finally:
+        net.train(was_training)
+
+
+@dataclass
+class MethodResult:
+    """A method's predictive draws on the test set, ``(members, n, C)``, and its time.
+
+    ``members`` are posterior draws (in cycle order for the samplers), MC dropout's
+    forward passes, or the one MAP network.
+    """
+
+    name: str
+    probs: torch.Tensor
+    seconds: float
+    run: SamplerRun | None = field(default=None, repr=False)
+
+
+def compare_methods(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    budget: Budget = Budget(),
+    seed: int = 0,
+    lr: float = 0.5,
+    exploration_fraction: float = 0.9,
+    temperature: float = 0.01,
+    sgd_lr: float = 0.3,
+    dropout: float = 0.2,
+    include_posterior: bool = True,
+    progress: bool = False,
+) -> dict[str, MethodResult]:
+    """Every method on the same budget and seed; returns ``{name: MethodResult}``.
+
+    The defaults were chosen on a validation split (the last 300 training images), never
+    on the test set: the samplers share ``lr`` (peak learning rate on the mean loss),
+    momentum 0.9 and ``temperature``; cSGHMC spends ``exploration_fraction`` of each
+    cycle exploring, as the paper's 45 of 50 epochs. With ``include_posterior``, cSGHMC
+    also runs at temperature 1 (the untempered posterior).
+
+    Example::
+
+        >>> from pyro_csg.examples.digits import Budget, compare_methods, load_digits_split
+        >>> x, y, x_test, y_test = load_digits_split()
+        >>> tiny = Budget(num_cycles=2, epochs_per_cycle=1, samples_per_cycle=2)
+        >>> results = compare_methods(x, y, x_test, y_test, tiny, include_posterior=False)
+        >>> for name, result in results.items():
+        ...     print(f"{name}: {tuple(result.probs.shape)}")
+        cSGHMC: (4, 360, 10)
+        SGHMC (constant step): (2, 360, 10)
+        SGHMC (decaying step): (2, 360, 10)
+        SGD (MAP): (1, 360, 10)
+        MC dropout: (100, 360, 10)
+    """
+    results: dict[str, MethodResult] = {}
+
+    def sampled(run: SamplerRun, name: str | None = None) -> None:
+        start = time.perf_counter()
+        probs = predictive_probs(run.model, run.mcmc.get_samples(), x_test)
+        seconds = run.seconds + time.perf_counter() - start
+        results[name or run.name] = MethodResult(name or run.name, probs, seconds, run)
+
+    common = {"budget": budget, "lr": lr, "seed": seed, "progress": progress}
+    sampled(
+        run_csghmc(
+            x, y, exploration_fraction=exploration_fraction, temperature=temperature, **common
+        )
+    )
+    if include_posterior:
+        run = run_csghmc(x, y, exploration_fraction=exploration_fraction, **common)
+        sampled(run, "cSGHMC, T = 1")
+    for decay in (False, True):
+        sampled(run_sghmc(x, y, decay=decay, temperature=temperature, **common))
+    start = time.perf_counter()
+    net = train_sgd(x, y, budget, lr=sgd_lr, seed=seed)
+    with torch.no_grad():
+        probs = torch.softmax(net(x_test), -1).unsqueeze(0)
+    results["SGD (MAP)"] = MethodResult("SGD (MAP)", probs, time.perf_counter() - start)
+    start = time.perf_counter()
+    net = train_sgd(x, y, budget, lr=sgd_lr, dropout=dropout, seed=seed)
+    probs = mc_dropout_probs(net, x_test)
+    results["MC dropout"] = MethodResult("MC dropout", probs, time.perf_counter() - start)
+    return results
+
+
+def score_table(results: dict[str, MethodResult], y_test: torch.Tensor):
+    """A pandas DataFrame indexed by method: test accuracy, NLL and ECE of each method's
+    averaged prediction, its number of members and seconds (training and prediction).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.digits import MethodResult, score_table
+        >>> probs = torch.tensor([[[0.9, 0.1], [0.2, 0.8]]])
+        >>> score_table({"a": MethodResult("a", probs, 1.0)}, torch.tensor([0, 1]))["accuracy"]
+        method
+        a    1.0
+        Name: accuracy, dtype: float64
+    """
+    import pandas as pd
+
+    from .metrics import accuracy, expected_calibration_error, negative_log_likelihood
+
+    rows = []
+    for name, result in results.items():
+        mean = result.probs.mean(0)
+        rows.append(
+            {
+                "method": name,
+                "accuracy": accuracy(mean, y_test),
+                "NLL": negative_log_likelihood(mean, y_test),
+                "ECE": expected_calibration_error(mean, y_test),
+                "members": len(result.probs),
+                "seconds": round(result.seconds, 1),
+            }
+        )
+    return pd.DataFrame(rows).set_index("method")
+
+
+def cycle_probs(probs: torch.Tensor, num_cycles: int) -> torch.Tensor:
+    """Average the draws of each cycle (or block): ``(draws, n, C) -> (num_cycles, n, C)``,
+    the draws being in cycle order with the same number per cycle.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.digits import cycle_probs
+        >>> cycle_probs(torch.ones(8, 5, 3), num_cycles=4).shape
+        torch.Size([4, 5, 3])
+    """
+    if len(probs) % num_cycles:
+        raise ValueError(f"{len(probs)} draws cannot be split into {num_cycles} equal cycles")
+    return probs.reshape(num_cycles, -1, *probs.shape[1:]).mean(1)
+
+
+def ensemble_curve(probs: torch.Tensor, num_cycles: int, y_test: torch.Tensor):
+    """Test accuracy and NLL of the ensemble of the first ``k`` cycles, ``k = 1, ...``:
+    a pandas DataFrame indexed by ``cycles``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.digits import ensemble_curve
+        >>> probs = torch.tensor([[[0.6, 0.4]], [[0.2, 0.8]]])
+        >>> ensemble_curve(probs, 2, torch.tensor([1]))["accuracy"].tolist()
+        [0.0, 1.0]
+    """
+    import pandas as pd
+
+    from .metrics import accuracy, negative_log_likelihood
+
+    per_cycle = cycle_probs(probs, num_cycles)
+    running = per_cycle.cumsum(0) / torch.arange(1, num_cycles + 1).reshape(-1, 1, 1)
+    return pd.DataFrame(
+        {
+            "cycles": range(1, num_cycles + 1),
+            "accuracy": [accuracy(p, y_test) for p in running],
+            "NLL": [negative_log_likelihood(p, y_test) for p in running],
+        }
+    ).set_index("cycles")
