@@ -417,7 +417,7 @@ class CyclicalSGLD(_CyclicalSGMCMC):
     :param float exploration_fraction: ``beta`` in [0, 1) (default 0.5). The paper's
         deep-learning runs use 0.8 to 0.9, which spends most of a cycle finding a mode; at
         temperature 1 a longer sampling stage gives better within-mode spread (on the
-        breast-cancer logistic regression of the demo, the median ratio of posterior sds to
+        breast-cancer logistic regression of notebook 1, the median ratio of posterior sds to
         NUTS's was 0.64 with 0.8 and 0.99 with 0.5, 20 cycles of 1000 steps).
     :param int samples_per_cycle: retained draws per cycle, at most the number of
         sampling-stage steps (default 4).
