@@ -12,6 +12,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from ._data import fixed_split, load_bundled
+
 __all__ = ["logistic_regression", "load_breast_cancer_split", "predictive_scores"]
 
 
@@ -47,19 +49,9 @@ def load_breast_cancer_split(seed: int = 0, test_fraction: float = 0.2):
         >>> tuple(x_train.shape), tuple(x_test.shape)
         ((455, 30), (114, 30))
     """
-    try:
-        from sklearn.datasets import load_breast_cancer
-    except ImportError as error:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "the breast-cancer example needs scikit-learn (it ships the data): "
-            "pip install 'pyro-csg[demo]'"
-        ) from error
-    features, labels = load_breast_cancer(return_X_y=True)
-    x = torch.tensor(features, dtype=torch.float32)
-    y = torch.tensor(labels, dtype=torch.float32)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(test_fraction * len(y)))
-    test, train = order[:n_test], order[n_test:]
+    x, labels = load_bundled("load_breast_cancer")
+    y = labels.float()
+    train, test = fixed_split(len(y), int(round(test_fraction * len(y))), seed)
     mean, sd = x[train].mean(0), x[train].std(0)
     x = (x - mean) / sd
     return x[train], y[train], x[test], y[test]

@@ -34,6 +34,7 @@ from pyro.nn import PyroModule, PyroSample
 
 from ..kernels import CyclicalSGHMC
 from ..schedules import Constant, PolynomialDecay
+from ._data import fixed_split, load_bundled
 
 __all__ = [
     "load_digits_split",
@@ -65,18 +66,9 @@ def load_digits_split(seed: int = 0, test_size: int = 360):
         >>> tuple(x_train.shape), tuple(x_test.shape)
         ((1437, 64), (360, 64))
     """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as error:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "the digits example needs scikit-learn (it ships the data): "
-            "pip install 'pyro-csg[demo]'"
-        ) from error
-    images, labels = load_digits(return_X_y=True)
-    x = torch.tensor(images, dtype=torch.float32) / 16.0
-    y = torch.tensor(labels, dtype=torch.long)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    test, train = order[:test_size], order[test_size:]
+    images, labels = load_bundled("load_digits")
+    x, y = images / 16.0, labels.long()
+    train, test = fixed_split(len(y), test_size, seed)
     return x[train], y[train], x[test], y[test]
 
 
