@@ -6,6 +6,8 @@ network's). Here they run in their reduced size, selected by ``PYRO_CSG_NOTEBOOK
 so a failed headline fails the test.
 """
 
+import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -38,15 +40,32 @@ def test_notebook_is_stored_with_its_full_size_outputs(path):
     assert "size: full" in text, "the stored outputs must come from the full-size run"
 
 
+@pytest.fixture(scope="module")
+def this_interpreter_kernel(tmp_path_factory):
+    """A kernelspec running this very Python, found first on JUPYTER_PATH: a "python3"
+    kernel registered elsewhere on the machine may run another environment."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / "pyro-csg-tests"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec.joinpath("kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "pyro-csg tests", "language": "python"})
+    )
+    return root
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_notebook_runs_in_reduced_size_and_its_headline_holds(path, monkeypatch):
+def test_notebook_runs_in_reduced_size_and_its_headline_holds(
+    path, monkeypatch, this_interpreter_kernel
+):
+    monkeypatch.setenv("JUPYTER_PATH", str(this_interpreter_kernel))
     monkeypatch.setenv("PYRO_CSG_NOTEBOOK_SIZE", "small")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel uses Jupyter's inline backend
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
         timeout=300,
-        kernel_name="python3",
+        kernel_name="pyro-csg-tests",
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )
     client.execute()  # raises CellExecutionError on a failed cell, the headline check included
