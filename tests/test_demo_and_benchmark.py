@@ -84,3 +84,13 @@ def test_overhead_benchmark_runs():
 def test_log_likelihood_benchmark_runs():
     output = run_benchmark("log_likelihood.py", "--draws", "20", "--eager-draws", "2")
     assert "pyro-csg vectorised" in output and "peak torch memory" in output
+
+
+def test_main_docstring_example_runs():
+    # pytest's --doctest-modules skips __main__.py files, so run its examples here.
+    import doctest
+
+    import pyro_csg.__main__ as entry_point
+
+    result = doctest.testmod(entry_point)
+    assert result.attempted > 0 and result.failed == 0

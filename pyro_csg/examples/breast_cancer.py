@@ -39,7 +39,9 @@ def logistic_regression(
         pyro.sample("obs", dist.Bernoulli(logits=logits), obs=None if y is None else y[idx])
 
 
-def load_breast_cancer_split(seed: int = 0, test_fraction: float = 0.2):
+def load_breast_cancer_split(
+    seed: int = 0, test_fraction: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``x_train, y_train, x_test, y_test``: standardised features, labels as floats.
 
     Example::

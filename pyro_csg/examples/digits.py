@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -54,7 +55,9 @@ __all__ = [
 ]
 
 
-def load_digits_split(seed: int = 0, test_size: int = 360):
+def load_digits_split(
+    seed: int = 0, test_size: int = 360
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``x_train, y_train, x_test, y_test``: pixels scaled to [0, 1], labels as int64.
 
     The split is a fixed permutation drawn from ``seed``.
@@ -116,7 +119,15 @@ class BayesianMLP(PyroModule):
 @dataclass(frozen=True)
 class Budget:
     """The training budget every method gets: ``num_cycles * epochs_per_cycle`` epochs of
-    minibatches of ``batch_size`` (``N // batch_size`` steps an epoch)."""
+    minibatches of ``batch_size`` (``N // batch_size`` steps an epoch).
+
+    Example::
+
+        >>> from pyro_csg.examples.digits import Budget
+        >>> budget = Budget(num_cycles=12, epochs_per_cycle=50, batch_size=64)
+        >>> budget.epochs, budget.steps_per_cycle(1437)
+        (600, 1100)
+    """
 
     num_cycles: int = 12
     epochs_per_cycle: int = 50
@@ -133,7 +144,16 @@ class Budget:
 
 @dataclass
 class SamplerRun:
-    """A run of a kernel on :class:`BayesianMLP`: the MCMC object and its wall time."""
+    """A run of a kernel on :class:`BayesianMLP`: the MCMC object and its wall time.
+
+    Example::
+
+        >>> from pyro_csg.examples.digits import Budget, load_digits_split, run_csghmc
+        >>> x, y, _, _ = load_digits_split()
+        >>> run = run_csghmc(x, y, Budget(num_cycles=1, epochs_per_cycle=1, samples_per_cycle=2))
+        >>> run.name, run.seconds > 0
+        ('cSGHMC', True)
+    """
 
     name: str
     mcmc: MCMC
@@ -358,6 +378,13 @@ class MethodResult:
 
     ``members`` are posterior draws (in cycle order for the samplers), MC dropout's
     forward passes, or the one MAP network.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.digits import MethodResult
+        >>> MethodResult("uniform guess", torch.full((1, 5, 10), 0.1), 0.0).probs.shape
+        torch.Size([1, 5, 10])
     """
 
     name: str
@@ -434,7 +461,7 @@ def compare_methods(
     return results
 
 
-def score_table(results: dict[str, MethodResult], y_test: torch.Tensor):
+def score_table(results: dict[str, MethodResult], y_test: torch.Tensor) -> Any:
     """A pandas DataFrame indexed by method: test accuracy, NLL and ECE of each method's
     averaged prediction, its number of members and seconds (training and prediction).
 
@@ -484,7 +511,7 @@ def cycle_probs(probs: torch.Tensor, num_cycles: int) -> torch.Tensor:
     return probs.reshape(num_cycles, -1, *probs.shape[1:]).mean(1)
 
 
-def ensemble_curve(probs: torch.Tensor, num_cycles: int, y_test: torch.Tensor):
+def ensemble_curve(probs: torch.Tensor, num_cycles: int, y_test: torch.Tensor) -> Any:
     """Test accuracy and NLL of the ensemble of the first ``k`` cycles, ``k = 1, ...``:
     a pandas DataFrame indexed by ``cycles``.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyro
 import torch
@@ -62,7 +63,16 @@ def log_density(x: torch.Tensor) -> torch.Tensor:
 
 
 def exact_potential(params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``U(x) = -log p(x)``, for NUTS (``params = {"x": tensor of shape (2,)}``)."""
+    """``U(x) = -log p(x)``, for NUTS (``params = {"x": tensor of shape (2,)}``).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.mixture import exact_potential, log_density
+        >>> x = torch.tensor([2.0, -4.0])
+        >>> bool(exact_potential({"x": x}) == -log_density(x))
+        True
+    """
     return -log_density(params["x"])
 
 
@@ -111,7 +121,15 @@ def modes_visited(
 
 @dataclass
 class MixtureRun:
-    """One sampler's run: its draws ``(n, 2)``, gradient evaluations and wall time."""
+    """One sampler's run: its draws ``(n, 2)``, gradient evaluations and wall time.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.examples.mixture import MODE_MEANS, MixtureRun
+        >>> MixtureRun("by hand", MODE_MEANS[:2].repeat(5, 1), 0, 0.0).visited
+        2
+    """
 
     name: str
     draws: torch.Tensor
@@ -173,7 +191,15 @@ def run_csgld(
 
 
 def sgld_schedule(first_step: float = 0.043, b: float = 500.0) -> PolynomialDecay:
-    """``eta_k = a * (b + k) ** -0.55`` with ``a`` set so that ``eta_0 = first_step``."""
+    """``eta_k = a * (b + k) ** -0.55`` with ``a`` set so that ``eta_0 = first_step``.
+
+    Example::
+
+        >>> from pyro_csg.examples.mixture import sgld_schedule
+        >>> schedule = sgld_schedule()
+        >>> round(schedule(1), 4), round(schedule(50_000), 4)
+        (0.043, 0.0034)
+    """
     return PolynomialDecay(a=first_step * b**0.55, b=b, gamma=0.55)
 
 
@@ -250,7 +276,7 @@ def run_nuts(
     )
 
 
-def plot_draws(runs: list[MixtureRun], axes=None, max_points: int = 2000):
+def plot_draws(runs: list[MixtureRun], axes=None, max_points: int = 2000) -> Any:
     """Scatter each run's draws over the mixture's density, one panel per run.
 
     :returns: the Axes (a NumPy array, one per run).
@@ -291,7 +317,7 @@ def plot_draws(runs: list[MixtureRun], axes=None, max_points: int = 2000):
     return axes
 
 
-def visits_table(runs: list[MixtureRun]):
+def visits_table(runs: list[MixtureRun]) -> Any:
     """A pandas DataFrame, one row per run: modes visited, draws, gradient evaluations and
     wall time.
 
