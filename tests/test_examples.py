@@ -68,6 +68,13 @@ def test_modes_visited_uses_one_percent_and_three_sds():
     assert mixture.modes_visited(rare).nonzero().flatten().tolist() == [0]
 
 
+def test_mixture_helpers_refuse_bad_input():
+    with pytest.raises(ValueError, match=r"draws must have shape \(n, 2\), got \(4, 3\)"):
+        mixture.modes_visited(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"num_steps \(105\) must be a multiple of thinning"):
+        mixture.run_sgld(num_steps=105, thinning=10)
+
+
 def test_sgld_schedule_starts_at_the_papers_step_and_decays_with_power_055():
     schedule = mixture.sgld_schedule()
     assert schedule(1) == pytest.approx(0.043, rel=2e-3)

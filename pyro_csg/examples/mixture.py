@@ -113,7 +113,9 @@ def modes_visited(
         >>> int(modes_visited(MODE_MEANS[:3].repeat(10, 1)).sum())
         3
     """
-    draws = torch.as_tensor(draws).reshape(-1, 2)
+    draws = torch.as_tensor(draws)
+    if draws.ndim != 2 or draws.shape[1] != 2:
+        raise ValueError(f"draws must have shape (n, 2), got {tuple(draws.shape)}")
     distance = torch.cdist(draws.to(MODE_MEANS), MODE_MEANS)
     near = distance <= radius_sds * math.sqrt(MODE_VARIANCE)
     return near.float().mean(0) >= min_fraction
