@@ -161,7 +161,32 @@ class SamplerRun:
     model: BayesianMLP = field(repr=False)
 
 
-def _run_kernel(name, model, kernel, x, y, budget, warmup_steps, seed, progress) -> SamplerRun:
+def _run_sghmc_kernel(
+    name,
+    x,
+    y,
+    budget,
+    model,
+    momentum,
+    temperature,
+    init_radius,
+    warmup_steps,
+    seed,
+    progress,
+    **schedule,
+) -> SamplerRun:
+    """The shared part of :func:`run_csghmc` and :func:`run_sghmc`; ``schedule`` holds the
+    kernel's step-size arguments (``step_size`` or ``schedule``, ``exploration_fraction``)."""
+    model = BayesianMLP() if model is None else model
+    kernel = CyclicalSGHMC(
+        model,
+        steps_per_cycle=budget.steps_per_cycle(len(y)),
+        samples_per_cycle=budget.samples_per_cycle,
+        friction=1.0 - momentum,
+        temperature=temperature,
+        init_strategy=init_to_uniform(radius=init_radius),
+        **schedule,
+    )
     pyro.set_rng_seed(seed)
     mcmc = MCMC(
         kernel,
@@ -198,19 +223,21 @@ def run_csghmc(
         >>> run.mcmc.get_samples()["fc1.weight"].shape
         torch.Size([4, 100, 64])
     """
-    model = BayesianMLP() if model is None else model
-    n = len(y)
-    kernel = CyclicalSGHMC(
+    return _run_sghmc_kernel(
+        "cSGHMC",
+        x,
+        y,
+        budget,
         model,
-        step_size=lr / n,
-        steps_per_cycle=budget.steps_per_cycle(n),
+        momentum,
+        temperature,
+        init_radius,
+        0,
+        seed,
+        progress,
+        step_size=lr / len(y),
         exploration_fraction=exploration_fraction,
-        samples_per_cycle=budget.samples_per_cycle,
-        friction=1.0 - momentum,
-        temperature=temperature,
-        init_strategy=init_to_uniform(radius=init_radius),
     )
-    return _run_kernel("cSGHMC", model, kernel, x, y, budget, 0, seed, progress)
 
 
 def run_sghmc(
@@ -242,12 +269,10 @@ def run_sghmc(
         >>> run_sghmc(x, y, budget, decay=True).mcmc.get_samples()["fc2.bias"].shape
         torch.Size([2, 10])
     """
-    model = BayesianMLP() if model is None else model
     n = len(y)
-    steps_per_block = budget.steps_per_cycle(n)
     if decay:
         # a * (b + 1)^-g = lr / n and a * (b + K)^-g = lr / (10 n), with K the last step.
-        last, gamma = budget.num_cycles * steps_per_block, 0.55
+        last, gamma = budget.num_cycles * budget.steps_per_cycle(n), 0.55
         ratio = 10.0 ** (1.0 / gamma)
         b = max((last - ratio) / (ratio - 1.0), 0.0)
         schedule = PolynomialDecay(a=(lr / n) * (b + 1.0) ** gamma, b=b, gamma=gamma)
@@ -255,18 +280,22 @@ def run_sghmc(
     else:
         schedule = Constant(lr / (2 * n))
         name = "SGHMC (constant step)"
-    kernel = CyclicalSGHMC(
-        model,
-        schedule=schedule,
-        steps_per_cycle=steps_per_block,
-        exploration_fraction=0.0,
-        samples_per_cycle=budget.samples_per_cycle,
-        friction=1.0 - momentum,
-        temperature=temperature,
-        init_strategy=init_to_uniform(radius=init_radius),
-    )
     warmup = budget.samples_per_cycle if budget.num_cycles > 1 else 0
-    return _run_kernel(name, model, kernel, x, y, budget, warmup, seed, progress)
+    return _run_sghmc_kernel(
+        name,
+        x,
+        y,
+        budget,
+        model,
+        momentum,
+        temperature,
+        init_radius,
+        warmup,
+        seed,
+        progress,
+        schedule=schedule,
+        exploration_fraction=0.0,
+    )
 
 
 @torch.no_grad()
