@@ -32,6 +32,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import diffusions, schedules
 from .arviz import cycle_summary, to_inference_data
+from .checkpoint import Checkpoint, CheckpointError
 from .kernels import CyclicalSGHMC, CyclicalSGLD, NonFiniteError
 from .plotting import plot_cycles, plot_schedule
 from .potential import ModelError
@@ -47,6 +48,8 @@ __all__ = [
     "CyclicalSGLD",
     "NonFiniteError",
     "ModelError",
+    "Checkpoint",
+    "CheckpointError",
     "CosineCyclical",
     "Constant",
     "PolynomialDecay",

@@ -16,15 +16,37 @@ SGHMC (Chen et al., 2014), with friction ``alpha`` and momentum ``v``::
     theta' = theta + v'
 
 With ``xi = None`` they are SGD and SGD with momentum ``1 - alpha``.
+
+Each algorithm is also an ``(init, update)`` pair of pure functions over its own state
+(a ``NamedTuple`` of tensors: SGLD has none, SGHMC its momentum), bundled by
+:func:`sgld` and :func:`sghmc` as a :class:`Diffusion`, in the manner of BlackJAX's
+``sgmcmc.diffusions`` and posteriors' ``build -> (init, update)``. A new algorithm
+(pSGLD, SGNHT) is one state type and one such pair; the kernels stay as they are.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["sgld_step", "sghmc_step"]
+__all__ = [
+    "sgld_step",
+    "sghmc_step",
+    "SGLDState",
+    "SGHMCState",
+    "sgld_init",
+    "sgld_update",
+    "sghmc_init",
+    "sghmc_update",
+    "Diffusion",
+    "sgld",
+    "sghmc",
+]
 
 
 def sgld_step(
@@ -78,3 +100,143 @@ def sghmc_step(
     if xi is not None:
         new_momentum.add_(xi, alpha=math.sqrt(2.0 * friction * eta * temperature))
     return theta + new_momentum, new_momentum
+
+
+# -- each algorithm as an (init, update) pair over its own state --------------------------
+class SGLDState(NamedTuple):
+    """SGLD keeps no state of its own beyond ``theta``."""
+
+
+class SGHMCState(NamedTuple):
+    """SGHMC's momentum ``v`` (flat, like ``theta``)."""
+
+    momentum: torch.Tensor
+
+
+def sgld_init(theta: torch.Tensor) -> SGLDState:
+    """SGLD's initial state: nothing to keep.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.diffusions import sgld_init
+        >>> sgld_init(torch.zeros(2))
+        SGLDState()
+    """
+    return SGLDState()
+
+
+def sgld_update(
+    theta: torch.Tensor,
+    state: SGLDState,
+    grad: torch.Tensor,
+    eta: float,
+    xi: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, SGLDState]:
+    """:func:`sgld_step` over the pair ``(theta, state)``; returns ``(theta', state)``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.diffusions import sgld_init, sgld_update
+        >>> theta = torch.tensor([1.0])
+        >>> sgld_update(theta, sgld_init(theta), torch.tensor([2.0]), eta=0.5)
+        (tensor([0.]), SGLDState())
+    """
+    return sgld_step(theta, grad, eta, temperature, xi), state
+
+
+def sghmc_init(theta: torch.Tensor) -> SGHMCState:
+    """SGHMC's initial state: the momentum ``v = 0``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.diffusions import sghmc_init
+        >>> sghmc_init(torch.ones(2)).momentum
+        tensor([0., 0.])
+    """
+    return SGHMCState(torch.zeros_like(theta))
+
+
+def sghmc_update(
+    theta: torch.Tensor,
+    state: SGHMCState,
+    grad: torch.Tensor,
+    eta: float,
+    xi: torch.Tensor | None = None,
+    *,
+    friction: float,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, SGHMCState]:
+    """:func:`sghmc_step` over the pair ``(theta, state)``; returns ``(theta', state')``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.diffusions import sghmc_init, sghmc_update
+        >>> theta = torch.tensor([1.0])
+        >>> theta, state = sghmc_update(theta, sghmc_init(theta), torch.tensor([2.0]),
+        ...                             eta=0.5, friction=0.5)
+        >>> theta, state.momentum
+        (tensor([0.]), tensor([-1.]))
+    """
+    new_theta, momentum = sghmc_step(theta, state.momentum, grad, eta, friction, temperature, xi)
+    return new_theta, SGHMCState(momentum)
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    """An SG-MCMC algorithm as a pair of pure functions over its own state.
+
+    ``init(theta) -> state`` and ``update(theta, state, grad, eta, xi) -> (theta', state')``,
+    with the algorithm's hyperparameters (temperature, friction) already bound.
+    ``state_type`` is the state's ``NamedTuple`` class, so that a saved state (a dict of
+    tensors) can be rebuilt. The kernels own nothing else that is specific to one
+    algorithm.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.diffusions import sghmc
+        >>> algorithm = sghmc(friction=0.5)
+        >>> theta = torch.tensor([1.0])
+        >>> state = algorithm.init(theta)
+        >>> theta, state = algorithm.update(theta, state, torch.tensor([2.0]), 0.5, None)
+        >>> theta, state.momentum
+        (tensor([0.]), tensor([-1.]))
+        >>> algorithm.state_type(**state._asdict()).momentum
+        tensor([-1.])
+    """
+
+    name: str
+    init: Callable[[torch.Tensor], NamedTuple]
+    update: Callable[..., tuple[torch.Tensor, NamedTuple]]
+    state_type: type
+
+
+def sgld(temperature: float = 1.0) -> Diffusion:
+    """SGLD as a :class:`Diffusion`, at temperature ``T``.
+
+    Example::
+
+        >>> from pyro_csg.diffusions import sgld
+        >>> sgld(temperature=0.5).name
+        'sgld'
+    """
+    return Diffusion("sgld", sgld_init, partial(sgld_update, temperature=temperature), SGLDState)
+
+
+def sghmc(friction: float, temperature: float = 1.0) -> Diffusion:
+    """SGHMC as a :class:`Diffusion`, with friction ``alpha`` at temperature ``T``.
+
+    Example::
+
+        >>> from pyro_csg.diffusions import sghmc
+        >>> sghmc(friction=0.1).state_type.__name__
+        'SGHMCState'
+    """
+    update = partial(sghmc_update, friction=friction, temperature=temperature)
+    return Diffusion("sghmc", sghmc_init, update, SGHMCState)

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from .diffusions import sghmc_step, sgld_step
+from .checkpoint import (
+    ChainFiles,
+    Checkpoint,
+    CheckpointError,
+    as_checkpoint,
+    compare_settings,
+    data_digest,
+)
+from .diffusions import Diffusion, sghmc, sgld
 from .potential import FunctionPotential, ModelPotential
 from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive, _is_number
+from .state import ChainState
+from .store import STATS
 from .subsample import EpochBatches
 
 __all__ = ["CyclicalSGLD", "CyclicalSGHMC", "NonFiniteError"]
@@ -28,7 +43,9 @@ class NonFiniteError(RuntimeError):
     """The potential energy or the parameters became NaN or infinite during sampling.
 
     Raised instead of returning a NaN draw; the message names the iteration, cycle, stage
-    and step size.
+    and step size. The draws made before it are kept: ``error.samples`` (constrained,
+    ``{site: tensor (draws, ...)}``, as ``mcmc.get_samples()`` would give) and
+    ``error.num_draws``; ``kernel.get_samples()`` returns them too.
 
     Example::
 
@@ -42,9 +59,12 @@ class NonFiniteError(RuntimeError):
         >>> try:
         ...     mcmc.run()
         ... except NonFiniteError as error:
-        ...     print(str(error)[:58])
-        CyclicalSGLD: the potential became NaN or infinite after t
+        ...     print(str(error)[:58], error.num_draws)
+        CyclicalSGLD: the potential became NaN or infinite after t 0
     """
+
+    samples: dict[str, torch.Tensor] | None = None
+    num_draws: int = 0
 
 
 class _NoDivergences(list):
@@ -64,34 +84,162 @@ class _NoDivergences(list):
         )
 
 
-class _Run:
-    """The state of one chain: everything ``sample`` reads and writes."""
+def _runner_chain() -> tuple[int, int | None]:
+    """``(chain index, number of chains)`` of the ``pyro.infer.MCMC`` chain being set up.
 
-    def __init__(self, potential, theta: torch.Tensor, warmup_steps: int) -> None:
+    Pyro does not tell a kernel which chain it runs, but a checkpointed chain needs its
+    own folder. ``setup`` is called from ``pyro.infer.mcmc.api._gen_samples``, itself
+    called by ``_UnarySampler.run`` (chains one after another in this process; its local
+    ``i`` is the chain) or by ``_Worker.run`` (one process per chain; ``self.chain_id``,
+    and the number of chains is not known there). Outside Pyro's runner: chain 0 of an
+    unknown number.
+    """
+    frame = sys._getframe(1)
+    for _ in range(6):
+        frame = frame.f_back
+        if frame is None:
+            break
+        if frame.f_code.co_name == "_gen_samples" and frame.f_globals.get("__name__") == (
+            "pyro.infer.mcmc.api"
+        ):
+            caller = frame.f_back
+            runner = caller.f_locals.get("self") if caller is not None else None
+            if type(runner).__name__ == "_UnarySampler":
+                return int(caller.f_locals.get("i", 0)), int(runner.num_chains)
+            if type(runner).__name__ == "_Worker":
+                return int(runner.chain_id), None
+            break
+    return 0, None
+
+
+class _Chain:
+    """One chain's run-time objects around its :class:`~pyro_csg.state.ChainState`.
+
+    The state is replaced, never modified, once per draw: the hot loop works on local
+    variables and the new state is committed only after the draw is stored, so an
+    interruption at any moment leaves the last committed state consistent with the store.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        potential,
+        generator: torch.Generator,
+        batches: list[EpochBatches],
+        state: ChainState,
+        warmup_steps: int,
+    ) -> None:
+        self.index = index
         self.potential = potential
-        self.theta = theta
-        self.momentum: torch.Tensor | None = None
-        self.batches = [EpochBatches(plate) for plate in getattr(potential, "plates", ())]
+        self.sites = potential.sites
+        self.layout = potential.layout
+        # The gradient estimator: (theta, batch indices) -> (U~, grad U~). A seam: a
+        # control-variate estimator wraps it without touching the kernels.
+        self.gradient = potential.value_and_grad
+        self.generator = generator
+        self.batches = batches
+        self.state = state
         self.warmup_steps = warmup_steps
-        self.iteration = 0  # iterations done: theta is theta_k
-        self.draws = 0  # sample() calls answered
-        self.energy: torch.Tensor | None = None  # U~ at theta, on the batch of iteration k+1
-        self.grad: torch.Tensor | None = None
-        self.step_size = float("nan")  # eta of the last iteration
+        self.draws_at_start = state.draws  # > 0 when continuing a loaded state
+        self.replay_until = 0  # calls answered from the store after a resume
+        self.replayed = 0
+        self.files: ChainFiles | None = None
+        self.verify_potential = False
+        self.kept_thetas: list[torch.Tensor] | None = []  # in memory, when no store
+        self.stats: dict[str, list] = {key: [] for key in STATS}
         self.last_draw: dict[str, torch.Tensor] | None = None
-        self.stats: dict[str, list] = {
-            "cycle": [],
-            "iteration": [],
-            "step_size": [],
-            "potential_energy": [],
+        self.checkpointed_at = -1  # state.draws at the last checkpoint
+        self.ready = False  # compiled, verified and with a first gradient
+        self.update: Callable = lambda *args: None  # the diffusion's update, set by setup
+        self.settings: dict[str, Any] = {}
+
+    @property
+    def calls(self) -> int:
+        """``sample`` calls answered in this run."""
+        if self.replayed < self.replay_until:
+            return self.replayed
+        return self.state.draws - self.draws_at_start
+
+    @property
+    def kept(self) -> int:
+        """Retained (post-warm-up) draws of this run so far."""
+        return max(0, self.calls - self.warmup_steps)
+
+    def restore(self, saved: dict[str, Any], algorithm_type: type) -> None:
+        """Replace the state by a saved one, moved to this chain's device and dtype."""
+        state = ChainState.from_state_dict(saved, algorithm_type)
+        theta = self.state.theta
+        if state.theta.shape != theta.shape:
+            raise CheckpointError(
+                f"the saved state has {state.theta.numel()} parameters, this model has "
+                f"{theta.numel()}"
+            )
+        if len(state.batches) != len(self.batches):
+            raise CheckpointError(
+                f"the saved state has {len(state.batches)} subsampled plate(s), this model "
+                f"has {len(self.batches)}"
+            )
+
+        def move(value):
+            return None if value is None else value.to(device=theta.device, dtype=theta.dtype)
+
+        self.generator.set_state(state.rng_state)
+        for cursor, saved_cursor in zip(self.batches, state.batches, strict=True):
+            cursor.load_state_dict(saved_cursor)
+        self.state = replace(
+            state,
+            theta=move(state.theta),
+            grad=move(state.grad),
+            energy=move(state.energy),
+            algorithm=type(state.algorithm)(*(move(v) for v in state.algorithm)),
+        )
+        self.draws_at_start = self.state.draws
+
+    def rebased(self, theta: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor) -> ChainState:
+        """The state moved to ``theta``, with ``U~`` and its gradient on a batch just drawn."""
+        return replace(
+            self.state,
+            theta=theta,
+            energy=energy,
+            grad=grad,
+            batches=tuple(cursor.state_dict() for cursor in self.batches),
+            rng_state=self.generator.get_state(),
+        )
+
+    def constrained_draws(self) -> dict[str, torch.Tensor]:
+        """The retained draws so far, constrained, stacked along a leading draw dim."""
+        kept = self.kept
+        if self.files is not None:
+            rows = [self.files.writer.read(n)[0] for n in range(kept)]
+            return {
+                site.name: torch.as_tensor(
+                    np.stack([row[site.name] for row in rows])
+                    if rows
+                    else np.zeros((0, *site.shape))
+                )
+                for site in self.sites
+            }
+        thetas = self.kept_thetas[:kept]
+        flat = torch.stack(thetas) if thetas else self.state.theta.new_zeros((0, self.layout.size))
+        result = {site.name: [] for site in self.sites}
+        for row in flat:
+            for site, value in zip(self.sites, self.layout.unflatten(row).values(), strict=True):
+                result[site.name].append(site.transform.inv(value))
+        return {
+            site.name: torch.stack(result[site.name])
+            if result[site.name]
+            else flat.new_zeros((0, *site.shape))
+            for site in self.sites
         }
 
-    def indices(self) -> list[torch.Tensor]:
-        return [batches.next() for batches in self.batches]
+    def release(self) -> None:
+        """Drop what holds the data and the traced graph (after the run)."""
+        self.potential = None
+        self.gradient = None
 
 
 class _CyclicalSGMCMC(MCMCKernel):
-    """Shared machinery of the cyclical kernels; subclasses define ``_step``."""
+    """Shared machinery of the cyclical kernels; a subclass only names its diffusion."""
 
     def __init__(
         self,
@@ -107,6 +255,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         transforms: dict | None = None,
         schedule: Schedule | None = None,
         compile_potential: bool = True,
+        checkpoint: str | os.PathLike | Checkpoint | None = None,
     ) -> None:
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model or potential_fn")
@@ -150,11 +299,17 @@ class _CyclicalSGMCMC(MCMCKernel):
         self.temperature = _check_positive("temperature", temperature)
         self.init_strategy = init_strategy
         self.compile_potential = bool(compile_potential)
+        self.checkpoint = as_checkpoint(checkpoint)
         self._user_transforms = transforms
         # As in Pyro's HMC: None until set-up, then {site: constrained -> unconstrained}.
         self.transforms = None if potential_fn is None or transforms is None else transforms
         self._initial_params: dict[str, torch.Tensor] | None = None
-        self._run: _Run | None = None
+        self._chains: dict[int, _Chain] = {}
+        self._current: _Chain | None = None
+        self._loaded: dict[str, Any] | None = None
+
+    def _diffusion(self) -> Diffusion:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     # -- hyperparameters, for reports ------------------------------------------------------
     @property
@@ -194,6 +349,25 @@ class _CyclicalSGMCMC(MCMCKernel):
             "schedule": repr(self.schedule),
         }
 
+    def _settings(self, potential, warmup_steps, num_chains, args, kwargs, theta) -> dict:
+        """What a saved state must agree on to be resumed here (JSON-able)."""
+        return {
+            **self.hyperparameters(),
+            "warmup_steps": warmup_steps,
+            "num_chains": num_chains,
+            "latent sites": [
+                f"{site.name} {list(site.shape)} {type(site.transform).__name__}"
+                for site in potential.sites
+            ],
+            "subsampled plates": [
+                f"{plate.name}: {plate.subsample_size} of {plate.size}"
+                for plate in potential.plates
+            ],
+            "data": data_digest(args, kwargs),
+            "dtype": str(theta.dtype),
+            "device type": theta.device.type,
+        }
+
     # -- the MCMCKernel interface ----------------------------------------------------------
     @property
     def initial_params(self) -> dict[str, torch.Tensor] | None:
@@ -204,7 +378,8 @@ class _CyclicalSGMCMC(MCMCKernel):
         self._initial_params = params
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
-        """Trace the model once, find its subsampled plates, and pick the start."""
+        """Trace the model once, find its subsampled plates, pick the start, give the chain
+        its own generator, and resume from a checkpoint or a loaded state if there is one."""
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
         if warmup_steps % self.samples_per_cycle:
@@ -215,6 +390,7 @@ class _CyclicalSGMCMC(MCMCKernel):
                 "(num_cycles * samples_per_cycle).",
                 stacklevel=2,
             )
+        index, num_chains = _runner_chain()
         if self.model is not None:
             potential = ModelPotential(
                 self.model, args, kwargs, self.init_strategy, self._user_transforms
@@ -239,69 +415,284 @@ class _CyclicalSGMCMC(MCMCKernel):
                 if not torch.isfinite(value).all()
             ]
             raise ValueError(f"initial_params has non-finite values at site(s) {bad}")
-        self._run = _Run(potential, theta, warmup_steps)
-        self._initial_params = potential.unflatten(theta)
-        self._run.last_draw = self._initial_params
+
+        # The chain's own generator, seeded from Pyro's (global) RNG: pyro.set_rng_seed
+        # fixes it, and no other code that draws random numbers can shift its stream.
+        generator = torch.Generator(device=theta.device)
+        generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        diffusion = self._diffusion()
+        state = ChainState(
+            theta=theta,
+            algorithm=diffusion.init(theta),
+            energy=None,
+            grad=None,
+            iteration=0,
+            draws=0,
+            step_size=math.nan,
+            batches=(),
+            rng_state=generator.get_state(),
+        )
+        batches = [EpochBatches(plate, generator) for plate in potential.plates]
+        chain = _Chain(index, potential, generator, batches, state, warmup_steps)
+        chain.update = diffusion.update
+        if index == 0 or index in self._chains:
+            self._chains = {}  # a new run
+        self._chains[index] = chain
+        self._current = chain
+
+        settings = self._settings(potential, warmup_steps, num_chains, args, kwargs, theta)
+        chain.settings = settings
+        if self.checkpoint is not None:
+            if self._loaded is not None:
+                raise ValueError(
+                    "this kernel has both a loaded state (load_state_dict) and checkpoint=; "
+                    "give one: a checkpoint resumes by itself"
+                )
+            self._open_checkpoint(chain, settings, diffusion)
+        elif self._loaded is not None:
+            self._continue_loaded(chain, settings, diffusion)
+        self._initial_params = potential.unflatten(chain.state.theta)
+        chain.last_draw = self._initial_params
+
+    def _open_checkpoint(self, chain: _Chain, settings: dict, diffusion: Diffusion) -> None:
+        raw_sites = frozenset(site.name for site in chain.sites if not site.is_identity)
+        manifest = {
+            "sites": [site.name for site in chain.sites],
+            "hyperparameters": self.hyperparameters(),
+        }
+        files = ChainFiles(self.checkpoint, chain.index, settings, manifest, raw_sites)
+        chain.files = files
+        chain.kept_thetas = None  # the store keeps the draws
+        saved = files.load() if self.checkpoint.resume else None
+        if saved is None:
+            files.writer.truncate(0)
+            return
+        chain.restore(saved["state"], diffusion.state_type)
+        chain.draws_at_start = 0
+        kept = int(saved["kept"])
+        on_disk = files.writer.count()
+        if on_disk < kept:
+            raise CheckpointError(
+                f"the checkpoint in {files.folder} counts {kept} draws but only {on_disk} "
+                "are on disk: the folder was changed by hand. Start over with "
+                f"checkpoint=pyro_csg.Checkpoint({str(files.root)!r}, resume=False)."
+            )
+        files.writer.truncate(kept)  # draws made after the checkpoint are made again
+        chain.replay_until = chain.state.draws
+        chain.checkpointed_at = chain.state.draws
+        chain.verify_potential = chain.state.started
+
+    def _continue_loaded(self, chain: _Chain, settings: dict, diffusion: Diffusion) -> None:
+        loaded = self._loaded
+        chains = loaded["chains"]
+        if chain.index not in chains:
+            raise ValueError(
+                f"the loaded state_dict has chain(s) {sorted(chains)}, not chain {chain.index}"
+            )
+        current = {k: v for k, v in settings.items() if k not in ("warmup_steps", "num_chains")}
+        compare_settings(loaded["settings"], current, Path("the loaded state_dict"))
+        chain.restore(chains[chain.index], diffusion.state_type)
+        chain.verify_potential = chain.state.started
 
     def cleanup(self) -> None:
-        self._run = None
+        """After a chain's last draw: write its final checkpoint; free the potential."""
+        chain = self._current
+        if chain is not None and chain.potential is not None:
+            if chain.files is not None and chain.checkpointed_at != chain.state.draws:
+                self._save_checkpoint(chain)
+            chain.release()
+        self._current = None
         self._initial_params = None
 
-    def _start(self, run: _Run) -> None:
-        """First call of ``sample``: compile the potential, then ``U~`` and its gradient."""
-        potential = run.potential
+    # -- state, in PyTorch's convention ----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The chains' states (of the run in progress or the last one), as plain tensors.
+
+        ``{"format": 1, "settings": {...}, "chains": {chain index: ChainState dict}}``;
+        ``torch.save`` writes it. A kernel given it by :meth:`load_state_dict` continues
+        those chains at its next ``MCMC.run``: the run's draws are the chains' next ones.
+
+        Example::
+
+            >>> import torch, pyro, pyro.distributions as dist
+            >>> from pyro.infer import MCMC
+            >>> from pyro_csg import CyclicalSGHMC
+            >>> def model():
+            ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+            >>> kernel = CyclicalSGHMC(model, step_size=0.1, steps_per_cycle=20)
+            >>> MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True).run()
+            >>> saved = kernel.state_dict()
+            >>> saved["chains"][0]["iteration"], saved["chains"][0]["draws"]
+            (40, 8)
+            >>> later = CyclicalSGHMC(model, step_size=0.1, steps_per_cycle=20)
+            >>> later.load_state_dict(saved)
+            >>> mcmc = MCMC(later, num_samples=4, warmup_steps=0, disable_progbar=True)
+            >>> mcmc.run()
+            >>> later.state_dict()["chains"][0]["iteration"]
+            60
+        """
+        if not self._chains:
+            if self._loaded is not None:
+                return self._loaded
+            raise RuntimeError(
+                f"{type(self).__name__} has no chain state yet: run MCMC with it first"
+            )
+        return {
+            "format": 1,
+            "settings": next(iter(self._chains.values())).settings,
+            "chains": {index: chain.state.state_dict() for index, chain in self._chains.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` at the next ``MCMC.run``.
+
+        The settings (sampler, hyperparameters, sites, plates, data) must match; the
+        chains go on from where they were: iteration, momentum, minibatch order and
+        random stream included.
+        """
+        if not isinstance(state_dict, dict) or "chains" not in state_dict:
+            raise TypeError(
+                "load_state_dict expects a dict from CyclicalSGLD/CyclicalSGHMC.state_dict()"
+            )
+        self._loaded = state_dict
+
+    # -- sampling --------------------------------------------------------------------------
+    def _start(self, chain: _Chain) -> None:
+        """First call of ``sample`` after the replay: compile the potential, then ``U~``
+        and its gradient (unless the state already has them)."""
+        potential = chain.potential
         if self.compile_potential and isinstance(potential, ModelPotential):
-            reason = potential.compile(run.theta)
+            reason = potential.compile(chain.state.theta)
             if reason is not None:
                 warnings.warn(
                     f"{type(self).__name__}: using the eager (slower) potential: {reason}. "
                     "Pass compile_potential=False to skip the attempt.",
                     stacklevel=3,
                 )
-        run.energy, run.grad = potential.value_and_grad(run.theta, run.indices())
-        if not (torch.isfinite(run.energy) and torch.isfinite(run.grad).all()):
+        if chain.verify_potential:
+            self._verify_potential(chain)
+        if chain.state.started:
+            return
+        state = chain.state
+        energy, grad = chain.gradient(state.theta, [cursor.next() for cursor in chain.batches])
+        if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
             raise NonFiniteError(
                 f"{type(self).__name__}: the potential energy or its gradient is non-finite at "
                 "the initial parameters. Check initial_params and the model's supports."
             )
+        chain.state = chain.rebased(state.theta, energy, grad)
+
+    def _verify_potential(self, chain: _Chain) -> None:
+        """A resumed chain: the potential at the saved parameters, on the saved batch,
+        must be what was saved (else the model or its data changed)."""
+        chain.verify_potential = False
+        potential = chain.potential
+        if not getattr(potential, "compiled", False):
+            return  # an eager potential may be stochastic: nothing to compare
+        state = chain.state
+        energy, _ = chain.gradient(state.theta, [cursor.last() for cursor in chain.batches])
+        saved = state.energy
+        if not torch.allclose(energy, saved, rtol=1e-4, atol=1e-6 * float(saved.abs()) + 1e-6):
+            raise CheckpointError(
+                f"the potential at the saved parameters is {float(energy):.6g} with this model "
+                f"and data, but was {float(saved):.6g} when the state was saved: the model "
+                "changed, so the saved chain cannot go on with it. Start over (for a "
+                "checkpoint: resume=False, or another folder)."
+            )
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run up to the next retained iteration and return that draw (unconstrained)."""
-        run = self._run
-        if run is None:
+        chain = self._current
+        if chain is None or chain.potential is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before sample()")
-        if run.grad is None:
-            self._start(run)
-        if params is not run.last_draw:
-            # Someone handed us other parameters than our last draw: continue from them.
-            run.theta = run.potential.flatten(params).to(run.theta)
-            run.energy, run.grad = run.potential.value_and_grad(run.theta, run.indices())
-        target = self.layout.retained_iteration(run.draws)
-        self._advance(run, target)
-        theta = run.theta
-        if not torch.isfinite(theta).all():
-            self._raise_non_finite(run, run.iteration, "the parameters")
-        if run.draws >= run.warmup_steps:
-            stats = run.stats
-            stats["cycle"].append(self.layout.cycle(run.iteration))
-            stats["iteration"].append(run.iteration)
-            stats["step_size"].append(run.step_size)
-            stats["potential_energy"].append(run.energy.item())
-        run.draws += 1
-        run.last_draw = run.potential.unflatten(theta)
-        return run.last_draw
+        try:
+            if chain.replayed < chain.replay_until:
+                return self._replay(chain)
+            return self._sample(chain, params)
+        except BaseException as error:
+            self._stopped_early(chain, error)
+            raise
 
-    def _advance(self, run: _Run, target: int) -> None:
-        """Run iterations ``run.iteration + 1, ..., target`` (the hot loop)."""
-        if target <= run.iteration:
-            return
-        schedule, temperature = self.schedule, self.temperature
-        steps_per_cycle = self.layout.steps_per_cycle
-        exploration_steps = self.layout.num_exploration_steps
-        value_and_grad = run.potential.value_and_grad
-        theta, grad = run.theta, run.grad
+    def _replay(self, chain: _Chain) -> dict[str, torch.Tensor]:
+        """A resumed run: hand ``MCMC`` the draw the first run made, read from the store."""
+        call = chain.replayed
+        if call < chain.warmup_steps:
+            draw = chain.last_draw  # thrown away by MCMC
+        else:
+            _, unconstrained, stats = chain.files.writer.read(call - chain.warmup_steps)
+            theta = chain.state.theta
+            draw = {
+                site.name: torch.from_numpy(unconstrained[site.name]).to(theta.device)
+                for site in chain.sites
+            }
+            for key in STATS:
+                chain.stats[key].append(stats[key])
+        chain.replayed += 1
+        chain.last_draw = draw
+        return draw
+
+    def _sample(self, chain: _Chain, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not chain.ready:
+            self._start(chain)
+            chain.ready = True
+        state = chain.state
+        if params is not chain.last_draw:
+            # Someone handed us other parameters than our last draw: continue from them.
+            theta = chain.potential.flatten(params).to(state.theta)
+            energy, grad = chain.gradient(theta, [cursor.next() for cursor in chain.batches])
+            state = chain.state = chain.rebased(theta, energy, grad)
+        target = self.layout.retained_iteration(state.draws)
+        new = self._advance(chain, target)
+        if not torch.isfinite(new.theta).all():
+            self._raise_non_finite(new.iteration, "the parameters")
+        draw = chain.potential.unflatten(new.theta)
+        if chain.calls >= chain.warmup_steps:
+            cycle = self.layout.cycle(new.iteration)
+            stats = {
+                "cycle": cycle,
+                "iteration": new.iteration,
+                "step_size": new.step_size,
+                "potential_energy": new.energy.item(),
+            }
+            if chain.files is not None:
+                constrained = {
+                    site.name: site.transform.inv(value)
+                    for site, value in zip(chain.sites, draw.values(), strict=True)
+                }
+                chain.files.writer.write(
+                    chain.kept, constrained, draw, {"chain": chain.index, **stats}
+                )
+            else:
+                del chain.kept_thetas[chain.kept :]
+                chain.kept_thetas.append(new.theta)
+            for key in STATS:
+                del chain.stats[key][chain.kept :]
+                chain.stats[key].append(stats[key])
+        chain.state = new  # the commit: from here on the draw counts
+        chain.last_draw = draw
+        if chain.files is not None and new.draws % self.samples_per_cycle == 0:
+            self._save_checkpoint(chain)
+        return draw
+
+    def _save_checkpoint(self, chain: _Chain) -> None:
+        state = chain.state
+        chain.files.save(state.state_dict(), kept=chain.kept)
+        chain.checkpointed_at = state.draws
+
+    def _advance(self, chain: _Chain, target: int) -> ChainState:
+        """Run iterations ``k + 1, ..., target`` from the committed state (the hot loop);
+        return the new state, uncommitted."""
+        state = chain.state
+        schedule, layout = self.schedule, self.layout
+        steps_per_cycle = layout.steps_per_cycle
+        exploration_steps = layout.num_exploration_steps
+        update = chain.update
+        gradient, batches, generator = chain.gradient, chain.batches, chain.generator
+        theta, algorithm, grad, energy = state.theta, state.algorithm, state.grad, state.energy
+        shape, dtype, device = theta.shape, theta.dtype, theta.device
+        eta = state.step_size
         energies: list[torch.Tensor] = []
-        for k in range(run.iteration + 1, target + 1):
+        for k in range(state.iteration + 1, target + 1):
             eta = schedule(k)
             if not 0.0 < eta < math.inf:
                 raise ValueError(
@@ -309,20 +700,33 @@ class _CyclicalSGMCMC(MCMCKernel):
                     "step sizes must be finite and > 0"
                 )
             sampling = (k - 1) % steps_per_cycle >= exploration_steps
-            xi = torch.randn_like(theta) if sampling else None
-            theta = self._step(run, theta, grad, eta, temperature, xi)
-            energy, grad = value_and_grad(theta, run.indices())
+            xi = (
+                torch.randn(shape, generator=generator, dtype=dtype, device=device)
+                if sampling
+                else None
+            )
+            theta, algorithm = update(theta, algorithm, grad, eta, xi)
+            energy, grad = gradient(theta, [cursor.next() for cursor in batches])
             energies.append(energy)
             if len(energies) == _CHECK_EVERY or k == target:
                 values = torch.stack(energies)
                 if not torch.isfinite(values).all():
                     offset = int((~torch.isfinite(values)).nonzero()[0, 0])
-                    self._raise_non_finite(run, k - len(energies) + 1 + offset, "the potential")
+                    self._raise_non_finite(k - len(energies) + 1 + offset, "the potential")
                 energies.clear()
-        run.theta, run.grad, run.energy = theta, grad, energy
-        run.iteration, run.step_size = target, eta
+        return ChainState(
+            theta=theta,
+            algorithm=algorithm,
+            energy=energy,
+            grad=grad,
+            iteration=max(target, state.iteration),
+            draws=state.draws + 1,
+            step_size=eta,
+            batches=tuple(cursor.state_dict() for cursor in batches),
+            rng_state=generator.get_state(),
+        )
 
-    def _raise_non_finite(self, run: _Run, iteration: int, what: str) -> None:
+    def _raise_non_finite(self, iteration: int, what: str) -> None:
         eta = self.schedule(iteration)
         stage = self.layout.stage(iteration)
         raise NonFiniteError(
@@ -334,19 +738,91 @@ class _CyclicalSGMCMC(MCMCKernel):
             "values it can reach."
         )
 
-    def _step(self, run, theta, grad, eta, temperature, xi):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _stopped_early(self, chain: _Chain, error: BaseException) -> None:
+        """Keep what the run made: checkpoint the last committed state, say where the
+        draws are, and hand them over on a NonFiniteError."""
+        if getattr(error, "_pyro_csg_noted", False):
+            return
+        kept = chain.kept
+        files = chain.files
+        if files is not None and chain.state.started and chain.checkpointed_at != chain.state.draws:
+            try:
+                self._save_checkpoint(chain)
+            except Exception as failure:  # noqa: BLE001 -- report, keep the first error
+                error.add_note(f"pyro-csg: writing the checkpoint failed too: {failure!r}")
+        cycles = kept // self.samples_per_cycle
+        note = (
+            f"pyro-csg: chain {chain.index} stopped after {kept} retained draw(s) "
+            f"({cycles} complete cycle(s) of {self.samples_per_cycle}); "
+        )
+        if kept:
+            note += "kernel.get_samples() returns them"
+            if files is not None:
+                note += (
+                    f", and they are on disk in {files.folder} "
+                    f"(pyro_csg.to_inference_data({str(files.root)!r}) reads them)"
+                )
+            note += ". "
+        if files is not None and isinstance(error, KeyboardInterrupt):
+            note += (
+                f"Run the same script again to resume from draw {chain.state.draws} "
+                f"(the checkpoint in {files.path})."
+            )
+        elif files is not None:
+            note += (
+                f"The checkpoint in {files.path} is at draw {chain.state.draws}: a run with the "
+                "same settings resumes there; with other settings (say a smaller step_size) "
+                "use another folder or pyro_csg.Checkpoint(..., resume=False)."
+            )
+        else:
+            note += (
+                "Pass checkpoint='<folder>' to the kernel to stream the draws to disk and "
+                "resume after a stop."
+            )
+        error.add_note(note)
+        error._pyro_csg_noted = True
+        if isinstance(error, NonFiniteError):
+            error.samples = chain.constrained_draws()
+            error.num_draws = kept
+
+    def get_samples(self) -> dict[str, torch.Tensor]:
+        """The retained draws of the current (or last) chain, constrained, as
+        ``{site: tensor (draws, ...)}``, even when the run stopped early.
+
+        ``MCMC.get_samples()`` has nothing after an exception (Ctrl-C, ``NonFiniteError``,
+        an error in the model); this has every draw made before it. With ``checkpoint=``
+        the draws are read from the store.
+
+        Example::
+
+            >>> import torch, pyro, pyro.distributions as dist
+            >>> from pyro.infer import MCMC
+            >>> from pyro_csg import CyclicalSGLD
+            >>> def model():
+            ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+            >>> kernel = CyclicalSGLD(model, step_size=0.1, steps_per_cycle=20)
+            >>> MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True).run()
+            >>> kernel.get_samples()["z"].shape
+            torch.Size([8])
+        """
+        chain = self._chains.get(max(self._chains)) if self._chains else None
+        if self._current is not None:
+            chain = self._current
+        if chain is None:
+            raise RuntimeError(f"{type(self).__name__} has not run yet")
+        return chain.constrained_draws()
 
     def logging(self) -> OrderedDict:
-        run = self._run
-        if run is None or run.iteration == 0:
+        chain = self._current
+        if chain is None or chain.state.iteration == 0:
             return OrderedDict()
+        state = chain.state
         return OrderedDict(
             [
-                ("cycle", self.layout.cycle(run.iteration)),
-                ("stage", self.layout.stage(run.iteration)),
-                ("step size", f"{run.step_size:.2e}"),
-                ("potential", f"{run.energy.item():.4g}"),
+                ("cycle", self.layout.cycle(state.iteration)),
+                ("stage", self.layout.stage(state.iteration)),
+                ("step size", f"{state.step_size:.2e}"),
+                ("potential", f"{state.energy.item():.4g}"),
             ]
         )
 
@@ -358,15 +834,17 @@ class _CyclicalSGMCMC(MCMCKernel):
         ``divergences`` is always empty (there is no divergence check); it also makes
         ``az.from_pyro`` fail with a pointer to :func:`pyro_csg.to_inference_data`.
         """
-        if self._run is None:
-            stats = {key: [] for key in ("cycle", "iteration", "step_size", "potential_energy")}
+        chain = self._current
+        if chain is None:
+            stats = {key: [] for key in STATS}
         else:
-            stats = {key: list(values) for key, values in self._run.stats.items()}
+            stats = {key: list(values[: chain.kept]) for key, values in chain.stats.items()}
         return {**stats, "divergences": _NoDivergences()}
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_run"] = None  # rebuilt by setup() in the process that samples
+        state["_chains"] = {}  # rebuilt by setup() in the process that samples
+        state["_current"] = None
         return state
 
 
@@ -434,6 +912,19 @@ class CyclicalSGLD(_CyclicalSGMCMC):
     :param bool compile_potential: trace the model's potential and gradient into one graph
         at the first step (default True); models that cannot be traced fall back to the
         eager potential with a warning.
+    :param checkpoint: a folder (or a :class:`~pyro_csg.Checkpoint`) for long runs: every
+        retained draw is written there as it is made, the chain's state at the end of
+        every cycle and when the run stops early, and running the same script again
+        resumes (bit for bit on the CPU). See :mod:`pyro_csg.checkpoint`.
+
+    **Randomness.** Each chain draws its Langevin noise and its minibatch permutations from
+    its own ``torch.Generator``, seeded from Pyro's RNG at set-up: ``pyro.set_rng_seed``
+    fixes the run, and other code drawing random numbers meanwhile does not change it.
+
+    **Early stops.** After a ``NonFiniteError``, Ctrl-C or an error in the model,
+    ``kernel.get_samples()`` returns the draws made before it (and ``NonFiniteError``
+    carries them as ``error.samples``); the exception's note says how many and, with
+    ``checkpoint=``, where they are on disk and how to resume.
 
     Example::
 
@@ -453,8 +944,8 @@ class CyclicalSGLD(_CyclicalSGMCMC):
         torch.Size([20])
     """
 
-    def _step(self, run, theta, grad, eta, temperature, xi):
-        return sgld_step(theta, grad, eta, temperature, xi)
+    def _diffusion(self) -> Diffusion:
+        return sgld(self.temperature)
 
 
 class CyclicalSGHMC(_CyclicalSGMCMC):
@@ -508,41 +999,16 @@ class CyclicalSGHMC(_CyclicalSGMCMC):
         model: Callable | None = None,
         potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
         *,
-        step_size: float | None = None,
-        steps_per_cycle: int = 1000,
-        exploration_fraction: float = 0.5,
-        samples_per_cycle: int = 4,
         friction: float = 0.1,
-        temperature: float = 1.0,
-        init_strategy: Callable = init_to_uniform,
-        transforms: dict | None = None,
-        schedule: Schedule | None = None,
-        compile_potential: bool = True,
+        **kwargs: Any,
     ) -> None:
         if not (_is_number(friction) and 0.0 < friction <= 1.0):
             raise ValueError(f"friction must be a number in (0, 1], got {friction!r}")
-        super().__init__(
-            model,
-            potential_fn,
-            step_size=step_size,
-            steps_per_cycle=steps_per_cycle,
-            exploration_fraction=exploration_fraction,
-            samples_per_cycle=samples_per_cycle,
-            temperature=temperature,
-            init_strategy=init_strategy,
-            transforms=transforms,
-            schedule=schedule,
-            compile_potential=compile_potential,
-        )
+        super().__init__(model, potential_fn, **kwargs)
         self.friction = float(friction)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "friction": self.friction}
 
-    def _step(self, run, theta, grad, eta, temperature, xi):
-        if run.momentum is None:
-            run.momentum = torch.zeros_like(theta)
-        theta, run.momentum = sghmc_step(
-            theta, run.momentum, grad, eta, self.friction, temperature, xi
-        )
-        return theta
+    def _diffusion(self) -> Diffusion:
+        return sghmc(self.friction, self.temperature)

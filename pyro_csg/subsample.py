@@ -51,22 +51,31 @@ class SubsamplePlate:
 class EpochBatches:
     """Successive minibatches of one plate: a new random permutation every epoch.
 
-    Uses the global torch generator of the plate's device, so ``pyro.set_rng_seed``
-    makes the sequence reproducible.
+    The permutations come from ``generator`` (the chain's own ``torch.Generator``; the
+    kernels own one per chain), drawn on the generator's device and moved to the plate's.
+    Without one they come from the global generator of the plate's device. The cursor
+    (permutation, position, epoch) is saved and restored with :meth:`state_dict` and
+    :meth:`load_state_dict`.
 
     Example::
 
         >>> import torch
         >>> from pyro_csg.subsample import EpochBatches, SubsamplePlate
-        >>> _ = torch.manual_seed(0)
-        >>> batches = EpochBatches(SubsamplePlate("data", 6, 2, "cpu"))
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> batches = EpochBatches(SubsamplePlate("data", 6, 2, "cpu"), generator)
         >>> epoch = torch.cat([batches.next() for _ in range(3)])
         >>> sorted(epoch.tolist())
         [0, 1, 2, 3, 4, 5]
+        >>> saved = batches.state_dict()
+        >>> after = batches.next()
+        >>> batches.load_state_dict(saved)
+        >>> torch.equal(batches.next(), after)
+        False
     """
 
-    def __init__(self, plate: SubsamplePlate) -> None:
+    def __init__(self, plate: SubsamplePlate, generator: torch.Generator | None = None) -> None:
         self.plate = plate
+        self.generator = generator
         self.epoch = -1
         self._permutation: torch.Tensor | None = None
         self._position = plate.batches_per_epoch  # forces a permutation on first use
@@ -75,9 +84,40 @@ class EpochBatches:
         """The next batch: a tensor of ``subsample_size`` distinct indices."""
         plate = self.plate
         if self._position >= plate.batches_per_epoch:
-            self._permutation = torch.randperm(plate.size, device=plate.device)
+            if self.generator is None:
+                self._permutation = torch.randperm(plate.size, device=plate.device)
+            else:
+                self._permutation = torch.randperm(
+                    plate.size, generator=self.generator, device=self.generator.device
+                ).to(plate.device)
             self._position = 0
             self.epoch += 1
         start = self._position * plate.subsample_size
         self._position += 1
         return self._permutation[start : start + plate.subsample_size]
+
+    def last(self) -> torch.Tensor | None:
+        """The batch that :meth:`next` returned last (``None`` before the first)."""
+        if self._permutation is None:
+            return None
+        start = (self._position - 1) * self.plate.subsample_size
+        return self._permutation[start : start + self.plate.subsample_size]
+
+    def state_dict(self) -> dict:
+        """The cursor: ``{"permutation", "position", "epoch"}`` (the permutation is not
+        copied: it is never modified in place)."""
+        return {"permutation": self._permutation, "position": self._position, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a cursor saved by :meth:`state_dict`."""
+        permutation = state["permutation"]
+        if permutation is not None:
+            if permutation.shape != (self.plate.size,):
+                raise ValueError(
+                    f"the saved permutation of plate '{self.plate.name}' has "
+                    f"{permutation.numel()} indices, the plate has size {self.plate.size}"
+                )
+            permutation = permutation.to(self.plate.device)
+        self._permutation = permutation
+        self._position = int(state["position"])
+        self.epoch = int(state["epoch"])

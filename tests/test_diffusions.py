@@ -54,9 +54,9 @@ def test_exploration_stage_is_noiseless_sgd_with_the_cosine_step(kernel_class):
         kernel = kernel_class(potential_fn=quadratic(curvature), **kwargs)
         kernel.initial_params = {"z": torch.tensor([1.0, -3.0])}
         kernel.setup(0)
-        kernel._start(kernel._run)
-        kernel._advance(kernel._run, 10)  # iterations 1..10: the exploration stage
-        ends.append(kernel._run.theta.clone())
+        kernel._start(kernel._current)
+        state = kernel._advance(kernel._current, 10)  # iterations 1..10: the exploration stage
+        ends.append(state.theta.clone())
     assert torch.equal(ends[0], ends[1])
 
     schedule = CosineCyclical(step_size, length)

@@ -198,7 +198,8 @@ def test_kernel_pickles_before_and_after_a_run(data):
     # Mid-run (after setup, with a traced graph) it pickles too, without its run state.
     kernel.setup(0, *data, subsample_size=B)
     kernel.sample(kernel.initial_params)
-    assert pickle.loads(pickle.dumps(kernel))._run is None
+    unpickled = pickle.loads(pickle.dumps(kernel))
+    assert unpickled._current is None and unpickled._chains == {}
 
 
 def test_model_without_subsampling_uses_the_full_gradient(data):

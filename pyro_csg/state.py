@@ -1,0 +1,99 @@
+"""The explicit state of one chain: what ``sample`` reads and writes, and nothing else.
+
+A chain of cyclical SG-MCMC is, between two draws, fully described by
+
+* ``theta``: the flat unconstrained parameters after iteration ``k``;
+* ``algorithm``: the diffusion's own state (SGHMC's momentum ``v``; nothing for SGLD);
+* ``energy`` and ``grad``: ``U~(theta)`` and its gradient on the minibatch already drawn
+  for iteration ``k + 1`` (the next update reads them);
+* ``iteration`` (``k``), ``draws`` (draws answered) and ``step_size`` (``eta_k``);
+* ``batches``: each subsampled plate's cursor (this epoch's permutation and the position
+  in it);
+* ``rng_state``: the state of the chain's own ``torch.Generator``, from which all of its
+  Langevin noise and all of its permutations are drawn.
+
+The potential (the traced graph and the data) is kept apart: it is rebuilt from the model
+at set-up and never saved. :meth:`ChainState.state_dict` gives plain tensors, numbers and
+dicts, so ``torch.save`` writes it and ``torch.load(..., weights_only=True)`` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+__all__ = ["ChainState"]
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """One chain's state at a draw boundary (see the module docstring for the fields).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.diffusions import SGHMCState
+        >>> from pyro_csg.state import ChainState
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> state = ChainState(theta=torch.zeros(2), algorithm=SGHMCState(torch.ones(2)),
+        ...                    energy=torch.tensor(1.5), grad=torch.ones(2), iteration=10,
+        ...                    draws=2, step_size=0.01, batches=(),
+        ...                    rng_state=generator.get_state())
+        >>> saved = state.state_dict()
+        >>> ChainState.from_state_dict(saved, SGHMCState).algorithm.momentum
+        tensor([1., 1.])
+    """
+
+    theta: torch.Tensor
+    algorithm: NamedTuple
+    energy: torch.Tensor | None
+    grad: torch.Tensor | None
+    iteration: int
+    draws: int
+    step_size: float
+    batches: tuple[dict, ...]
+    rng_state: torch.Tensor
+
+    @property
+    def started(self) -> bool:
+        """Whether the first ``U~`` and gradient have been computed."""
+        return self.grad is not None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors, numbers and dicts (the tensors are not copied)."""
+        return {
+            "theta": self.theta,
+            "algorithm": dict(self.algorithm._asdict()),
+            "energy": self.energy,
+            "grad": self.grad,
+            "iteration": self.iteration,
+            "draws": self.draws,
+            "step_size": self.step_size,
+            "batches": [dict(cursor) for cursor in self.batches],
+            "rng_state": self.rng_state,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], algorithm_type: type) -> ChainState:
+        """Rebuild a state saved by :meth:`state_dict`; ``algorithm_type`` is the
+        diffusion's state class (e.g. :class:`~pyro_csg.diffusions.SGHMCState`)."""
+        fields = set(algorithm_type._fields)
+        saved = set(state["algorithm"])
+        if fields != saved:
+            raise ValueError(
+                f"the saved algorithm state has fields {sorted(saved)}, but "
+                f"{algorithm_type.__name__} has {sorted(fields)}: it comes from another sampler"
+            )
+        return cls(
+            theta=state["theta"],
+            algorithm=algorithm_type(**state["algorithm"]),
+            energy=state["energy"],
+            grad=state["grad"],
+            iteration=int(state["iteration"]),
+            draws=int(state["draws"]),
+            step_size=float(state["step_size"]),
+            batches=tuple(dict(cursor) for cursor in state["batches"]),
+            rng_state=state["rng_state"],
+        )
