@@ -11,19 +11,21 @@ turns every cycle into an ArviZ chain so that R-hat compares cycles.
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyro
 import torch
 
 from .likelihood import FullData
+from .store import STATS, read_store
 
 __all__ = ["to_inference_data", "cycle_summary", "ess_per_cycle"]
 
-_STATS = ("cycle", "iteration", "step_size", "potential_energy")
 
 
 def _arviz():
@@ -55,12 +57,12 @@ def _per_chain_stats(mcmc) -> dict[str, np.ndarray]:
     if per_chain is None:  # pragma: no cover - other MCMC runners
         everything = mcmc.diagnostics()
         per_chain = [
-            {key: everything[key][f"chain {i}"] for key in _STATS} for i in range(mcmc.num_chains)
+            {key: everything[key][f"chain {i}"] for key in STATS} for i in range(mcmc.num_chains)
         ]
-    return {key: np.stack([np.asarray(chain[key]) for chain in per_chain]) for key in _STATS}
+    return {key: np.stack([np.asarray(chain[key]) for chain in per_chain]) for key in STATS}
 
 
-def _attrs(kernel, group_by: str) -> dict[str, Any]:
+def _attrs(hyperparameters: dict[str, Any], group_by: str) -> dict[str, Any]:
     from . import __version__
 
     attrs: dict[str, Any] = {
@@ -71,8 +73,47 @@ def _attrs(kernel, group_by: str) -> dict[str, Any]:
         "torch_version": str(torch.__version__),
         "group_by": group_by,
     }
-    attrs.update(kernel.hyperparameters())
+    attrs.update(hyperparameters)
     return attrs
+
+
+class _RunData(NamedTuple):
+    """What a conversion needs, from an MCMC run or from a run folder."""
+
+    posterior: dict[str, np.ndarray]  # constrained draws, (chain, draw, ...)
+    stats: dict[str, np.ndarray]  # STATS, (chain, draw)
+    attrs: dict[str, Any]  # the kernel's hyperparameters
+    model: Callable | None
+    args: tuple
+    kwargs: dict
+
+
+def _from_mcmc(mcmc) -> _RunData:
+    kernel = _check_run(mcmc)
+    samples = mcmc.get_samples(group_by_chain=True)
+    posterior = {name: value.detach().cpu().numpy() for name, value in samples.items()}
+    return _RunData(
+        posterior,
+        _per_chain_stats(mcmc),
+        kernel.hyperparameters(),
+        kernel.model,
+        tuple(mcmc._args),
+        dict(mcmc._kwargs),
+    )
+
+
+def _from_store(folder: Path, model, model_args, model_kwargs) -> _RunData:
+    if model is not None and not callable(model):
+        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    stored = read_store(folder)
+    return _RunData(
+        stored["posterior"],
+        stored["stats"],
+        stored["manifest"]["hyperparameters"],
+        model,
+        tuple(model_args),
+        dict(model_kwargs or {}),
+    )
 
 
 def _complete_cycles(cycles: np.ndarray, per_cycle: int) -> tuple[np.ndarray, list[int]]:
@@ -94,13 +135,18 @@ def _regroup(array: np.ndarray, keep: np.ndarray, per_cycle: int) -> np.ndarray:
 def to_inference_data(
     mcmc,
     *,
-    log_likelihood: bool = True,
+    log_likelihood: bool | None = None,
     group_by: str = "chain",
     coords: dict[str, Sequence] | None = None,
     dims: dict[str, list[str]] | None = None,
     chunk_size: int | None = None,
+    model: Callable | None = None,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
 ):
-    """Convert a finished :class:`pyro.infer.MCMC` run of a cyclical kernel to ArviZ.
+    """Convert a run of a cyclical kernel to ArviZ: a finished :class:`pyro.infer.MCMC`,
+    or the folder a run with ``checkpoint=`` writes (finished, stopped early, or still
+    running in another process).
 
     Groups:
 
@@ -131,14 +177,23 @@ def to_inference_data(
     warning.
 
     :param mcmc: a :class:`pyro.infer.MCMC` that has run with ``CyclicalSGLD`` or
-        ``CyclicalSGHMC``.
-    :param bool log_likelihood: compute the ``log_likelihood`` group (default True).
-        Needs a kernel built from a model, not from ``potential_fn``.
+        ``CyclicalSGHMC``, or the path of a run folder (``checkpoint=``). A folder gives
+        the draws on disk so far, each chain cut to the shortest; its ``observed_data``
+        and ``log_likelihood`` need ``model`` (and its arguments).
+    :param bool log_likelihood: compute the ``log_likelihood`` group. Default: when the
+        model is known (a run from a model, or a folder with ``model=``). True without a
+        model raises.
     :param str group_by: ``"chain"`` (default) or ``"cycle"``.
     :param dict coords: ArviZ coordinates, ``{dim name: values}``.
     :param dict dims: ArviZ dims, ``{variable: [dim names]}`` (latent and observed sites).
     :param int chunk_size: the most (draw, observation) pairs per vectorised
         log-likelihood call (default 100,000).
+    :param model: with a folder: the Pyro model of the run, for ``observed_data`` and
+        ``log_likelihood``.
+    :param tuple model_args: with a folder and ``model``: the arguments given to
+        ``mcmc.run``.
+    :param dict model_kwargs: with a folder and ``model``: the keyword arguments given to
+        ``mcmc.run``.
     :returns: ``arviz.InferenceData``
 
     Example::
@@ -161,34 +216,44 @@ def to_inference_data(
         (3, 4)
     """
     az = _arviz()
-    kernel = _check_run(mcmc)
     if group_by not in ("chain", "cycle"):
         raise ValueError(f"group_by must be 'chain' or 'cycle', got {group_by!r}")
-    if log_likelihood and kernel.model is None:
+    if isinstance(mcmc, (str, os.PathLike)):
+        run = _from_store(Path(mcmc), model, model_args, model_kwargs)
+    else:
+        if model is not None:
+            raise ValueError("model= is for a run folder; an MCMC run knows its model")
+        run = _from_mcmc(mcmc)
+    if log_likelihood is None:
+        log_likelihood = run.model is not None
+    if log_likelihood and run.model is None:
         raise ValueError(
-            "log_likelihood=True needs the model, but this kernel was built from "
-            "potential_fn: pass log_likelihood=False"
+            "log_likelihood=True needs the model, but "
+            + (
+                "this kernel was built from potential_fn"
+                if not isinstance(mcmc, (str, os.PathLike))
+                else "none was given with the run folder: pass model= and model_args="
+            )
+            + ": pass log_likelihood=False"
         )
-    samples = mcmc.get_samples(group_by_chain=True)
-    num_chains = mcmc.num_chains
-    stats = _per_chain_stats(mcmc)
-    num_draws = stats["cycle"].shape[1]
+    posterior, stats = run.posterior, run.stats
+    num_chains, num_draws = stats["cycle"].shape
     for key in ("cycle", "iteration"):
         if not (stats[key] == stats[key][:1]).all():  # pragma: no cover - same layout
             raise ValueError(f"the chains disagree on the {key} of their draws")
 
-    posterior = {name: value.detach().cpu().numpy() for name, value in samples.items()}
     sample_stats = {
         "lp": -stats["potential_energy"],
         "step_size": stats["step_size"],
         "cycle": stats["cycle"],
         "iteration": stats["iteration"],
-        "temperature": np.full((num_chains, num_draws), kernel.temperature),
+        "temperature": np.full((num_chains, num_draws), run.attrs["temperature"]),
         "diverging": np.zeros((num_chains, num_draws), dtype=bool),
     }
     observed = pointwise = None
-    if kernel.model is not None:
-        full = FullData(kernel.model, mcmc._args, mcmc._kwargs)
+    if run.model is not None:
+        samples = {name: torch.as_tensor(value) for name, value in posterior.items()}
+        full = FullData(run.model, run.args, run.kwargs)
         first = {name: value[0, 0] for name, value in samples.items()}
         observed = full.observed_data(first) or None
         if log_likelihood and full.sites:
@@ -203,7 +268,7 @@ def to_inference_data(
 
     cycle_of_draw, iteration_of_draw = stats["cycle"][0], stats["iteration"][0]
     if group_by == "cycle":
-        per_cycle = kernel.samples_per_cycle
+        per_cycle = int(run.attrs["samples_per_cycle"])
         keep, incomplete = _complete_cycles(cycle_of_draw, per_cycle)
         if incomplete:
             warnings.warn(
@@ -230,7 +295,7 @@ def to_inference_data(
             "iteration": ("draw", iteration_of_draw),
         }
 
-    attrs = _attrs(kernel, group_by)
+    attrs = _attrs(run.attrs, group_by)
     with warnings.catch_warnings():
         # ArviZ warns about (chain, draw) shapes with fewer than 4 draws per chain.
         warnings.simplefilter("ignore", UserWarning)

@@ -180,6 +180,8 @@ class ChainFiles:
         self._prepare_root(checkpoint, manifest)
         if not checkpoint.resume and self.folder.exists():
             shutil.rmtree(self.folder)
+        for leftover in self.folder.glob("*.tmp*"):  # a checkpoint a killed run did not finish
+            leftover.unlink()
         self.writer = DrawWriter(self.folder / "draws", raw_sites)
 
     def _prepare_root(self, checkpoint: Checkpoint, manifest: dict[str, Any]) -> None:

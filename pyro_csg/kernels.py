@@ -451,6 +451,10 @@ class _CyclicalSGMCMC(MCMCKernel):
             self._open_checkpoint(chain, settings, diffusion)
         elif self._loaded is not None:
             self._continue_loaded(chain, settings, diffusion)
+        if chain.verify_potential:
+            # Check now that the saved chain fits this model, before any draw is replayed.
+            self._start(chain)
+            chain.ready = True
         self._initial_params = potential.unflatten(chain.state.theta)
         chain.last_draw = self._initial_params
 
@@ -753,30 +757,32 @@ class _CyclicalSGMCMC(MCMCKernel):
         cycles = kept // self.samples_per_cycle
         note = (
             f"pyro-csg: chain {chain.index} stopped after {kept} retained draw(s) "
-            f"({cycles} complete cycle(s) of {self.samples_per_cycle}); "
+            f"({cycles} complete cycle(s) of {self.samples_per_cycle})."
         )
         if kept:
-            note += "kernel.get_samples() returns them"
+            note += " kernel.get_samples() returns them"
             if files is not None:
                 note += (
-                    f", and they are on disk in {files.folder} "
-                    f"(pyro_csg.to_inference_data({str(files.root)!r}) reads them)"
+                    f"; they are also on disk in {files.folder}, and "
+                    f"pyro_csg.to_inference_data({str(files.root)!r}) reads them"
                 )
-            note += ". "
-        if files is not None and isinstance(error, KeyboardInterrupt):
+            note += "."
+        if files is not None and chain.checkpointed_at >= 0:
+            if isinstance(error, KeyboardInterrupt):
+                note += (
+                    f" Run the same script again to resume from draw {chain.checkpointed_at} "
+                    f"(the checkpoint {files.path})."
+                )
+            else:
+                note += (
+                    f" The checkpoint {files.path} is at draw {chain.checkpointed_at}: a run "
+                    "with the same settings resumes there; one with other settings (say a "
+                    "smaller step_size) needs another folder or "
+                    "pyro_csg.Checkpoint(..., resume=False)."
+                )
+        elif files is None:
             note += (
-                f"Run the same script again to resume from draw {chain.state.draws} "
-                f"(the checkpoint in {files.path})."
-            )
-        elif files is not None:
-            note += (
-                f"The checkpoint in {files.path} is at draw {chain.state.draws}: a run with the "
-                "same settings resumes there; with other settings (say a smaller step_size) "
-                "use another folder or pyro_csg.Checkpoint(..., resume=False)."
-            )
-        else:
-            note += (
-                "Pass checkpoint='<folder>' to the kernel to stream the draws to disk and "
+                " Pass checkpoint='<folder>' to the kernel to stream the draws to disk and "
                 "resume after a stop."
             )
         error.add_note(note)

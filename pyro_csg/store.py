@@ -255,6 +255,9 @@ def read_store(directory: str | os.PathLike) -> dict[str, Any]:
     directory = Path(directory)
     manifest = read_manifest(directory)
     chains = chain_folders(directory)
+    num_chains = manifest.get("settings", {}).get("num_chains")
+    if num_chains is not None:  # folders of an earlier run with more chains stay out
+        chains = [(index, folder) for index, folder in chains if index < num_chains]
     if not chains:
         raise ValueError(f"{directory} has no chain folder yet: the run has not started")
     per_chain: list[list[Path]] = []

@@ -105,3 +105,13 @@ def bimodal():
 
 def standard_normal(d=2):
     pyro.sample("x", dist.Normal(0.0, 1.0).expand([d]).to_event(1))
+
+
+def regression_with_noise_scale(x, y, subsample_size=None):
+    """y ~ N(x @ w, sigma^2) with w ~ N(0, I) and sigma ~ HalfNormal(2): one site on the
+    real line, one constrained (stored unconstrained too by a checkpointed run)."""
+    d = x.shape[1]
+    w = pyro.sample("w", dist.Normal(torch.zeros(d), 1.0).to_event(1))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
+    with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+        pyro.sample("obs", dist.Normal(x[idx] @ w, sigma), obs=None if y is None else y[idx])

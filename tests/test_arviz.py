@@ -426,8 +426,8 @@ def test_potential_fn_runs_convert_without_log_likelihood():
     )
     mcmc.run()
     with pytest.raises(ValueError, match="pass log_likelihood=False"):
-        to_inference_data(mcmc)
-    idata = to_inference_data(mcmc, log_likelihood=False)
+        to_inference_data(mcmc, log_likelihood=True)
+    idata = to_inference_data(mcmc)  # by default: the log-likelihood when there is a model
     assert set(idata.groups()) == {"posterior", "sample_stats"}
     assert idata.posterior["z"].shape == (1, 8, 2)
 
