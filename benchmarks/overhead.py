@@ -6,8 +6,10 @@ thread. The reference is the same cSGHMC update written directly in PyTorch, as 
 would write it without Pyro (autograd on the minibatch loss, a per-parameter momentum
 loop), on the same data and minibatches.
 
-The same network written as a ``PyroModule`` with ``PyroSample`` priors is timed too, and
-with ``--eager`` the untraced potential. Each side runs ``--iterations`` iterations; the
+The same network written as a ``PyroModule`` with ``PyroSample`` priors is timed too, with
+``--eager`` the untraced potential, and with ``--checkpoint`` a run with
+``checkpoint=<temporary folder>`` (every draw written to disk, the state at every cycle's
+end), whose extra cost is reported per cycle. Each side runs ``--iterations`` iterations; the
 time per iteration is taken between the first and the last retained draw (steady state:
 the one-off set-up and tracing are reported apart). The sides alternate ``--repeats``
 times and the medians are compared.
@@ -22,7 +24,9 @@ import math
 import os
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -76,7 +80,7 @@ class PyroMLP(PyroModule):
 
 
 def run_pyro(
-    x, y, iterations: int, compile_potential: bool = True, network=model
+    x, y, iterations: int, compile_potential: bool = True, network=model, checkpoint=None
 ) -> tuple[float, float]:
     """Seconds per iteration in steady state, and the set-up time before the first draw."""
     cycles = max(2, iterations // STEPS_PER_CYCLE)
@@ -90,6 +94,7 @@ def run_pyro(
         friction=FRICTION,
         temperature=TEMPERATURE,
         compile_potential=compile_potential,
+        checkpoint=checkpoint,
     )
     mcmc = MCMC(
         kernel,
@@ -162,6 +167,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eager", action="store_true", help="also time the eager potential")
+    parser.add_argument(
+        "--checkpoint", action="store_true", help="also time a run with checkpoint= (to disk)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
@@ -169,7 +177,7 @@ def main() -> None:
 
     run_pyro(x, y, 2 * STEPS_PER_CYCLE)  # warm caches and lazy imports
     run_reference(x, y, 200)
-    ours, reference, setups, eager, module = [], [], [], [], []
+    ours, reference, setups, eager, module, saved = [], [], [], [], [], []
     for _ in range(args.repeats):
         per_iteration, setup = run_pyro(x, y, args.iterations)
         ours.append(per_iteration)
@@ -178,6 +186,9 @@ def main() -> None:
         module.append(run_pyro(x, y, args.iterations, network=PyroMLP())[0])
         if args.eager:
             eager.append(run_pyro(x, y, args.iterations, compile_potential=False)[0])
+        if args.checkpoint:
+            with tempfile.TemporaryDirectory() as folder:
+                saved.append(run_pyro(x, y, args.iterations, checkpoint=Path(folder) / "run")[0])
 
     ours_us, ref_us = statistics.median(ours) * 1e6, statistics.median(reference) * 1e6
     print(
@@ -205,6 +216,15 @@ def main() -> None:
         print(
             f"  eager potential (no trace)  : {eager_us:8.1f} us / iteration"
             f"   ratio {eager_ratio:.2f}x"
+        )
+    if saved:
+        saved_us = statistics.median(saved) * 1e6
+        extra = statistics.median(s - o for s, o in zip(saved, ours, strict=True))
+        print(
+            f"  with checkpoint=<folder>    : {saved_us:8.1f} us / iteration"
+            f"   ratio {statistics.median(saved) / statistics.median(ours):.2f}x to no "
+            f"checkpoint: {extra * STEPS_PER_CYCLE * 1e3:.1f} ms per cycle of "
+            f"{STEPS_PER_CYCLE} iterations ({SAMPLES_PER_CYCLE} draw files and one checkpoint)"
         )
     # Each repeat times the sides back to back, so their ratio cancels slow spells of a
     # shared machine; the median of those paired ratios is the headline figure.

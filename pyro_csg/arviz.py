@@ -27,7 +27,6 @@ from .store import STATS, read_store
 __all__ = ["to_inference_data", "cycle_summary", "ess_per_cycle"]
 
 
-
 def _arviz():
     import arviz
 

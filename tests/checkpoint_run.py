@@ -104,5 +104,6 @@ def main() -> None:
     stats = {key: mcmc._diagnostics[0][key] for key in ("cycle", "iteration", "potential_energy")}
     torch.save({"samples": mcmc.get_samples(), "stats": stats}, args.out)
 
+
 if __name__ == "__main__":
     main()

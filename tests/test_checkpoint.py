@@ -58,7 +58,8 @@ def draws_on_disk(folder) -> int:
 def wait_for_draws(process, folder, count):
     deadline = time.monotonic() + TIMEOUT
     while draws_on_disk(folder) < count:
-        assert process.poll() is None, f"the run ended before {count} draws: {process.stderr}"
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before {count} draws: {finish(process)[2]}")
         assert time.monotonic() < deadline, "timed out waiting for draws"
         time.sleep(0.002)
 
@@ -366,3 +367,20 @@ def test_sequential_chains_each_get_a_folder_and_resume(tmp_path):
         folder, model=linear_regression, model_args=(x, y), model_kwargs={"subsample_size": 20}
     )
     assert full.log_likelihood["obs"].shape == (2, 6, 400)
+
+
+def test_a_draw_file_is_netcdf_that_xarray_reads(tmp_path):
+    import xarray as xr
+
+    folder = tmp_path / "run"
+    mcmc = first_run(folder)
+    path = folder / "chain-0" / "draws" / "00000003.nc"
+    with xr.open_dataset(path, engine="h5netcdf") as draw:
+        assert draw["w"].dims == ("w_dim_0",) and draw["sigma"].dims == ()
+        assert draw.attrs["draw"] == 3 and draw.attrs["chain"] == 0
+        assert np.array_equal(draw["w"].values, mcmc.get_samples()["w"][3].numpy())
+        iteration = int(draw.attrs["iteration"])
+    with xr.open_dataset(path, engine="h5netcdf", group="unconstrained") as raw:
+        assert list(raw.data_vars) == ["sigma"]  # w's transform is the identity
+        assert np.isclose(np.exp(raw["sigma"].values), mcmc.get_samples()["sigma"][3].numpy())
+    assert iteration == mcmc._diagnostics[0]["iteration"][3]
