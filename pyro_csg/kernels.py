@@ -767,15 +767,17 @@ class _CyclicalSGMCMC(MCMCKernel):
                     f"pyro_csg.to_inference_data({str(files.root)!r}) reads them"
                 )
             note += "."
+        warmup = " of the chain, warm-up included" if chain.warmup_steps else ""
         if files is not None and chain.checkpointed_at >= 0:
             if isinstance(error, KeyboardInterrupt):
                 note += (
-                    f" Run the same script again to resume from draw {chain.checkpointed_at} "
-                    f"(the checkpoint {files.path})."
+                    " Run the same script again to resume after draw "
+                    f"{chain.checkpointed_at}{warmup} (the checkpoint {files.path})."
                 )
             else:
                 note += (
-                    f" The checkpoint {files.path} is at draw {chain.checkpointed_at}: a run "
+                    f" The checkpoint {files.path} is after draw {chain.checkpointed_at}"
+                    f"{warmup}: a run "
                     "with the same settings resumes there; one with other settings (say a "
                     "smaller step_size) needs another folder or "
                     "pyro_csg.Checkpoint(..., resume=False)."

@@ -384,3 +384,15 @@ def test_a_draw_file_is_netcdf_that_xarray_reads(tmp_path):
         assert list(raw.data_vars) == ["sigma"]  # w's transform is the identity
         assert np.isclose(np.exp(raw["sigma"].values), mcmc.get_samples()["sigma"][3].numpy())
     assert iteration == mcmc._diagnostics[0]["iteration"][3]
+
+
+def test_a_longer_run_extends_a_finished_one(tmp_path):
+    folder = tmp_path / "run"
+    first_run(folder)  # 8 draws, checkpointed at the end
+    longer = build(folder, num_samples=16)
+    longer.run(*data(), subsample_size=B)
+    uninterrupted = build(None, num_samples=16)
+    uninterrupted.run(*data(), subsample_size=B)
+    for name, value in uninterrupted.get_samples().items():
+        assert torch.equal(longer.get_samples()[name], value)
+    assert draws_on_disk(folder) == 16
