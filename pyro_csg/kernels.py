@@ -128,6 +128,7 @@ class _Chain:
         batches: list[EpochBatches],
         state: ChainState,
         warmup_steps: int,
+        update: Callable,
     ) -> None:
         self.index = index
         self.potential = potential
@@ -150,7 +151,7 @@ class _Chain:
         self.last_draw: dict[str, torch.Tensor] | None = None
         self.checkpointed_at = -1  # state.draws at the last checkpoint
         self.ready = False  # compiled, verified and with a first gradient
-        self.update: Callable = lambda *args: None  # the diffusion's update, set by setup
+        self.update = update  # the diffusion's update, its hyperparameters bound
         self.settings: dict[str, Any] = {}
 
     @property
@@ -212,24 +213,17 @@ class _Chain:
         if self.files is not None:
             rows = [self.files.writer.read(n)[0] for n in range(kept)]
             return {
-                site.name: torch.as_tensor(
-                    np.stack([row[site.name] for row in rows])
-                    if rows
-                    else np.zeros((0, *site.shape))
-                )
+                site.name: torch.as_tensor(np.stack([row[site.name] for row in rows]))
+                if rows
+                else torch.zeros((0, *site.shape), dtype=site.dtype)
                 for site in self.sites
             }
         thetas = self.kept_thetas[:kept]
         flat = torch.stack(thetas) if thetas else self.state.theta.new_zeros((0, self.layout.size))
-        result = {site.name: [] for site in self.sites}
-        for row in flat:
-            for site, value in zip(self.sites, self.layout.unflatten(row).values(), strict=True):
-                result[site.name].append(site.transform.inv(value))
+        parts = flat.split(self.layout.sizes, dim=-1)
         return {
-            site.name: torch.stack(result[site.name])
-            if result[site.name]
-            else flat.new_zeros((0, *site.shape))
-            for site in self.sites
+            site.name: site.transform.inv(part.reshape(kept, *site.shape).to(site.dtype))
+            for site, part in zip(self.sites, parts, strict=True)
         }
 
     def release(self) -> None:
@@ -421,6 +415,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         generator = torch.Generator(device=theta.device)
         generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
         diffusion = self._diffusion()
+        batches = [EpochBatches(plate, generator) for plate in potential.plates]
         state = ChainState(
             theta=theta,
             algorithm=diffusion.init(theta),
@@ -429,12 +424,10 @@ class _CyclicalSGMCMC(MCMCKernel):
             iteration=0,
             draws=0,
             step_size=math.nan,
-            batches=(),
+            batches=tuple(cursor.state_dict() for cursor in batches),
             rng_state=generator.get_state(),
         )
-        batches = [EpochBatches(plate, generator) for plate in potential.plates]
-        chain = _Chain(index, potential, generator, batches, state, warmup_steps)
-        chain.update = diffusion.update
+        chain = _Chain(index, potential, generator, batches, state, warmup_steps, diffusion.update)
         if index == 0 or index in self._chains:
             self._chains = {}  # a new run
         self._chains[index] = chain
@@ -793,13 +786,15 @@ class _CyclicalSGMCMC(MCMCKernel):
             error.samples = chain.constrained_draws()
             error.num_draws = kept
 
-    def get_samples(self) -> dict[str, torch.Tensor]:
-        """The retained draws of the current (or last) chain, constrained, as
-        ``{site: tensor (draws, ...)}``, even when the run stopped early.
+    def get_samples(self, chain: int | None = None) -> dict[str, torch.Tensor]:
+        """The retained draws of a chain, constrained, as ``{site: tensor (draws, ...)}``,
+        even when the run stopped early.
 
         ``MCMC.get_samples()`` has nothing after an exception (Ctrl-C, ``NonFiniteError``,
         an error in the model); this has every draw made before it. With ``checkpoint=``
         the draws are read from the store.
+
+        :param int chain: which chain of the run (default: the one running, else the last).
 
         Example::
 
@@ -813,12 +808,15 @@ class _CyclicalSGMCMC(MCMCKernel):
             >>> kernel.get_samples()["z"].shape
             torch.Size([8])
         """
-        chain = self._chains.get(max(self._chains)) if self._chains else None
-        if self._current is not None:
-            chain = self._current
-        if chain is None:
+        if not self._chains:
             raise RuntimeError(f"{type(self).__name__} has not run yet")
-        return chain.constrained_draws()
+        if chain is None:
+            found = self._current or self._chains[max(self._chains)]
+        elif chain in self._chains:
+            found = self._chains[chain]
+        else:
+            raise ValueError(f"chain must be one of {sorted(self._chains)}, got {chain!r}")
+        return found.constrained_draws()
 
     def logging(self) -> OrderedDict:
         chain = self._current

@@ -360,6 +360,10 @@ def test_sequential_chains_each_get_a_folder_and_resume(tmp_path):
         results.append(mcmc.get_samples(group_by_chain=True)["w"])
     assert torch.equal(results[0], results[1])
     assert not torch.equal(results[0][0], results[0][1])
+    for chain in (0, 1):
+        assert torch.equal(kernel.get_samples(chain=chain)["w"], results[1][chain])
+    with pytest.raises(ValueError, match="chain must be one of"):
+        kernel.get_samples(chain=2)
     assert sorted(path.name for path in folder.glob("chain-*")) == ["chain-0", "chain-1"]
     idata = to_inference_data(folder, group_by="cycle")
     assert idata.posterior["w"].shape == (2 * 3, 2, 2)
