@@ -222,7 +222,9 @@ class _Chain:
         flat = torch.stack(thetas) if thetas else self.state.theta.new_zeros((0, self.layout.size))
         parts = flat.split(self.layout.sizes, dim=-1)
         return {
-            site.name: site.transform.inv(part.reshape(kept, *site.shape).to(site.dtype))
+            site.name: site.transform.inv(
+                part.reshape(kept, *site.unconstrained_shape).to(site.dtype)
+            )
             for site, part in zip(self.sites, parts, strict=True)
         }
 

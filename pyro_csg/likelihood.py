@@ -156,6 +156,9 @@ class FullData:
                     int(node["fn"].event_dim),
                 )
             )
+        self._outside_observations = sum(
+            _num_observations(trace.nodes[site.name]) for site in self.sites if not site.in_plate
+        )
         self._latent_shapes: dict[str, torch.Size] | None = None
         # Why the eager path is used (None while vectorised or not yet tried).
         self.vectorized_reason: str | None = None if vectorize else "vectorize=False"
@@ -243,7 +246,9 @@ class FullData:
         first = self._first_windows()
         # Sites outside every subsampled plate: one run per draw, all plates at window 0.
         if self._sites_of(None):
-            for lo, hi in _chunks(num_draws, chunk_size):
+            # Each draw evaluates every observation outside the subsampled plates at once.
+            per_draw = max(1, self._outside_observations)
+            for lo, hi in _chunks(num_draws, max(1, chunk_size // per_draw)):
                 values = evaluate(flat[lo:hi], first, None, [])
                 for site in self._sites_of(None):
                     self._store(out, site, values[site.name], lo, hi, num_draws, [])
@@ -355,6 +360,14 @@ class FullData:
     def _vectorized(self, flat, first, plate, group) -> dict[str, torch.Tensor]:
         """One vectorised call over draws and windows: same layout as :meth:`_eager`."""
         names = [plate_.name for plate_ in self.plates]
+        if not names:
+            # No subsampled plate: nothing to map over but the draws (one "window").
+            with torch.no_grad():
+                values = torch.func.vmap(self._graph)(flat)
+            return {
+                site.name: value.unsqueeze(1)
+                for site, value in zip(self.sites, values, strict=True)
+            }
         if plate is None:
             # One "window": every plate at its first window, batched as a window axis of 1.
             index_args = [index.unsqueeze(0) for index in first.values()]
@@ -369,6 +382,12 @@ class FullData:
         with torch.no_grad():
             values = over_draws(flat, *index_args)
         return {site.name: value for site, value in zip(self.sites, values, strict=True)}
+
+
+def _num_observations(node) -> int:
+    """The number of pointwise log-likelihood terms of an observed site."""
+    event_size = math.prod(node["fn"].event_shape)
+    return max(1, node["value"].numel() // max(1, event_size))
 
 
 def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:

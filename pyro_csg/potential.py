@@ -78,7 +78,13 @@ def _is_identity(transform: Transform) -> bool:
 
 @dataclass(frozen=True)
 class LatentSite:
-    """A latent sample site: its name, shape and map to unconstrained space.
+    """A latent sample site: its name, shapes and map to unconstrained space.
+
+    ``shape`` is the constrained value's shape, ``unconstrained_shape`` that of
+    ``transform(value)`` (the default: the same). They differ for transforms that change
+    the dimension: a ``K``-simplex has ``K - 1`` unconstrained coordinates
+    (``StickBreakingTransform``), a ``d x d`` correlation Cholesky factor ``d (d - 1) / 2``
+    (``CorrCholeskyTransform``). The flat parameter vector holds unconstrained values.
 
     Example::
 
@@ -89,16 +95,26 @@ class LatentSite:
         ...                   torch.float32)
         >>> site.numel, site.is_identity
         (2, False)
+        >>> weights = LatentSite("p", torch.Size([3]), biject_to(constraints.simplex).inv,
+        ...                      torch.float32, torch.Size([2]))
+        >>> weights.numel
+        2
     """
 
     name: str
     shape: torch.Size
     transform: Transform  # constrained -> unconstrained
     dtype: torch.dtype
+    unconstrained_shape: torch.Size | None = None
+
+    def __post_init__(self) -> None:
+        if self.unconstrained_shape is None:
+            object.__setattr__(self, "unconstrained_shape", self.shape)
 
     @property
     def numel(self) -> int:
-        return math.prod(self.shape)
+        """The number of unconstrained coordinates (its length in the flat vector)."""
+        return math.prod(self.unconstrained_shape)
 
     @property
     def is_identity(self) -> bool:
@@ -122,7 +138,7 @@ class _FlatParameters:
         # One split (whose backward is one concatenation), then a view per site.
         parts = flat.split_with_sizes(self.sizes)
         return {
-            site.name: part.view(site.shape).to(site.dtype)
+            site.name: part.view(site.unconstrained_shape).to(site.dtype)
             for site, part in zip(self.sites, parts, strict=True)
         }
 
@@ -136,12 +152,14 @@ class _FlatParameters:
         parts = []
         for site in self.sites:
             value = torch.as_tensor(params[site.name])
-            if value.shape != site.shape:
+            if value.shape != site.unconstrained_shape:
                 raise ValueError(
                     f"initial_params['{site.name}'] has shape {tuple(value.shape)}, "
-                    f"expected {tuple(site.shape)} (unconstrained, one chain)"
+                    f"expected {tuple(site.unconstrained_shape)} (unconstrained, one chain)"
                 )
             parts.append(value.detach().reshape(-1))
+        if not parts:  # a potential without parameters (Pyro's HMC runs one too)
+            return torch.zeros(0)
         return torch.cat(parts)
 
 
@@ -169,8 +187,10 @@ class _Potential:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         flat = flat.detach().requires_grad_()
         energy = self(flat, indices)
-        (grad,) = torch.autograd.grad(energy, flat)
-        return energy.detach(), grad
+        if not energy.requires_grad:  # no parameters, or none that the potential reads
+            return energy.detach(), torch.zeros_like(flat)
+        (grad,) = torch.autograd.grad(energy, flat, allow_unused=True)
+        return energy.detach(), torch.zeros_like(flat) if grad is None else grad
 
     def value_and_grad(
         self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()
@@ -209,6 +229,9 @@ class FunctionPotential(_Potential):
 
     def __call__(self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         energy = self.potential_fn(self.unflatten(flat))
+        if isinstance(energy, (int, float)) and not isinstance(energy, bool):
+            # A constant (Pyro's potential of a model without latent sites is 0).
+            energy = torch.tensor(float(energy), dtype=flat.dtype, device=flat.device)
         if not isinstance(energy, torch.Tensor) or energy.numel() != 1:
             raise ValueError(
                 "potential_fn must return a scalar tensor (the potential energy), got "
@@ -322,7 +345,14 @@ def _find_plates_and_latents(trace, transforms):
             transform = transforms[name]
         else:
             transform = _unconstraining_transform(name, fn.support)
-        sites.append(LatentSite(name, value.shape, transform, value.dtype))
+        try:
+            unconstrained_shape = transform(value.detach()).shape
+        except Exception as error:  # noqa: BLE001 -- say which site's transform failed
+            raise ModelError(
+                f"sample site '{name}': its transform to unconstrained space "
+                f"({type(transform).__name__}) fails on a draw of its prior: {error}"
+            ) from error
+        sites.append(LatentSite(name, value.shape, transform, value.dtype, unconstrained_shape))
     if not sites:
         raise ModelError(
             "the model has no latent sample site: every sample site is observed, so there is "

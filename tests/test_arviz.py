@@ -574,3 +574,24 @@ def test_vectorize_false_and_a_new_draw_layout_give_the_same_numbers(data):
     # Another set of names (an extra, unused entry) changes the flat layout: traced anew.
     again = vectorised.log_likelihood({**draws, "extra": torch.zeros(5, 2)})["y"]
     np.testing.assert_allclose(again, first, rtol=1e-6)
+
+
+def test_a_model_without_a_subsampled_plate_is_vectorised_over_draws(data):
+    # A full-gradient run: no minibatch index to map over, only the draws.
+    x, y = data
+    draws = {"w": torch.randn(7, D), "b": torch.randn(7)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the eager fallback would warn
+        vectorised = FullData(logistic_regression, (x, y), {})
+        fast = vectorised.log_likelihood(draws, chunk_size=3 * N)["y"]
+    assert vectorised.vectorized_reason is None and fast.shape == (7, N)
+    eager = FullData(logistic_regression, (x, y), {}, vectorize=False).log_likelihood(draws)["y"]
+    np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)
+    # Through a run and to_inference_data, without a warning either.
+    kernel = CyclicalSGLD(logistic_regression, step_size=1e-3, steps_per_cycle=20)
+    mcmc = MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True)
+    mcmc.run(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        idata = to_inference_data(mcmc)
+    assert idata.log_likelihood["y"].shape == (1, 8, N)
