@@ -21,6 +21,7 @@ import numpy as np
 import pyro
 import torch
 
+from .diagnostics import runaway_cycles
 from .likelihood import FullData
 from .store import STATS, read_store
 
@@ -81,6 +82,7 @@ class _RunData(NamedTuple):
 
     posterior: dict[str, np.ndarray]  # constrained draws, (chain, draw, ...)
     stats: dict[str, np.ndarray]  # STATS, (chain, draw)
+    diverging: np.ndarray  # (chain, draw): the draws of cycles that ran away
     attrs: dict[str, Any]  # the kernel's hyperparameters
     model: Callable | None
     args: tuple
@@ -91,9 +93,14 @@ def _from_mcmc(mcmc) -> _RunData:
     kernel = _check_run(mcmc)
     samples = mcmc.get_samples(group_by_chain=True)
     posterior = {name: value.detach().cpu().numpy() for name, value in samples.items()}
+    stats = _per_chain_stats(mcmc)
+    diverging = np.zeros(stats["cycle"].shape, dtype=bool)
+    for chain, diagnostics in enumerate(getattr(mcmc, "_diagnostics", None) or []):
+        diverging[chain, list(diagnostics.get("divergences", []))] = True
     return _RunData(
         posterior,
-        _per_chain_stats(mcmc),
+        stats,
+        diverging,
         kernel.hyperparameters(),
         kernel.model,
         tuple(mcmc._args),
@@ -105,14 +112,42 @@ def _from_store(folder: Path, model, model_args, model_kwargs) -> _RunData:
     if model is not None and not callable(model):
         raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
     stored = read_store(folder)
+    stats, manifest = stored["stats"], stored["manifest"]
+    hyperparameters = manifest["hyperparameters"]
+    diverging = np.zeros(stats["cycle"].shape, dtype=bool)
+    for chain in range(diverging.shape[0]):
+        report = runaway_cycles(
+            stats["cycle"][chain],
+            stats["potential_energy"][chain],
+            manifest.get("num_params", 1),
+            hyperparameters["temperature"],
+        )
+        diverging[chain, report.draws] = True
     return _RunData(
         stored["posterior"],
-        stored["stats"],
-        stored["manifest"]["hyperparameters"],
+        stats,
+        diverging,
+        hyperparameters,
         model,
         tuple(model_args),
         dict(model_kwargs or {}),
     )
+
+
+def _warn_non_finite(pointwise: dict[str, np.ndarray], stats, diverging: np.ndarray) -> None:
+    """A NaN or infinite pointwise log-likelihood makes az.loo return nan: say where."""
+    for name, values in pointwise.items():
+        bad = ~np.isfinite(values.reshape(*values.shape[:2], -1)).all(axis=-1)
+        if bad.any():
+            cycles = sorted({int(c) for c in stats["cycle"][bad]})
+            warnings.warn(
+                f"pyro_csg: the log-likelihood of site '{name}' is NaN or infinite at "
+                f"{int(bad.sum())} draw(s) (cycles {cycles}), so az.loo and az.waic would "
+                "return nan: those draws are marked diverging. Look at them (a chain that ran "
+                "away, or data outside the likelihood's support) before comparing models.",
+                stacklevel=3,
+            )
+            diverging |= bad
 
 
 def _complete_cycles(cycles: np.ndarray, per_cycle: int) -> tuple[np.ndarray, list[int]]:
@@ -155,8 +190,9 @@ def to_inference_data(
     * ``sample_stats``: per draw ``lp`` (``-U~``, the log joint in unconstrained space
       *estimated on one minibatch*: compare it across draws, not with a full-data
       ``lp``), ``step_size``, ``cycle``, ``iteration``, ``temperature`` and ``diverging``
-      (always False: SG-MCMC has no divergence check; it is there because ArviZ's plots
-      look for it).
+      (the draws of cycles that sampled far above the chain's typical potential, see
+      :func:`pyro_csg.diagnostics.runaway_cycles`, and those whose log-likelihood is not
+      finite, with a warning).
     * ``observed_data``: every observed site's *full* data, found by running the model
       over all of its subsampled plates' indices, window by window.
     * ``log_likelihood``: the full-data pointwise ``log p(y_i | draw)`` of each observed
@@ -247,7 +283,7 @@ def to_inference_data(
         "cycle": stats["cycle"],
         "iteration": stats["iteration"],
         "temperature": np.full((num_chains, num_draws), run.attrs["temperature"]),
-        "diverging": np.zeros((num_chains, num_draws), dtype=bool),
+        "diverging": run.diverging,
     }
     observed = pointwise = None
     if run.model is not None:
@@ -264,6 +300,7 @@ def to_inference_data(
                 name: value.reshape(num_chains, num_draws, *value.shape[1:])
                 for name, value in full.log_likelihood(flat_draws, chunk_size).items()
             }
+            _warn_non_finite(pointwise, stats, sample_stats["diverging"])
 
     cycle_of_draw, iteration_of_draw = stats["cycle"][0], stats["iteration"][0]
     if group_by == "cycle":

@@ -25,6 +25,7 @@ from .checkpoint import (
     compare_settings,
     data_digest,
 )
+from .diagnostics import runaway_cycles
 from .diffusions import Diffusion, sghmc, sgld
 from .potential import FunctionPotential, ModelPotential
 from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive, _is_number
@@ -67,13 +68,13 @@ class NonFiniteError(RuntimeError):
     num_draws: int = 0
 
 
-class _NoDivergences(list):
-    """The draws that diverged: none, as SG-MCMC has no divergence check.
+class _Divergences(list):
+    """The retained draws flagged as diverging: those of cycles that ran away (see
+    :mod:`pyro_csg.diagnostics`), as draw indices, the form Pyro's ``MCMC.summary`` counts.
 
-    Pyro's ``MCMC.summary`` counts it (0). It refuses to become a NumPy array, which is
-    what ``az.from_pyro`` does with it: that converter would take the observed data and
-    the log-likelihood from one random minibatch, so it fails instead, with a pointer to
-    :func:`pyro_csg.to_inference_data`.
+    It refuses to become a NumPy array, which is what ``az.from_pyro`` does with it: that
+    converter would take the observed data and the log-likelihood from one random
+    minibatch, so it fails instead, with a pointer to :func:`pyro_csg.to_inference_data`.
     """
 
     def __array__(self, *args, **kwargs):
@@ -151,6 +152,7 @@ class _Chain:
         self.last_draw: dict[str, torch.Tensor] | None = None
         self.checkpointed_at = -1  # state.draws at the last checkpoint
         self.ready = False  # compiled, verified and with a first gradient
+        self.runaway_reported = False
         self.update = update  # the diffusion's update, its hyperparameters bound
         self.settings: dict[str, Any] = {}
 
@@ -457,6 +459,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         raw_sites = frozenset(site.name for site in chain.sites if not site.is_identity)
         manifest = {
             "sites": [site.name for site in chain.sites],
+            "num_params": chain.layout.size,
             "hyperparameters": self.hyperparameters(),
         }
         files = ChainFiles(self.checkpoint, chain.index, settings, manifest, raw_sites)
@@ -835,19 +838,28 @@ class _CyclicalSGMCMC(MCMCKernel):
         )
 
     def diagnostics(self) -> dict[str, list]:
-        """Per retained (post-warm-up) draw: cycle, iteration, step size, ``U~``.
+        """Per retained (post-warm-up) draw: cycle, iteration, step size, ``U~``; and the
+        draws flagged as diverging.
 
         ``potential_energy`` is the minibatch estimate ``U~`` at the draw (on the batch
         of the following iteration), so ``-potential_energy`` estimates the log joint.
-        ``divergences`` is always empty (there is no divergence check); it also makes
-        ``az.from_pyro`` fail with a pointer to :func:`pyro_csg.to_inference_data`.
+        ``divergences`` lists the draws of cycles that sampled far above the chain's
+        typical potential (a chain still travelling or running away; see
+        :func:`pyro_csg.diagnostics.runaway_cycles`); the first call after a chain's last
+        draw warns about them. It also makes ``az.from_pyro`` fail with a pointer to
+        :func:`pyro_csg.to_inference_data`.
         """
         chain = self._current
         if chain is None:
-            stats = {key: [] for key in STATS}
-        else:
-            stats = {key: list(values[: chain.kept]) for key, values in chain.stats.items()}
-        return {**stats, "divergences": _NoDivergences()}
+            return {**{key: [] for key in STATS}, "divergences": _Divergences()}
+        stats = {key: list(values[: chain.kept]) for key, values in chain.stats.items()}
+        report = runaway_cycles(
+            stats["cycle"], stats["potential_energy"], chain.layout.size, self.temperature
+        )
+        if report.cycles and not chain.runaway_reported:
+            chain.runaway_reported = True
+            warnings.warn(report.message(chain.index, self.samples_per_cycle), stacklevel=2)
+        return {**stats, "divergences": _Divergences(report.draws)}
 
     def __getstate__(self):
         state = self.__dict__.copy()

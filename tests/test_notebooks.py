@@ -64,7 +64,7 @@ def test_notebook_runs_in_reduced_size_and_its_headline_holds(
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
-        timeout=300,
+        timeout=1800,  # a guard against a hang: the reduced notebooks take 5 to 15 s
         kernel_name="pyro-csg-tests",
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )

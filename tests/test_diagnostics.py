@@ -1,0 +1,112 @@
+"""Runs that go wrong without a NaN are flagged: runaway cycles, non-finite log-likelihoods."""
+
+import warnings
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import MCMC
+
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD, to_inference_data
+from pyro_csg.diagnostics import runaway_cycles
+
+# Pyro's baseball example (Efron and Morris's 18 players, hits in their first 45 at-bats),
+# the model of Pyro's examples/baseball.py.
+HITS = torch.tensor([18, 17, 16, 15, 14, 14, 13, 12, 11, 11, 10, 10, 10, 10, 10, 9, 8, 7.0])
+AT_BATS = torch.full_like(HITS, 45.0)
+
+
+def partially_pooled_with_logit(at_bats, hits=None):
+    num_players = at_bats.shape[0]
+    loc = pyro.sample("loc", dist.Normal(-1.0, 1.0))
+    scale = pyro.sample("scale", dist.HalfCauchy(1.0))
+    with pyro.plate("num_players", num_players):
+        alpha = pyro.sample("alpha", dist.Normal(loc, scale))
+        return pyro.sample("obs", dist.Binomial(at_bats, logits=alpha), obs=hits)
+
+
+def baseball_run(kernel_class, lr, checkpoint=None):
+    pyro.set_rng_seed(0)
+    kernel = kernel_class(partially_pooled_with_logit, step_size=lr / 18, checkpoint=checkpoint)
+    mcmc = MCMC(kernel, num_samples=100, warmup_steps=0, disable_progbar=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc.run(AT_BATS, HITS)
+    notes = [str(w.message) for w in caught if "pyro-csg: chain" in str(w.message)]
+    return mcmc, notes
+
+
+def test_a_chain_that_runs_away_is_flagged_and_its_draws_marked_diverging(tmp_path):
+    # cSGHMC at lr 0.001: no NaN, yet `scale` reaches 1e5 (NUTS: 0.15 +- 0.09); each cycle's
+    # large first steps throw the chain up the funnel and its small last steps do not
+    # bring it back.
+    mcmc, notes = baseball_run(CyclicalSGHMC, 0.001, checkpoint=tmp_path / "run")
+    assert mcmc.get_samples()["scale"].max() > 100
+    (note,) = notes
+    assert "cycle(s) [1, 2, 4," in note and "marked diverging" in note
+    assert "Compare runs at 10 times larger and 10 times smaller step_size" in note
+    divergences = mcmc._diagnostics[0]["divergences"]
+    assert len(divergences) == 15 * 4
+    idata = to_inference_data(mcmc, log_likelihood=False)
+    diverging = idata.sample_stats["diverging"].values[0]
+    assert diverging.sum() == 60 and diverging[list(divergences)].all()
+    # The flagged draws are the absurd ones.
+    scale = idata.posterior["scale"].values[0]
+    assert np.median(scale[diverging]) > 10 * np.median(scale[~diverging])
+    # The run folder gives the same flags.
+    stored = to_inference_data(tmp_path / "run")
+    np.testing.assert_array_equal(stored.sample_stats["diverging"].values, diverging[None])
+
+
+def test_burn_in_is_flagged_with_the_warmup_that_drops_it():
+    # cSGLD at lr 0.001 is still travelling from its start for the first cycles.
+    mcmc, notes = baseball_run(CyclicalSGLD, 0.001)
+    (note,) = notes
+    flagged = sorted(
+        {
+            int(c)
+            for c in np.array(mcmc._diagnostics[0]["cycle"])[
+                list(mcmc._diagnostics[0]["divergences"])
+            ]
+        }
+    )
+    assert flagged == list(range(len(flagged))) and 3 <= len(flagged) <= 10
+    assert f"burn-in. Drop them with warmup_steps={4 * len(flagged)}" in note
+
+
+def test_a_sound_run_is_not_flagged():
+    # cSGLD at lr 0.01: loc -1.02 +- 0.07, scale <= 0.24 (NUTS: -1.04 +- 0.09, 0.15 +- 0.09).
+    mcmc, notes = baseball_run(CyclicalSGLD, 0.01)
+    assert notes == [] and len(mcmc._diagnostics[0]["divergences"]) == 0
+    assert abs(float(mcmc.get_samples()["loc"].mean()) + 1.04) < 0.1
+
+
+def test_runaway_cycles_needs_three_complete_cycles_and_finite_energies():
+    cycles = np.repeat(np.arange(2), 4)
+    energies = np.array([1.0, 2.0, 1.0, 2.0, 100.0, 90.0, 95.0, 99.0])
+    assert runaway_cycles(cycles, energies, 2, 1.0).cycles == []
+    cycles = np.repeat(np.arange(4), 4)
+    energies = np.concatenate([np.ones(12), np.full(4, np.nan)])
+    assert runaway_cycles(cycles, energies, 2, 1.0).cycles == []
+
+
+def poisson(y):
+    rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+    with pyro.plate("data", y.shape[0], subsample_size=20) as idx:
+        pyro.sample("obs", dist.Poisson(rate), obs=y[idx])
+
+
+def test_a_non_finite_log_likelihood_is_named_not_left_to_az_loo():
+    y = torch.tensor([0.0, 1.0, 3.0, 2.0] * 25)
+    pyro.set_rng_seed(0)
+    kernel = CyclicalSGLD(poisson, step_size=1e-3, steps_per_cycle=40)
+    mcmc = MCMC(kernel, num_samples=12, warmup_steps=0, disable_progbar=True)
+    mcmc.run(y)
+    mcmc._samples["rate"][0, 5] = 0.0  # a draw where every y > 0 has probability 0
+    with pytest.warns(
+        UserWarning, match=r"site 'obs' is NaN or infinite at 1 draw\(s\) \(cycles \[1\]\)"
+    ):
+        idata = to_inference_data(mcmc)
+    assert idata.sample_stats["diverging"].values[0].tolist() == [i == 5 for i in range(12)]
