@@ -20,7 +20,8 @@ Measured on Pyro's baseball example (``partially_pooled_with_logit``, D = 20, 25
 a sound cSGLD run (loc -1.02 +- 0.07, NUTS: -1.04 +- 0.09) had excesses up to 7.5; the
 cSGHMC run at a ten times smaller step that returned ``scale`` up to 1e5 had 12 of its 25
 cycles between 17 and 89; a cSGLD run at that small step, still travelling, had its first
-7 cycles at 11 to 51. The threshold, 12, sits between. Needs 3 complete cycles.
+7 cycles at 11 to 51. The threshold, 12, sits between. Needs 5 complete cycles (with
+fewer, the typical level is too uncertain to judge against).
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ class RunawayReport:
 
         >>> import numpy as np
         >>> from pyro_csg.diagnostics import runaway_cycles
-        >>> cycles = np.repeat(np.arange(5), 4)
-        >>> energies = np.array([10, 11, 9, 10] * 4 + [90, 80, 75, 70], dtype=float)
+        >>> cycles = np.repeat(np.arange(6), 4)
+        >>> energies = np.array([10, 11, 9, 10] * 5 + [90, 80, 75, 70], dtype=float)
         >>> report = runaway_cycles(cycles, energies, num_params=2, temperature=1.0)
         >>> report.cycles, report.draws
-        ([4], [16, 17, 18, 19])
+        ([5], [20, 21, 22, 23])
     """
 
     cycles: list[int]
@@ -100,13 +101,13 @@ def runaway_cycles(
     :param int num_params: ``D``, the number of unconstrained parameters.
     :param float temperature: ``T``.
     :param float threshold: flag cycles more than this many ``scale`` units above.
-    :returns: :class:`RunawayReport` (nothing flagged with fewer than 3 complete cycles).
+    :returns: :class:`RunawayReport` (nothing flagged with fewer than 5 complete cycles).
     """
     cycles = np.asarray(cycles)
     energies = np.asarray(energies, dtype=float)
     labels, counts = np.unique(cycles, return_counts=True)
     complete = labels[counts == counts.max()] if len(labels) else labels
-    if len(complete) < 3 or counts.max() < 2 or not np.isfinite(energies).all():
+    if len(complete) < 5 or counts.max() < 2 or not np.isfinite(energies).all():
         return RunawayReport([], {}, math.nan, [])
     levels, spreads = [], []
     for cycle in complete:

@@ -83,12 +83,15 @@ def test_a_sound_run_is_not_flagged():
     assert abs(float(mcmc.get_samples()["loc"].mean()) + 1.04) < 0.1
 
 
-def test_runaway_cycles_needs_three_complete_cycles_and_finite_energies():
-    cycles = np.repeat(np.arange(2), 4)
-    energies = np.array([1.0, 2.0, 1.0, 2.0, 100.0, 90.0, 95.0, 99.0])
-    assert runaway_cycles(cycles, energies, 2, 1.0).cycles == []
+def test_runaway_cycles_needs_five_complete_cycles_and_finite_energies():
     cycles = np.repeat(np.arange(4), 4)
-    energies = np.concatenate([np.ones(12), np.full(4, np.nan)])
+    energies = np.array([1.0, 2.0, 1.0, 2.0] * 3 + [100.0, 90.0, 95.0, 99.0])
+    assert runaway_cycles(cycles, energies, 2, 1.0).cycles == []
+    assert runaway_cycles(
+        np.repeat(np.arange(5), 4), np.concatenate([energies, [1, 2, 1, 2]]), 2, 1.0
+    ).cycles == [3]
+    cycles = np.repeat(np.arange(6), 4)
+    energies = np.concatenate([np.ones(20), np.full(4, np.nan)])
     assert runaway_cycles(cycles, energies, 2, 1.0).cycles == []
 
 
