@@ -716,16 +716,12 @@ class _CyclicalSGMCMC(MCMCKernel):
                     offset = int((~torch.isfinite(values)).nonzero()[0, 0])
                     self._raise_non_finite(k - len(energies) + 1 + offset, "the potential")
                 energies.clear()
-        return ChainState(
-            theta=theta,
+        return replace(
+            chain.rebased(theta, energy, grad),
             algorithm=algorithm,
-            energy=energy,
-            grad=grad,
             iteration=max(target, state.iteration),
             draws=state.draws + 1,
             step_size=eta,
-            batches=tuple(cursor.state_dict() for cursor in batches),
-            rng_state=generator.get_state(),
         )
 
     def _raise_non_finite(self, iteration: int, what: str) -> None:
