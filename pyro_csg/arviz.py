@@ -73,7 +73,13 @@ def _attrs(hyperparameters: dict[str, Any], group_by: str) -> dict[str, Any]:
         "torch_version": str(torch.__version__),
         "group_by": group_by,
     }
-    attrs.update(hyperparameters)
+    for key, value in hyperparameters.items():
+        # netCDF has no booleans: flags are stored as "True" / "False".
+        if isinstance(value, bool):
+            value = str(value)
+        elif isinstance(value, list):
+            value = [str(v) if isinstance(v, bool) else v for v in value]
+        attrs[key] = value
     return attrs
 
 

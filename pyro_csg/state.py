@@ -10,7 +10,12 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
 * ``batches``: each subsampled plate's cursor (this epoch's permutation and the position
   in it);
 * ``rng_state``: the state of the chain's own ``torch.Generator``, from which all of its
-  Langevin noise and all of its permutations are drawn.
+  Langevin noise and all of its permutations are drawn;
+* ``tuning``: the automatic step size and diagonal preconditioner, once chosen
+  (:class:`~pyro_csg.tuning.Tuning`), and ``start_steps``, the optimisation stage's
+  iterations;
+* ``centre``: the control variates' centre ``theta_hat`` with the full-data ``U`` and
+  gradient there (:class:`~pyro_csg.gradients.Centre`), when control variates are on.
 
 The potential (the traced graph and the data) is kept apart: it is rebuilt from the model
 at set-up and never saved. :meth:`ChainState.state_dict` gives plain tensors, numbers and
@@ -23,6 +28,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+
+from .gradients import Centre
+from .tuning import Tuning
 
 __all__ = ["ChainState"]
 
@@ -55,6 +63,9 @@ class ChainState:
     step_size: float
     batches: tuple[dict, ...]
     rng_state: torch.Tensor
+    tuning: Tuning | None = None
+    centre: Centre | None = None
+    start_steps: int = 0
 
     @property
     def started(self) -> bool:
@@ -73,6 +84,9 @@ class ChainState:
             "step_size": self.step_size,
             "batches": [dict(cursor) for cursor in self.batches],
             "rng_state": self.rng_state,
+            "tuning": None if self.tuning is None else self.tuning.state_dict(),
+            "centre": None if self.centre is None else self.centre.state_dict(),
+            "start_steps": self.start_steps,
         }
 
     @classmethod
@@ -96,4 +110,7 @@ class ChainState:
             step_size=float(state["step_size"]),
             batches=tuple(dict(cursor) for cursor in state["batches"]),
             rng_state=state["rng_state"],
+            tuning=None if state.get("tuning") is None else Tuning.from_state_dict(state["tuning"]),
+            centre=None if state.get("centre") is None else Centre.from_state_dict(state["centre"]),
+            start_steps=int(state.get("start_steps", 0)),
         )

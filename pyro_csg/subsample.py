@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SubsamplePlate", "EpochBatches"]
+__all__ = ["SubsamplePlate", "EpochBatches", "windows"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,30 @@ class EpochBatches:
         self._permutation = permutation
         self._position = int(state["position"])
         self.epoch = int(state["epoch"])
+
+
+def windows(plate: SubsamplePlate) -> list[tuple[int, int]]:
+    """``(start, keep_from)`` of each window of ``B`` indices covering ``range(N)``.
+
+    The walk shared by the full-data passes (the log-likelihood for ArviZ, the
+    control variates' full gradient): Pyro insists that a conditioned subsample has
+    exactly ``B`` indices, so the data is visited in windows ``[0, B), [B, 2B), ...``
+    and, when ``B`` does not divide ``N``, a last window ``[N - B, N)``.
+
+    The window is ``range(start, start + B)``; its first ``keep_from`` entries were
+    already covered by the previous window.
+
+    Example::
+
+        >>> from pyro_csg.subsample import windows
+        >>> from pyro_csg.subsample import SubsamplePlate
+        >>> windows(SubsamplePlate("data", size=10, subsample_size=4, device="cpu"))
+        [(0, 0), (4, 0), (6, 2)]
+    """
+    size, batch = plate.size, plate.subsample_size
+    starts = list(range(0, size - batch + 1, batch))
+    result = [(start, 0) for start in starts]
+    covered = starts[-1] + batch
+    if covered < size:
+        result.append((size - batch, covered - (size - batch)))
+    return result

@@ -23,7 +23,14 @@ def with_(**changes):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (with_(step_size=None), ValueError, "step_size is required"),
+        (with_(control_variates="yes"), TypeError, "control_variates must be True or False"),
+        (with_(preconditioner=1), TypeError, "preconditioner must be True, False or None"),
+        (with_(optimize_start="auto"), TypeError, "optimize_start must be True, False or None"),
+        (
+            with_(step_size=None, schedule=Constant(1e-3), preconditioner=True),
+            ValueError,
+            "preconditioner=True works with the cosine schedule",
+        ),
         (with_(step_size=0.0), ValueError, "step_size must be a finite number > 0"),
         (with_(step_size=-1e-3), ValueError, "step_size"),
         (with_(step_size=math.inf), ValueError, "step_size"),
@@ -51,6 +58,15 @@ def with_(**changes):
 def test_invalid_hyperparameters(kernel_class, kwargs, error, match):
     with pytest.raises(error, match=match):
         kernel_class(linear_regression, **kwargs)
+
+
+def test_control_variates_need_a_model_with_one_subsampled_plate():
+    with pytest.raises(ValueError, match="control_variates=True needs a model"):
+        CyclicalSGLD(potential_fn=lambda p: (p["z"] ** 2).sum(), control_variates=True)
+    x, y = linear_regression_data(n=50, d=2)
+    kernel = CyclicalSGLD(linear_regression, control_variates=True, **VALID)
+    with pytest.raises(ModelError, match=r"exactly one subsampled plate .* has 0"):
+        MCMC(kernel, 2, warmup_steps=0, disable_progbar=True).run(x, y)
 
 
 @pytest.mark.parametrize("friction", [0.0, -0.1, 1.5, math.nan])

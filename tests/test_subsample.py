@@ -162,6 +162,7 @@ def test_the_kernel_feeds_the_model_one_permutation_per_epoch():
         exploration_fraction=0.0,
         samples_per_cycle=1,
         compile_potential=False,
+        optimize_start=False,
     )
     pyro.set_rng_seed(0)
     kernel.setup(0, y)

@@ -1,0 +1,136 @@
+"""Large N: the full-data gradient, control variates, the start and the automatic step size."""
+
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from models import linear_regression, linear_regression_data, linear_regression_posterior
+from pyro.infer import MCMC
+from pyro.infer.autoguide.initialization import init_to_median
+
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg.gradients import centre_at, control_variates, full_value_and_grad
+from pyro_csg.potential import ModelPotential
+from pyro_csg.subsample import EpochBatches
+from pyro_csg.tuning import NOISE_RATIO_LIMIT
+
+
+def heteroscedastic(x, y, subsample_size=None):
+    """Regression with a noise scale (a Jacobian term) and a masked observation."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
+    with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+        keep = idx % 7 != 3
+        with pyro.poutine.mask(mask=keep):
+            pyro.sample("obs", dist.Normal(x[idx] @ w, sigma), obs=y[idx])
+
+
+@pytest.mark.parametrize("n, batch", [(120, 20), (103, 10), (50, 49)])
+def test_the_full_data_gradient_is_exact(n, batch):
+    torch.manual_seed(0)
+    x, y = linear_regression_data(n=n, d=3)
+    potential = ModelPotential(heteroscedastic, (x, y, batch), {}, init_to_median)
+    theta = torch.randn(4)
+    assert potential.compile(theta) is None
+    full = ModelPotential(heteroscedastic, (x, y, None), {}, init_to_median)
+    want_energy, want_grad = full.eager_value_and_grad(theta)
+    energy, grad = full_value_and_grad(potential, theta)
+    torch.testing.assert_close(energy, want_energy, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-5, atol=1e-4)
+
+
+def test_control_variates_are_unbiased_and_quiet_near_the_centre():
+    torch.manual_seed(1)
+    x, y = linear_regression_data(n=2000, d=3)
+    potential = ModelPotential(heteroscedastic, (x, y, 20), {}, init_to_median)
+    centre_theta = torch.tensor([0.9, -0.4, 0.3, 0.1])
+    potential.compile(centre_theta)
+    centre = centre_at(potential, centre_theta)
+    estimator = control_variates(potential.value_and_grad, centre)
+    _, exact_at_centre = full_value_and_grad(potential, centre_theta)
+    torch.testing.assert_close(centre.grad, exact_at_centre)
+    batches = EpochBatches(potential.plates[0], torch.Generator().manual_seed(0))
+    for distance in (0.003, 0.03):  # posterior sds here are ~0.02
+        theta = centre_theta + distance
+        _, exact = full_value_and_grad(potential, theta)
+        # One epoch: every datum once, so the mean over its batches is the full gradient.
+        plain = torch.stack(
+            [potential.value_and_grad(theta, [batches.next()])[1] for _ in range(100)]
+        )
+        cv = torch.stack([estimator(theta, [batches.next()])[1] for _ in range(100)])
+        torch.testing.assert_close(plain.mean(0), exact, rtol=1e-4, atol=1e-2)
+        torch.testing.assert_close(cv.mean(0), exact, rtol=1e-4, atol=1e-2)
+        ratio = float(cv.var(0).sum() / plain.var(0).sum())
+        # The variance grows with |theta - theta_hat|^2: tiny near the centre.
+        assert ratio < (1e-3 if distance == 0.003 else 0.1)
+
+
+def large_n_run(kernel_class, seed, n=100_000, batch=100, cycles=30, **kwargs):
+    torch.manual_seed(0)
+    x, y = linear_regression_data(n=n, d=5)
+    pyro.set_rng_seed(seed)
+    kernel = kernel_class(linear_regression, steps_per_cycle=400, **kwargs)
+    mcmc = MCMC(kernel, num_samples=4 * cycles, warmup_steps=0, disable_progbar=True)
+    mcmc.run(x, y, subsample_size=batch)
+    mean, sd = linear_regression_posterior(x, y)
+    w = mcmc.get_samples()["w"].double()
+    return kernel, ((w.mean(0) - mean) / sd).abs().max().item(), w.std(0) / sd
+
+
+@pytest.mark.parametrize("kernel_class", [CyclicalSGHMC, CyclicalSGLD])
+def test_the_simplest_call_is_accurate_at_large_n_over_b(kernel_class):
+    # N / B = 1000, no step size given. 120 draws: the sd of an sd estimate is ~7%, so
+    # [0.85, 1.15] is two of those either side; the mean's standard error is ~0.1 sd at
+    # the draws' autocorrelation here, so 0.3 is three of those.
+    kernel, error, ratio = large_n_run(kernel_class, 0, control_variates=True)
+    assert error < 0.3
+    assert 0.85 < ratio.min() and ratio.max() < 1.15, ratio
+    report = kernel.hyperparameters()
+    assert report["step_size"] == "auto" and report["control_variates"] is True
+    assert report["tuned_step_size"][0] > 0 and report["start_steps"][0] > 0
+    assert report["noise_ratio"][0] <= NOISE_RATIO_LIMIT + 1e-9
+
+
+def test_without_control_variates_the_noise_limits_the_step_with_a_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kernel, _, _ = large_n_run(CyclicalSGHMC, 0, cycles=2)
+    messages = [str(w.message) for w in caught]
+    assert any(
+        "noise limited the automatic step size" in m and "control_variates=True" in m
+        for m in messages
+    ), messages
+    report = kernel.hyperparameters()
+    assert report["noise_ratio"][0] == pytest.approx(NOISE_RATIO_LIMIT)
+
+
+@pytest.mark.parametrize("kernel_class", [CyclicalSGHMC, CyclicalSGLD])
+def test_with_the_defaults_the_first_cycle_carries_no_burn_in(kernel_class):
+    # From init_to_uniform, a small fixed step needs far longer than one cycle to reach a
+    # posterior of N = 1e5 (sds ~0.003); the defaults start in its bulk.
+    _, travelling, _ = large_n_run(kernel_class, 0, cycles=1, step_size=1e-7, optimize_start=False)
+    assert travelling > 5
+    for seed in range(3):
+        _, error, _ = large_n_run(kernel_class, seed, cycles=1, control_variates=True)
+        assert error < 4  # the mean of 4 draws, in posterior sds
+
+
+def test_a_resumed_run_keeps_its_centre_and_tuning(tmp_path):
+    torch.manual_seed(0)
+    x, y = linear_regression_data(n=3000, d=3)
+
+    def run(num_samples, folder):
+        pyro.set_rng_seed(0)
+        kernel = CyclicalSGHMC(
+            linear_regression, steps_per_cycle=50, control_variates=True, checkpoint=folder
+        )
+        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=0, disable_progbar=True)
+        mcmc.run(x, y, subsample_size=30)
+        return mcmc.get_samples()["w"]
+
+    whole = run(16, tmp_path / "whole")
+    run(8, tmp_path / "split")
+    resumed = run(16, tmp_path / "split")
+    torch.testing.assert_close(resumed, whole, rtol=0, atol=0)
