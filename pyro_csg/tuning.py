@@ -36,10 +36,15 @@ noise gives::
 
     noise_ratio(eta) = eta * mean(V) / (2 * alpha * T)      (alpha = 1 for SGLD)
 
-the variance the minibatch adds to a step relative to what the Langevin noise adds. If
-it exceeds ``0.02`` at the first draw's step size, ``eta_1`` is lowered until it does not
-(a smaller step mixes more slowly but does not inflate the posterior), and the kernels
-warn with what would remove the need (control variates, a larger batch).
+the variance the minibatch adds to a step relative to what the Langevin noise adds. The
+kernels subtract it (the noise correction of Chen, Fox and Guestrin, 2014): coordinate
+``j`` of the injected noise is scaled by ``sqrt(max(0, 1 - eta * V_j / (2 alpha T)))``,
+so that the minibatch noise and the injected noise together have the variance the
+dynamics needs. That is exact only where ``V`` is what was measured, so ``eta_1`` is
+lowered until ``noise_ratio`` is at most ``0.5`` at the cycle's first draw and no
+coordinate's ratio exceeds 1 there (a smaller step mixes more slowly but does not
+inflate the posterior); the kernels warn, with what would help (control variates, a
+larger batch), when that cuts the step tenfold.
 
 When it fails: a posterior whose curvature changes a lot between the start and the
 modes the cycles visit (the step suits the start's curvature), and strongly non-convex
@@ -68,7 +73,7 @@ __all__ = [
 Gradient = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 NextIndices = Callable[[], list[torch.Tensor]]
 
-NOISE_RATIO_LIMIT = 0.02
+NOISE_RATIO_LIMIT = 0.5
 """The largest ``noise_ratio`` the automatic step size accepts at a cycle's first draw."""
 
 STEP_SCALE = 1.0
@@ -241,9 +246,9 @@ def gradient_noise(
     next_indices: NextIndices,
     root: torch.Tensor,
     *,
-    batches: int = 16,
-) -> float:
-    """Mean over coordinates of the variance, across minibatches, of ``root * grad U~``.
+    batches: int = 64,
+) -> torch.Tensor:
+    """The variance, across minibatches, of each coordinate of ``root * grad U~``.
 
     Example::
 
@@ -252,12 +257,12 @@ def gradient_noise(
         >>> batches = iter(range(16))
         >>> def gradient(theta, indices):  # +1 or -1: variance 16/15 (unbiased)
         ...     return None, theta + (-1.0) ** indices[0]
-        >>> round(gradient_noise(gradient, torch.zeros(3), lambda: [next(batches)],
-        ...                      torch.ones(3)), 3)
-        1.067
+        >>> gradient_noise(gradient, torch.zeros(3), lambda: [next(batches)], torch.ones(3),
+        ...                batches=16)
+        tensor([1.0667, 1.0667, 1.0667])
     """
     grads = torch.stack([root * gradient(theta, next_indices())[1] for _ in range(batches)])
-    return float(grads.double().var(dim=0).mean())
+    return grads.double().var(dim=0).to(theta.dtype)
 
 
 @dataclass(frozen=True)
@@ -267,13 +272,15 @@ class Tuning:
     ``step_size`` is ``eta_1`` (dimensionless, in preconditioned units when
     ``preconditioner`` is not ``None``), ``preconditioner`` the diagonal ``G``,
     ``lambda_max`` the stiffest preconditioned curvature, ``noise_ratio`` the ratio at
-    the first draw's step size, ``noise_limited`` whether the noise lowered the step.
+    the first draw's step size, ``noise_limited`` whether the noise lowered the step,
+    ``noise`` the per-coordinate variance ``V / (2 alpha T)`` per unit step (the noise
+    correction's; ``None``: no correction).
 
     Example::
 
         >>> import torch
         >>> from pyro_csg.tuning import Tuning
-        >>> Tuning(0.5, torch.ones(2), 2.0, 0.01, False).report()["step_size"]
+        >>> Tuning(0.5, torch.ones(2), 2.0, 0.01, False, None).report()["step_size"]
         0.5
     """
 
@@ -282,6 +289,7 @@ class Tuning:
     lambda_max: float
     noise_ratio: float
     noise_limited: bool
+    noise: torch.Tensor | None = None
 
     def report(self) -> dict[str, float | bool]:
         """The scalars, for ``hyperparameters()`` and ArviZ ``attrs``."""
@@ -293,7 +301,7 @@ class Tuning:
         }
 
     def state_dict(self) -> dict:
-        return {**self.report(), "preconditioner": self.preconditioner}
+        return {**self.report(), "preconditioner": self.preconditioner, "noise": self.noise}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Tuning:
@@ -303,6 +311,7 @@ class Tuning:
             float(state["lambda_max"]),
             float(state["noise_ratio"]),
             bool(state["noise_limited"]),
+            state.get("noise"),
         )
 
 
@@ -354,14 +363,18 @@ def tune(
     step_size = STEP_SCALE / lambda_max
     # The noise where the chain will be: one posterior standard deviation from theta.
     shift = root * torch.randn(theta.shape, generator=generator, device=generator.device).to(theta)
-    noise = gradient_noise(gradient, theta + shift, next_indices, root)
-    ratio_per_step = noise / (2.0 * friction * temperature)
-    ratio = step_size * first_draw_factor * ratio_per_step
-    limited = ratio > NOISE_RATIO_LIMIT
-    if limited:
-        step_size = NOISE_RATIO_LIMIT / (first_draw_factor * ratio_per_step)
-        ratio = NOISE_RATIO_LIMIT
-    return Tuning(step_size, preconditioner, lambda_max, ratio, limited)
+    per_step = gradient_noise(gradient, theta + shift, next_indices, root) / (
+        2.0 * friction * temperature
+    )
+    mean, worst = float(per_step.mean()), float(per_step.max())
+    limit = min(
+        NOISE_RATIO_LIMIT / (first_draw_factor * mean) if mean > 0 else math.inf,
+        1.0 / (first_draw_factor * worst) if worst > 0 else math.inf,
+    )
+    limited = step_size > limit
+    step_size = min(step_size, limit)
+    ratio = step_size * first_draw_factor * mean
+    return Tuning(step_size, preconditioner, lambda_max, ratio, limited, per_step)
 
 
 def _floored(h: torch.Tensor) -> torch.Tensor:

@@ -39,19 +39,19 @@ def baseball_run(kernel_class, lr, checkpoint=None):
 
 
 def test_a_chain_that_runs_away_is_flagged_and_its_draws_marked_diverging(tmp_path):
-    # cSGHMC at lr 0.001: no NaN, yet `scale` reaches 1e5 (NUTS: 0.15 +- 0.09); each cycle's
+    # cSGHMC at lr 0.001: no NaN, yet `scale` reaches 5e3 (NUTS: 0.15 +- 0.09); each cycle's
     # large first steps throw the chain up the funnel and its small last steps do not
     # bring it back.
     mcmc, notes = baseball_run(CyclicalSGHMC, 0.001, checkpoint=tmp_path / "run")
     assert mcmc.get_samples()["scale"].max() > 100
     (note,) = notes
-    assert "cycle(s) [1, 2, 4," in note and "marked diverging" in note
+    assert "cycle(s) [1, 4, 5," in note and "marked diverging" in note
     assert "Compare runs at 10 times larger and 10 times smaller step_size" in note
     divergences = mcmc._diagnostics[0]["divergences"]
-    assert len(divergences) == 15 * 4
+    assert len(divergences) == 11 * 4
     idata = to_inference_data(mcmc, log_likelihood=False)
     diverging = idata.sample_stats["diverging"].values[0]
-    assert diverging.sum() == 60 and diverging[list(divergences)].all()
+    assert diverging.sum() == 44 and diverging[list(divergences)].all()
     # The flagged draws are the absurd ones.
     scale = idata.posterior["scale"].values[0]
     assert np.median(scale[diverging]) > 10 * np.median(scale[~diverging])

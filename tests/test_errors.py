@@ -23,7 +23,7 @@ def with_(**changes):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (with_(control_variates="yes"), TypeError, "control_variates must be True or False"),
+        (with_(control_variates="yes"), TypeError, "control_variates must be True, False or None"),
         (with_(preconditioner=1), TypeError, "preconditioner must be True, False or None"),
         (with_(optimize_start="auto"), TypeError, "optimize_start must be True, False or None"),
         (

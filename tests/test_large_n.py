@@ -88,7 +88,7 @@ def test_the_simplest_call_is_accurate_at_large_n_over_b(kernel_class):
     assert error < 0.3
     assert 0.85 < ratio.min() and ratio.max() < 1.15, ratio
     report = kernel.hyperparameters()
-    assert report["step_size"] == "auto" and report["control_variates"] is True
+    assert report["step_size"] == "auto" and report["control_variates"] in (True, "auto")
     assert report["tuned_step_size"][0] > 0 and report["start_steps"][0] > 0
     assert report["noise_ratio"][0] <= NOISE_RATIO_LIMIT + 1e-9
 
@@ -96,21 +96,23 @@ def test_the_simplest_call_is_accurate_at_large_n_over_b(kernel_class):
 def test_without_control_variates_the_noise_limits_the_step_with_a_warning():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        kernel, _, _ = large_n_run(CyclicalSGHMC, 0, cycles=2)
+        kernel, _, _ = large_n_run(CyclicalSGHMC, 0, cycles=2, control_variates=False)
     messages = [str(w.message) for w in caught]
     assert any(
-        "noise limited the automatic step size" in m and "control_variates=True" in m
+        "noise limited the automatic step size" in m and "drop control_variates=False" in m
         for m in messages
     ), messages
     report = kernel.hyperparameters()
-    assert report["noise_ratio"][0] == pytest.approx(NOISE_RATIO_LIMIT)
+    assert 0 < report["noise_ratio"][0] <= NOISE_RATIO_LIMIT + 1e-9
 
 
 @pytest.mark.parametrize("kernel_class", [CyclicalSGHMC, CyclicalSGLD])
 def test_with_the_defaults_the_first_cycle_carries_no_burn_in(kernel_class):
     # From init_to_uniform, a small fixed step needs far longer than one cycle to reach a
     # posterior of N = 1e5 (sds ~0.003); the defaults start in its bulk.
-    _, travelling, _ = large_n_run(kernel_class, 0, cycles=1, step_size=1e-7, optimize_start=False)
+    _, travelling, _ = large_n_run(
+        kernel_class, 0, cycles=1, step_size=1e-7, optimize_start=False, control_variates=False
+    )
     assert travelling > 5
     for seed in range(3):
         _, error, _ = large_n_run(kernel_class, seed, cycles=1, control_variates=True)

@@ -1,0 +1,282 @@
+"""Accuracy and cost at large N: Bayesian logistic regression, N = 1e4 to 1e6.
+
+Model: D = 10 weights and an intercept, N(0, 1) priors, a Bernoulli likelihood with logits
+``x @ w + b``; the data are drawn from the model (seed 0). Every sampler runs one chain
+on one torch thread, one after another in this process:
+
+* ``cSGLD`` and ``cSGHMC`` with their defaults (automatic step size, diagonal
+  preconditioner, optimisation stage), with and without ``control_variates=True``;
+* Pyro's NUTS on the full data where ``N <= --nuts-max`` (else its cost is extrapolated
+  from its gradient count at the largest N it ran and the measured cost of one
+  full-data gradient at this N; the table says so);
+* when the optional ``peers`` extra is installed (``pip install -e '.[peers]'``), NumPyro's
+  NUTS and HMCECS (Taylor proxy at the MAP) on the same data; skipped if absent.
+
+Reference: the Laplace approximation at the MAP (Newton's method in float64), which at
+these N is within a few hundredths of a posterior sd of NUTS (the table's first rows
+measure that at the smallest N).
+
+Columns: max |mean error| and the range of sd ratios, both against the reference and in
+posterior sds; min bulk ESS over the 11 parameters (ArviZ); wall seconds; gradient
+evaluations (minibatch or full-data calls); per-datum gradients (each call counts its
+data); ESS per second; and per-datum gradients per effective draw.
+
+    python benchmarks/large_n.py                  # N = 1e4, 1e5, 1e6 (~10 minutes)
+    python benchmarks/large_n.py --sizes 1e4 --cycles 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import MCMC, NUTS
+
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg.potential import ModelPotential
+
+D = 10
+
+
+def make_data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, D, generator=generator)
+    w = torch.randn(D, generator=generator) * 0.5
+    logits = x @ w - 0.5
+    y = torch.bernoulli(torch.sigmoid(logits), generator=generator)
+    return x, y
+
+
+def logistic(x, y, subsample_size=None):
+    w = pyro.sample("w", dist.Normal(torch.zeros(D), 1.0).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+        pyro.sample("obs", dist.Bernoulli(logits=x[idx] @ w + b), obs=y[idx])
+
+
+def laplace(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sds of the Laplace approximation, parameters ordered (w_1..w_D, b)."""
+    design = torch.cat([x, torch.ones(len(x), 1)], dim=1).double()
+    target = y.double()
+    theta = torch.zeros(D + 1, dtype=torch.float64)
+    for _ in range(50):
+        p = torch.sigmoid(design @ theta)
+        grad = design.T @ (target - p) - theta
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + torch.eye(D + 1).double()
+        step = torch.linalg.solve(hessian, grad)
+        theta = theta + step
+        if step.abs().max() < 1e-12:
+            break
+    covariance = torch.linalg.inv(hessian)
+    return theta.numpy(), covariance.diagonal().sqrt().numpy()
+
+
+class Counter:
+    """Counts the potential's gradient calls and the data they read."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.data = 0
+        self._originals = {}
+
+    def __enter__(self):
+        counter = self
+        for name in ("value_and_grad", "eager_value_and_grad"):
+            original = getattr(ModelPotential, name)
+            self._originals[name] = original
+
+            def counted(potential, flat, indices=(), *rest, _original=original, _name=name):
+                if _name == "value_and_grad" or not potential.compiled:
+                    counter.calls += 1
+                    counter.data += sum(len(index) for index in indices) or potential_size(
+                        potential
+                    )
+                return _original(potential, flat, indices, *rest)
+
+            setattr(ModelPotential, name, counted)
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self._originals.items():
+            setattr(ModelPotential, name, original)
+
+
+def potential_size(potential) -> int:
+    x = potential.model_args[0]
+    return int(x.shape[0])
+
+
+def summarise(draws: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> dict:
+    """draws: (num_draws, D + 1)."""
+    error = np.abs(draws.mean(0) - mean) / sd
+    ratio = draws.std(0, ddof=1) / sd
+    ess = az.ess(az.convert_to_dataset({"theta": draws[None]}))["theta"].values
+    return {"error": error.max(), "ratio": (ratio.min(), ratio.max()), "ess": float(ess.min())}
+
+
+def flat_draws(samples: dict) -> np.ndarray:
+    w = np.asarray(samples["w"], dtype=np.float64)
+    b = np.asarray(samples["b"], dtype=np.float64).reshape(-1, 1)
+    return np.concatenate([w, b], axis=1)
+
+
+def run_csg(kernel_class, x, y, batch, cycles, control_variates, seed):
+    pyro.set_rng_seed(seed)
+    kernel = kernel_class(logistic, control_variates=control_variates)
+    mcmc = MCMC(kernel, num_samples=4 * cycles, warmup_steps=0, disable_progbar=True)
+    with Counter() as counter, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        mcmc.run(x, y, batch)
+        seconds = time.perf_counter() - start
+    return flat_draws(mcmc.get_samples()), seconds, counter.calls, counter.data
+
+
+def run_nuts(x, y, num_samples, seed):
+    # Pyro's HMC runs the model once per potential-and-gradient evaluation.
+    calls = [0]
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return logistic(*args, **kwargs)
+
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(
+        NUTS(counted), num_samples=num_samples, warmup_steps=num_samples, disable_progbar=True
+    )
+    start = time.perf_counter()
+    mcmc.run(x, y, None)
+    seconds = time.perf_counter() - start
+    return flat_draws(mcmc.get_samples()), seconds, calls[0], calls[0] * len(x)
+
+
+def full_gradient_seconds(x, y, repeats=20) -> float:
+    """Wall seconds of one full-data gradient of the Pyro potential (as NUTS takes it)."""
+    potential = ModelPotential(logistic, (x, y, None), {}, pyro.infer.autoguide.init_to_median)
+    theta = torch.zeros(D + 1)
+    potential.eager_value_and_grad(theta)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        potential.eager_value_and_grad(theta)
+    return (time.perf_counter() - start) / repeats
+
+
+def run_numpyro(x, y, num_samples, seed, hmcecs_batch=None):
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as ndist
+    from numpyro.infer import HMCECS
+    from numpyro.infer import MCMC as NMCMC
+    from numpyro.infer import NUTS as NNUTS
+
+    xs, ys = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
+
+    def model(xs, ys, subsample_size=None):
+        w = numpyro.sample("w", ndist.Normal(jnp.zeros(D), 1.0).to_event(1))
+        b = numpyro.sample("b", ndist.Normal(0.0, 1.0))
+        with numpyro.plate("data", xs.shape[0], subsample_size=subsample_size):
+            xb = numpyro.subsample(xs, event_dim=1)
+            yb = numpyro.subsample(ys, event_dim=0)
+            numpyro.sample("obs", ndist.Bernoulli(logits=xb @ w + b), obs=yb)
+
+    key = jax.random.PRNGKey(seed)
+    if hmcecs_batch is None:
+        kernel = NNUTS(model)
+        args = (xs, ys)
+    else:
+        mean, _ = laplace(x, y)
+        reference = {"w": jnp.asarray(mean[:D]), "b": jnp.asarray(mean[D])}
+        kernel = HMCECS(NNUTS(model), num_blocks=100, proxy=HMCECS.taylor_proxy(reference))
+        args = (xs, ys, hmcecs_batch)
+    mcmc = NMCMC(kernel, num_warmup=num_samples, num_samples=num_samples, progress_bar=False)
+    start = time.perf_counter()
+    mcmc.run(key, *args)
+    jax.block_until_ready(mcmc.get_samples()["w"])
+    seconds = time.perf_counter() - start
+    return flat_draws(mcmc.get_samples()), seconds
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e4, 1e5, 1e6])
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--cycles", type=int, default=25, help="cycles of 1000 steps")
+    parser.add_argument("--nuts-draws", type=int, default=500)
+    parser.add_argument("--nuts-max", type=float, default=1e4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        import numpyro  # noqa: F401
+
+        peers = True
+    except ImportError:
+        peers = False
+    print(
+        f"torch {torch.__version__}, pyro {pyro.__version__}, one thread; B = {args.batch}, "
+        f"{args.cycles} cycles of 1000 steps (4 draws each); NumPyro peers "
+        + ("on" if peers else "skipped (pip install -e '.[peers]')")
+    )
+    header = (
+        f"{'N':>9} {'sampler':<22} {'max err':>8} {'sd ratio':>11} {'ESS':>6} "
+        f"{'wall s':>7} {'grad evals':>10} {'per-datum':>10} {'ESS/s':>7} "
+        f"{'datum/ESS':>10}"
+    )
+    print(header)
+    nuts_gradients_per_ess = None
+    for size in args.sizes:
+        n = int(size)
+        x, y = make_data(n, args.seed)
+        mean, sd = laplace(x, y)
+
+        def row(name, draws, seconds, calls, data, note="", n=n, mean=mean, sd=sd):
+            stats = summarise(draws, mean, sd)
+            ess = stats["ess"]
+            print(
+                f"{n:>9} {name:<22} {stats['error']:>8.3f} "
+                f"{stats['ratio'][0]:>5.2f}-{stats['ratio'][1]:<5.2f} {ess:>6.0f} "
+                f"{seconds:>7.1f} {calls:>10.3g} {data:>10.3g} {ess / seconds:>7.2f} "
+                f"{data / ess:>10.3g}{note}",
+                flush=True,
+            )
+            return stats
+
+        if n <= args.nuts_max:
+            draws, seconds, calls, data = run_nuts(x, y, args.nuts_draws, args.seed)
+            stats = row("Pyro NUTS", draws, seconds, calls, data)
+            nuts_gradients_per_ess = calls / stats["ess"]
+        elif nuts_gradients_per_ess is not None:
+            per_gradient = full_gradient_seconds(x, y)
+            ess = args.nuts_draws
+            calls = nuts_gradients_per_ess * ess
+            print(
+                f"{n:>9} {'Pyro NUTS (extrap.)':<22} {'':>8} {'':>11} {ess:>6} "
+                f"{calls * per_gradient:>7.0f} {calls:>10.3g} {calls * n:>10.3g} "
+                f"{ess / (calls * per_gradient):>7.2f} {calls * n / ess:>10.3g}"
+                "  (gradients per ESS from the smallest N, timed full gradients)",
+                flush=True,
+            )
+        for kernel_class in (CyclicalSGLD, CyclicalSGHMC):
+            for cv in (False, True):
+                name = f"c{kernel_class.__name__[8:]}" + (" + CV" if cv else "")
+                draws, seconds, calls, data = run_csg(
+                    kernel_class, x, y, args.batch, args.cycles, cv, args.seed
+                )
+                row(name, draws, seconds, calls, data)
+        if peers:
+            draws, seconds = run_numpyro(x, y, args.nuts_draws, args.seed)
+            row("NumPyro NUTS", draws, seconds, math.nan, math.nan)
+            draws, seconds = run_numpyro(x, y, args.nuts_draws, args.seed, args.batch * 10)
+            row("NumPyro HMCECS", draws, seconds, math.nan, math.nan)
+
+
+if __name__ == "__main__":
+    main()
