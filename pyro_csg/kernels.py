@@ -27,7 +27,7 @@ from .checkpoint import (
 )
 from .diagnostics import runaway_cycles
 from .diffusions import Diffusion, sghmc, sgld
-from .gradients import Centre, _single_plate, centre_at, control_variates
+from .gradients import Centre, _single_plate, centre_at, control_variates, full_value_and_grad
 from .potential import FunctionPotential, ModelPotential
 from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive, _is_number
 from .state import ChainState
@@ -756,8 +756,15 @@ class _CyclicalSGMCMC(MCMCKernel):
         if not getattr(potential, "compiled", False):
             return  # an eager potential may be stochastic: nothing to compare
         state = chain.state
-        energy, _ = chain.gradient(state.theta, [cursor.last() for cursor in chain.batches])
-        saved = state.energy
+        if state.centre is not None:
+            # Control variates: U~ at the state differs from the raw U~ by U(theta_hat)
+            # minus its estimate, and a changed prior may cancel out of it; the full-data
+            # potential at the centre does not hide such a change.
+            energy, _ = full_value_and_grad(potential, state.centre.theta)
+            saved = state.centre.energy
+        else:
+            energy, _ = chain.gradient(state.theta, [cursor.last() for cursor in chain.batches])
+            saved = state.energy
         if not torch.allclose(energy, saved, rtol=1e-4, atol=1e-6 * float(saved.abs()) + 1e-6):
             raise CheckpointError(
                 f"the potential at the saved parameters is {float(energy):.6g} with this model "

@@ -405,6 +405,7 @@ class ModelPotential(_Potential):
         super().__init__(sites)
         self.transforms = {site.name: site.transform for site in self.sites}
         self._graph = None
+        self.windows_vectorise: bool | None = None  # set by the first full-data pass
 
     # -- eager -----------------------------------------------------------------------------
     def __call__(
@@ -524,11 +525,21 @@ class ModelPotential(_Potential):
             # forward() itself: nn.Module.__call__'s hook machinery costs a few µs a step.
             return self._graph.forward(flat, *indices)
 
+    def vectorised(
+        self, flat: torch.Tensor, windows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``U~`` and its gradient at one ``theta`` for each row of ``windows`` (a
+        ``(K, B)`` tensor of indices of the one subsampled plate), in one vmapped call of
+        the traced graph; shapes ``(K,)`` and ``(K, D)``."""
+        with torch.no_grad():
+            return torch.func.vmap(self._graph.forward, in_dims=(None, 0))(flat, windows)
+
     def __getstate__(self):
         # A traced graph holds references to the data and does not pickle: it is rebuilt.
         state = self.__dict__.copy()
         state["_graph"] = None
         state["compiled"] = False
+        state["windows_vectorise"] = None
         return state
 
 

@@ -36,9 +36,13 @@ def test_the_full_data_gradient_is_exact(n, batch):
     assert potential.compile(theta) is None
     full = ModelPotential(heteroscedastic, (x, y, None), {}, init_to_median)
     want_energy, want_grad = full.eager_value_and_grad(theta)
-    energy, grad = full_value_and_grad(potential, theta)
-    torch.testing.assert_close(energy, want_energy, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(grad, want_grad, rtol=1e-5, atol=1e-4)
+    for vectorise in (True, False):  # windows in one vmapped call, and one by one
+        potential.windows_vectorise = None if vectorise else False
+        energy, grad = full_value_and_grad(potential, theta)
+        torch.testing.assert_close(energy, want_energy, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(grad, want_grad, rtol=1e-5, atol=1e-4)
+        if n // batch >= 2:
+            assert potential.windows_vectorise is vectorise
 
 
 def test_control_variates_are_unbiased_and_quiet_near_the_centre():

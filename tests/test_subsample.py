@@ -163,6 +163,7 @@ def test_the_kernel_feeds_the_model_one_permutation_per_epoch():
         samples_per_cycle=1,
         compile_potential=False,
         optimize_start=False,
+        control_variates=False,  # every batch the model sees is the chain's
     )
     pyro.set_rng_seed(0)
     kernel.setup(0, y)
