@@ -79,7 +79,8 @@ def laplace(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Counter:
-    """Counts the potential's gradient calls and the data they read."""
+    """Counts the potential's gradient calls and the data they read (a vectorised call of
+    the full-data pass counts once, with all of its windows' data)."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -101,6 +102,15 @@ class Counter:
                 return _original(potential, flat, indices, *rest)
 
             setattr(ModelPotential, name, counted)
+        original = ModelPotential.vectorised
+        self._originals["vectorised"] = original
+
+        def vectorised(potential, flat, windows, _original=original):
+            counter.calls += 1
+            counter.data += windows.numel()
+            return _original(potential, flat, windows)
+
+        ModelPotential.vectorised = vectorised
         return self
 
     def __exit__(self, *exc):

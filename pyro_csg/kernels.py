@@ -41,6 +41,9 @@ __all__ = ["CyclicalSGLD", "CyclicalSGHMC", "NonFiniteError"]
 # Checking reads a value back from the device, so it is batched rather than per step.
 _CHECK_EVERY = 100
 
+# The automatic step size's schedule never falls below this fraction of eta_1.
+AUTO_FLOOR = 0.0
+
 
 class NonFiniteError(RuntimeError):
     """The potential energy or the parameters became NaN or infinite during sampling.
@@ -655,7 +658,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         if state.started:  # resumed: the tuning and the centre come with the state
             chain.use_centre(state.centre)
             if state.tuning is not None and self.auto_step_size:
-                chain.schedule = CosineCyclical(state.tuning.step_size, self.steps_per_cycle)
+                chain.schedule = self._auto_schedule(state.tuning.step_size)
         if chain.verify_potential:
             self._verify_potential(chain)
         if state.started:
@@ -685,7 +688,8 @@ class _CyclicalSGMCMC(MCMCKernel):
             chain.use_centre(centre)
         tuning = None
         if self.auto_step_size or self.preconditioner:
-            first = self.layout.retained_iteration(0)
+            # The noise is bounded where the sampling stage starts, its largest step.
+            first = self.layout.num_exploration_steps + 1
             factor = CosineCyclical(1.0, self.steps_per_cycle)(first)
             try:
                 tuning = tune(
@@ -701,7 +705,7 @@ class _CyclicalSGMCMC(MCMCKernel):
             except FloatingPointError as error:
                 raise NonFiniteError(f"{type(self).__name__}: {error}") from None
             if self.auto_step_size:
-                chain.schedule = CosineCyclical(tuning.step_size, self.steps_per_cycle)
+                chain.schedule = self._auto_schedule(tuning.step_size)
                 if tuning.step_size * tuning.lambda_max < 0.1:  # ten times below curvature's
                     warnings.warn(self._noise_message(tuning), stacklevel=3)
         energy, grad = chain.gradient(theta, chain.next_indices())
@@ -716,6 +720,10 @@ class _CyclicalSGMCMC(MCMCKernel):
             centre=centre,
             start_steps=start_steps,
         )
+
+    def _auto_schedule(self, step_size: float) -> CosineCyclical:
+        """The cosine schedule at the tuned ``eta_1``, with the floor ``AUTO_FLOOR``."""
+        return CosineCyclical(step_size, self.steps_per_cycle, floor=AUTO_FLOOR)
 
     def _uses_centre(self, chain: _Chain) -> bool:
         """Whether the chain's gradients use control variates: by default for models with
@@ -861,6 +869,13 @@ class _CyclicalSGMCMC(MCMCKernel):
         exploration_steps = layout.num_exploration_steps
         # The centre moves after the last exploration step (the end of a cycle if none).
         recentre_at = (exploration_steps - 1) % steps_per_cycle if state.centre is not None else -1
+        # The new centre is the mean of the last tenth of the exploration stage's iterates:
+        # SGD's last iterate wanders by its gradient noise, the mean of its iterates less
+        # (Polyak averaging), and the control variates' noise grows with the distance from
+        # the centre to the mode.
+        averaged = max(1, exploration_steps // 10) if exploration_steps else 1
+        average_from = (recentre_at - averaged + 1) % steps_per_cycle
+        total, summed = None, 0
         centre = state.centre
         update, rescale = chain.update, chain.rescale
         gradient, batches, generator = chain.gradient, chain.batches, chain.generator
@@ -893,8 +908,15 @@ class _CyclicalSGMCMC(MCMCKernel):
                 grad = grad * mass
                 xi = None if xi is None else xi * root
             theta, algorithm = update(theta, algorithm, grad, eta, xi)
-            if (k - 1) % steps_per_cycle == recentre_at:
-                centre = centre_at(chain.potential, theta)
+            position = (k - 1) % steps_per_cycle
+            if recentre_at >= 0 and average_from <= position <= recentre_at:
+                if position == average_from or total is None:
+                    total, summed = theta.clone(), 1
+                else:
+                    total, summed = total.add_(theta), summed + 1
+            if position == recentre_at:
+                centre = centre_at(chain.potential, total / summed)
+                total = None
                 chain.use_centre(centre)
                 gradient = chain.gradient
             energy, grad = gradient(theta, [cursor.next() for cursor in batches])
