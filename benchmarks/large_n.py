@@ -32,116 +32,28 @@ import math
 import time
 import warnings
 
-import arviz as az
-import numpy as np
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import MCMC, NUTS
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg.examples.large_logistic import (
+    D,
+    GradientCounter,
+    flat_draws,
+    laplace,
+    logistic,
+    make_data,
+)
+from pyro_csg.examples.large_logistic import accuracy as summarise
 from pyro_csg.potential import ModelPotential
-
-D = 10
-
-
-def make_data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, D, generator=generator)
-    w = torch.randn(D, generator=generator) * 0.5
-    logits = x @ w - 0.5
-    y = torch.bernoulli(torch.sigmoid(logits), generator=generator)
-    return x, y
-
-
-def logistic(x, y, subsample_size=None):
-    w = pyro.sample("w", dist.Normal(torch.zeros(D), 1.0).to_event(1))
-    b = pyro.sample("b", dist.Normal(0.0, 1.0))
-    with pyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
-        pyro.sample("obs", dist.Bernoulli(logits=x[idx] @ w + b), obs=y[idx])
-
-
-def laplace(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sds of the Laplace approximation, parameters ordered (w_1..w_D, b)."""
-    design = torch.cat([x, torch.ones(len(x), 1)], dim=1).double()
-    target = y.double()
-    theta = torch.zeros(D + 1, dtype=torch.float64)
-    for _ in range(50):
-        p = torch.sigmoid(design @ theta)
-        grad = design.T @ (target - p) - theta
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + torch.eye(D + 1).double()
-        step = torch.linalg.solve(hessian, grad)
-        theta = theta + step
-        if step.abs().max() < 1e-12:
-            break
-    covariance = torch.linalg.inv(hessian)
-    return theta.numpy(), covariance.diagonal().sqrt().numpy()
-
-
-class Counter:
-    """Counts the potential's gradient calls and the data they read (a vectorised call of
-    the full-data pass counts once, with all of its windows' data)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.data = 0
-        self._originals = {}
-
-    def __enter__(self):
-        counter = self
-        for name in ("value_and_grad", "eager_value_and_grad"):
-            original = getattr(ModelPotential, name)
-            self._originals[name] = original
-
-            def counted(potential, flat, indices=(), *rest, _original=original, _name=name):
-                if _name == "value_and_grad" or not potential.compiled:
-                    counter.calls += 1
-                    counter.data += sum(len(index) for index in indices) or potential_size(
-                        potential
-                    )
-                return _original(potential, flat, indices, *rest)
-
-            setattr(ModelPotential, name, counted)
-        original = ModelPotential.vectorised
-        self._originals["vectorised"] = original
-
-        def vectorised(potential, flat, windows, _original=original):
-            counter.calls += 1
-            counter.data += windows.numel()
-            return _original(potential, flat, windows)
-
-        ModelPotential.vectorised = vectorised
-        return self
-
-    def __exit__(self, *exc):
-        for name, original in self._originals.items():
-            setattr(ModelPotential, name, original)
-
-
-def potential_size(potential) -> int:
-    x = potential.model_args[0]
-    return int(x.shape[0])
-
-
-def summarise(draws: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> dict:
-    """draws: (num_draws, D + 1)."""
-    error = np.abs(draws.mean(0) - mean) / sd
-    ratio = draws.std(0, ddof=1) / sd
-    ess = az.ess(az.convert_to_dataset({"theta": draws[None]}))["theta"].values
-    return {"error": error.max(), "ratio": (ratio.min(), ratio.max()), "ess": float(ess.min())}
-
-
-def flat_draws(samples: dict) -> np.ndarray:
-    w = np.asarray(samples["w"], dtype=np.float64)
-    b = np.asarray(samples["b"], dtype=np.float64).reshape(-1, 1)
-    return np.concatenate([w, b], axis=1)
 
 
 def run_csg(kernel_class, x, y, batch, cycles, control_variates, seed):
     pyro.set_rng_seed(seed)
     kernel = kernel_class(logistic, control_variates=control_variates)
     mcmc = MCMC(kernel, num_samples=4 * cycles, warmup_steps=0, disable_progbar=True)
-    with Counter() as counter, warnings.catch_warnings():
+    with GradientCounter() as counter, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
         mcmc.run(x, y, batch)
