@@ -41,9 +41,6 @@ __all__ = ["CyclicalSGLD", "CyclicalSGHMC", "NonFiniteError"]
 # Checking reads a value back from the device, so it is batched rather than per step.
 _CHECK_EVERY = 100
 
-# The automatic step size's schedule never falls below this fraction of eta_1.
-AUTO_FLOOR = 0.0
-
 
 class NonFiniteError(RuntimeError):
     """The potential energy or the parameters became NaN or infinite during sampling.
@@ -701,6 +698,10 @@ class _CyclicalSGMCMC(MCMCKernel):
                     friction=getattr(self, "friction", 1.0),
                     temperature=self.temperature,
                     precondition=self.preconditioner,
+                    batches_per_epoch=min(
+                        (plate.batches_per_epoch for plate in chain.potential.plates),
+                        default=None,
+                    ),
                 )
             except FloatingPointError as error:
                 raise NonFiniteError(f"{type(self).__name__}: {error}") from None
@@ -722,8 +723,8 @@ class _CyclicalSGMCMC(MCMCKernel):
         )
 
     def _auto_schedule(self, step_size: float) -> CosineCyclical:
-        """The cosine schedule at the tuned ``eta_1``, with the floor ``AUTO_FLOOR``."""
-        return CosineCyclical(step_size, self.steps_per_cycle, floor=AUTO_FLOOR)
+        """The cosine schedule at the tuned ``eta_1``."""
+        return CosineCyclical(step_size, self.steps_per_cycle)
 
     def _uses_centre(self, chain: _Chain) -> bool:
         """Whether the chain's gradients use control variates: by default for models with
@@ -1096,8 +1097,18 @@ class CyclicalSGLD(_CyclicalSGMCMC):
     with ``xi ~ N(0, I)``. Exploration steps add no noise: they are SGD, which carries the
     chain into a new mode at the start of every cycle; the sampling steps explore that mode.
 
-    **Step size.** In units of ``U``, which grows with the number of data points ``N``. A
-    deep-learning learning rate ``lr`` on a *mean* loss corresponds to ``step_size = lr / N``.
+    **Step size.** By default (``step_size=None``) chosen at the start of each chain, with
+    a diagonal preconditioner ``G`` (see :mod:`pyro_csg.tuning`): the update then uses
+    ``G * grad U~`` and ``sqrt(G) * xi``, and ``eta_1 = 1 / lambda_max`` is dimensionless;
+    the measured minibatch noise is subtracted from the injected noise. An explicit
+    ``step_size`` is in units of ``U``, which grows with the number of data points ``N``:
+    a deep-learning learning rate ``lr`` on a *mean* loss corresponds to
+    ``step_size = lr / N``.
+
+    **Large data.** For a model with one subsampled plate the gradient is by default the
+    control-variate estimate around a centre moved at the end of every exploration
+    stage (:mod:`pyro_csg.gradients`), and an optimisation stage (Adam) brings the chain
+    to the posterior's bulk before the first cycle.
 
     **Temperature.** ``T = 1`` (default) samples the posterior; ``T < 1`` a cold posterior
     ``p(theta | data) ** (1 / T)``, as the paper's deep-learning experiments do.
@@ -1119,8 +1130,8 @@ class CyclicalSGLD(_CyclicalSGMCMC):
     :param model: a Pyro model (give this or ``potential_fn``).
     :param potential_fn: a callable from a dict of unconstrained tensors to the (possibly
         stochastic) potential; then pass ``initial_params`` to ``MCMC``.
-    :param float step_size: the largest step size ``eta_1`` of each cycle, ``> 0``.
-        Required unless ``schedule`` is given.
+    :param float step_size: the largest step size ``eta_1`` of each cycle, ``> 0``;
+        ``None`` (default, without ``schedule``): chosen at the start.
     :param int steps_per_cycle: ``L``, iterations per cycle (default 1000).
     :param float exploration_fraction: ``beta`` in [0, 1) (default 0.5). The paper's
         deep-learning runs use 0.8 to 0.9, which spends most of a cycle finding a mode; at
@@ -1146,6 +1157,14 @@ class CyclicalSGLD(_CyclicalSGMCMC):
         retained draw is written there as it is made, the chain's state at the end of
         every cycle and when the run stops early, and running the same script again
         resumes (bit for bit on the CPU). See :mod:`pyro_csg.checkpoint`.
+    :param bool control_variates: estimate gradients with control variates (default
+        ``None``: for models with exactly one subsampled plate). Each step then costs two
+        minibatch gradients and each cycle one full-data pass.
+    :param bool preconditioner: a diagonal preconditioner measured at the start (default
+        ``None``: with the automatic step size); with an explicit ``step_size`` it makes
+        that step dimensionless.
+    :param bool optimize_start: run Adam until the minibatch potential stops falling
+        before the first cycle (default ``None``: for models with a subsampled plate).
 
     **Randomness.** Each chain draws its Langevin noise and its minibatch permutations from
     its own ``torch.Generator``, seeded from Pyro's RNG at set-up: ``pyro.set_rng_seed``

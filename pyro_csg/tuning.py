@@ -61,6 +61,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "exact_diagonal",
     "StartReport",
     "Tuning",
     "optimize_start",
@@ -77,6 +78,15 @@ NOISE_RATIO_LIMIT = 0.5
 """The largest ``noise_ratio`` the automatic step size accepts at a cycle's first draw."""
 
 STEP_SCALE = 1.0
+
+NOISE_POINTS = 4
+"""Points at which the minibatch noise is measured (64 minibatches each)."""
+
+WORST_RATIO_LIMIT = 1.0
+"""The largest ``noise_ratio`` of any one coordinate at a cycle's first sampling step."""
+
+EXACT_DIAGONAL = 256
+"""Up to this many parameters the Hessian's diagonal is probed one coordinate at a time."""
 """``eta_1 = STEP_SCALE / lambda_max``."""
 
 
@@ -206,6 +216,42 @@ def hessian_diagonal(
     return total / (probes * scale)
 
 
+def exact_diagonal(
+    gradient: Gradient,
+    theta: torch.Tensor,
+    next_indices: NextIndices,
+    generator: torch.Generator,
+    *,
+    scale: torch.Tensor | None = None,
+    probes: int = 32,
+    eps: float = 0.1,
+) -> torch.Tensor:
+    """``diag(grad^2 U)`` one coordinate at a time: ``h_j`` from a central difference along
+    ``e_j`` (step ``eps * s_j``), averaged over ``max(1, probes // D)`` minibatches; the
+    same arguments as :func:`hessian_diagonal` (``generator`` is not used).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.tuning import exact_diagonal
+        >>> H = torch.tensor([[1.0, 3.0], [3.0, 100.0]])  # strongly coupled
+        >>> exact_diagonal(lambda t, i: (None, H @ t), torch.zeros(2), lambda: [],
+        ...                torch.Generator()).round()
+        tensor([  1., 100.])
+    """
+    if scale is None:
+        scale = torch.full_like(theta, 1e-2)
+    size = theta.numel()
+    repeats = max(1, probes // max(size, 1))
+    h = torch.zeros_like(theta)
+    for j in range(size):
+        direction = torch.zeros_like(theta)
+        direction[j] = scale[j]
+        for _ in range(repeats):
+            h[j] += _hvp(gradient, theta, direction, next_indices(), eps)[j] / scale[j]
+    return h / repeats
+
+
 def largest_eigenvalue(
     gradient: Gradient,
     theta: torch.Tensor,
@@ -325,11 +371,16 @@ def tune(
     friction: float = 1.0,
     temperature: float = 1.0,
     precondition: bool = True,
+    batches_per_epoch: int | None = None,
 ) -> Tuning:
     """The preconditioner and ``eta_1`` at ``theta`` (see the module docstring).
 
     ``first_draw_factor`` is ``eta_k / eta_1`` at the cycle's first retained draw;
-    ``friction`` is SGHMC's ``alpha`` (1 for SGLD).
+    ``friction`` is SGHMC's ``alpha`` (1 for SGLD). ``batches_per_epoch`` (``M``) is how
+    many minibatches make an epoch: batches drawn without replacement sum to the full
+    gradient over an epoch, so their noise cancels over the ``1 / alpha`` steps the
+    momentum remembers, and the noise is counted as ``V * max(1 - 1 / (alpha M), 1 / M)``
+    (``None``: independent batches).
 
     Example::
 
@@ -345,10 +396,14 @@ def tune(
     """
     if precondition:
         # Two passes: the second takes its finite-difference steps at the posterior's
-        # scale, which the first pass estimated.
-        rough = hessian_diagonal(gradient, theta, next_indices, generator, probes=8, eps=1e-3)
+        # scale, which the first pass estimated. Up to EXACT_DIAGONAL coordinates, each is
+        # probed alone (Hutchinson's estimator mixes in the off-diagonal terms, which for
+        # correlated parameters swamp the diagonal).
+        exact = theta.numel() <= EXACT_DIAGONAL
+        diagonal = exact_diagonal if exact else hessian_diagonal
+        rough = diagonal(gradient, theta, next_indices, generator, probes=8, eps=1e-3)
         scale = _floored(rough).rsqrt()
-        h = _floored(hessian_diagonal(gradient, theta, next_indices, generator, scale=scale))
+        h = _floored(diagonal(gradient, theta, next_indices, generator, scale=scale))
         preconditioner = 1.0 / h
         root = preconditioner.sqrt()
     else:
@@ -361,15 +416,23 @@ def tune(
             "step_size explicitly"
         )
     step_size = STEP_SCALE / lambda_max
-    # The noise where the chain will be: one posterior standard deviation from theta.
-    shift = root * torch.randn(theta.shape, generator=generator, device=generator.device).to(theta)
-    per_step = gradient_noise(gradient, theta + shift, next_indices, root) / (
-        2.0 * friction * temperature
-    )
+    # The noise where the chain will be: one posterior standard deviation from theta, at
+    # NOISE_POINTS such points (the largest coordinate's estimate decides the step, so it
+    # must not be a single noisy variance).
+    noise = torch.zeros_like(theta)
+    for _ in range(NOISE_POINTS):
+        shift = root * torch.randn(theta.shape, generator=generator, device=generator.device).to(
+            theta
+        )
+        noise += gradient_noise(gradient, theta + shift, next_indices, root)
+    per_step = noise / (NOISE_POINTS * 2.0 * friction * temperature)
+    if batches_per_epoch:
+        memory = 1.0 / friction
+        per_step = per_step * max(1.0 - memory / batches_per_epoch, 1.0 / batches_per_epoch)
     mean, worst = float(per_step.mean()), float(per_step.max())
     limit = min(
         NOISE_RATIO_LIMIT / (first_draw_factor * mean) if mean > 0 else math.inf,
-        1.0 / (first_draw_factor * worst) if worst > 0 else math.inf,
+        WORST_RATIO_LIMIT / (first_draw_factor * worst) if worst > 0 else math.inf,
     )
     limited = step_size > limit
     step_size = min(step_size, limit)

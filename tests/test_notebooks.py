@@ -2,8 +2,9 @@
 
 Each notebook ends with a cell asserting its headline (cSGHMC agrees with NUTS; cSGLD
 visits clearly more modes than SGLD; cSGHMC's test NLL is no worse than the MAP
-network's; at N = 1e6 the defaults match the reference posterior). Here they run in their reduced size, selected by ``PYRO_CSG_NOTEBOOK_SIZE``,
-so a failed headline fails the test.
+network's; at N = 1e6 the defaults match the reference posterior). Here they run in
+their reduced size, selected by ``PYRO_CSG_NOTEBOOK_SIZE``, so a failed headline fails
+the test.
 """
 
 import json
