@@ -396,7 +396,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         """
         settings = self._fixed_hyperparameters()
         tuned = [chain.state for _, chain in sorted(self._chains.items())]
-        if self.auto_step_size or self.preconditioner:
+        if self.auto_step_size:  # with an explicit step, the tuning's step is not used
             settings["tuned_step_size"] = [
                 math.nan if state.tuning is None else state.tuning.step_size for state in tuned
             ]
