@@ -1,10 +1,13 @@
 """A checkpointed cSGHMC run, started by tests/test_checkpoint.py in a subprocess.
 
-``python checkpoint_run.py FOLDER OUT [--kill-in-save K] [--kill-in-draw-write K]``
+``python checkpoint_run.py FOLDER OUT [--kill-in-save K] [--kill-in-draw-write K]
+[--pause-per-draw SECONDS]``
 runs the same chain every time (seed 0) with ``checkpoint=FOLDER`` and, when it
 finishes, saves its draws and statistics to OUT. The ``--kill-*`` options make the
 process SIGKILL itself in the middle of writing its K-th checkpoint (after half of the
-bytes) or its K-th draw file, moments too short to hit from outside.
+bytes) or its K-th draw file, moments too short to hit from outside. ``--pause-per-draw``
+sleeps after every committed draw, so that a signal sent from outside lands mid-run even
+on a loaded machine.
 """
 
 import argparse
@@ -82,13 +85,31 @@ def _kill_in_draw_write(at: int) -> None:
     store._add_variable = add_variable
 
 
+def _pause_per_draw(seconds: float) -> None:
+    import time
+
+    from pyro_csg.kernels import _CyclicalSGMCMC
+
+    real_sample = _CyclicalSGMCMC._sample
+
+    def _sample(self, chain, params):
+        draw = real_sample(self, chain, params)  # stored and committed
+        time.sleep(seconds)  # still inside the kernel's sample(), like its own work
+        return draw
+
+    _CyclicalSGMCMC._sample = _sample
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder")
     parser.add_argument("out")
     parser.add_argument("--kill-in-save", type=int, default=0)
     parser.add_argument("--kill-in-draw-write", type=int, default=0)
+    parser.add_argument("--pause-per-draw", type=float, default=0.0)
     args = parser.parse_args()
+    if args.pause_per_draw:
+        _pause_per_draw(args.pause_per_draw)
     if args.kill_in_save:
         _kill_in_save(args.kill_in_save)
     if args.kill_in_draw_write:
