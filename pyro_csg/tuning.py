@@ -41,10 +41,10 @@ kernels subtract it (the noise correction of Chen, Fox and Guestrin, 2014): coor
 ``j`` of the injected noise is scaled by ``sqrt(max(0, 1 - eta * V_j / (2 alpha T)))``,
 so that the minibatch noise and the injected noise together have the variance the
 dynamics needs. That is exact only where ``V`` is what was measured, so ``eta_1`` is
-lowered until ``noise_ratio`` is at most ``0.5`` at the cycle's first draw and no
-coordinate's ratio exceeds 1 there (a smaller step mixes more slowly but does not
-inflate the posterior); the kernels warn, with what would help (control variates, a
-larger batch), when that cuts the step tenfold.
+lowered until ``noise_ratio`` is at most ``0.5`` at the sampling stage's first step
+(its largest) and no coordinate's ratio exceeds 1 there (a smaller step mixes more
+slowly but does not inflate the posterior); the kernels warn, with what would help
+(control variates, a larger batch), when that cuts the step tenfold.
 
 When it fails: a posterior whose curvature changes a lot between the start and the
 modes the cycles visit (the step suits the start's curvature), and strongly non-convex
@@ -75,7 +75,8 @@ Gradient = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, 
 NextIndices = Callable[[], list[torch.Tensor]]
 
 NOISE_RATIO_LIMIT = 0.5
-"""The largest ``noise_ratio`` the automatic step size accepts at a cycle's first draw."""
+"""The largest ``noise_ratio`` the automatic step size accepts at the sampling stage's
+first step (the kernels' ``first_draw_factor``)."""
 
 STEP_SCALE = 1.0
 
@@ -318,7 +319,7 @@ class Tuning:
     ``step_size`` is ``eta_1`` (dimensionless, in preconditioned units when
     ``preconditioner`` is not ``None``), ``preconditioner`` the diagonal ``G``,
     ``lambda_max`` the stiffest preconditioned curvature, ``noise_ratio`` the ratio at
-    the first draw's step size, ``noise_limited`` whether the noise lowered the step,
+    the step where it is bounded, ``noise_limited`` whether the noise lowered the step,
     ``noise`` the per-coordinate variance ``V / (2 alpha T)`` per unit step (the noise
     correction's; ``None``: no correction).
 
@@ -375,7 +376,8 @@ def tune(
 ) -> Tuning:
     """The preconditioner and ``eta_1`` at ``theta`` (see the module docstring).
 
-    ``first_draw_factor`` is ``eta_k / eta_1`` at the cycle's first retained draw;
+    ``first_draw_factor`` is ``eta_k / eta_1`` where the noise is bounded (the kernels
+    pass the sampling stage's first step, its largest);
     ``friction`` is SGHMC's ``alpha`` (1 for SGLD). ``batches_per_epoch`` (``M``) is how
     many minibatches make an epoch: batches drawn without replacement sum to the full
     gradient over an epoch, so their noise cancels over the ``1 / alpha`` steps the
