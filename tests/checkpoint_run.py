@@ -101,6 +101,9 @@ def _pause_per_draw(seconds: float) -> None:
 
 
 def main() -> None:
+    # A shell that starts a job in the background (`cmd &`, as CI runners may) makes it
+    # ignore SIGINT, and Python then never raises KeyboardInterrupt: restore Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser()
     parser.add_argument("folder")
     parser.add_argument("out")

@@ -118,7 +118,8 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_draws_bit_for_bit(tmp_
 def test_ctrl_c_keeps_every_draw_and_the_run_resumes(tmp_path, reference):
     folder, out = tmp_path / "run", tmp_path / "draws.pt"
     # 20 ms after each draw: the 128 draws after the 40th take at least 2.5 s, so the
-    # signal lands mid-run however loaded the machine is.
+    # signal lands mid-run however loaded the machine is. (The child restores the SIGINT
+    # handler that a background launch, `make test &`, would have switched off.)
     process = start(folder, out, "--pause-per-draw", "0.02")
     wait_for_draws(process, folder, 40)
     process.send_signal(signal.SIGINT)
