@@ -90,9 +90,12 @@ def full_value_and_grad(potential, theta: torch.Tensor) -> tuple[torch.Tensor, t
     plate = _single_plate(potential)
     size, batch = plate.size, plate.subsample_size
     spans = windows(plate)
+    weight = batch / size
+    # Each window's U~ counts the prior once: K windows of weight B / N count it K B / N
+    # times, and the rest is added below.
+    prior_weight = 1.0 - len(spans) * weight
     energy = torch.zeros((), dtype=torch.float64, device=theta.device)
     grad = torch.zeros(theta.shape, dtype=torch.float64, device=theta.device)
-    weight = batch / size
     whole = [start for start, keep_from in spans if not keep_from]
     if _vectorised(potential, theta, plate, whole):
         per_call = max(1, WINDOW_CHUNK // batch)
@@ -111,7 +114,6 @@ def full_value_and_grad(potential, theta: torch.Tensor) -> tuple[torch.Tensor, t
             value, gradient = potential.value_and_grad(theta, indices)
         energy += weight * value.double()
         grad += weight * gradient.double()
-    prior_weight = 1.0 - len(windows(plate)) * weight
     if abs(prior_weight) > 1e-12:
         value, gradient = potential.eager_value_and_grad(theta, [plate.window(0)], batch)
         energy += prior_weight * value.double()

@@ -897,7 +897,8 @@ class _CyclicalSGMCMC(MCMCKernel):
                 )
             if rescale is not None and previous == previous and eta != previous:
                 algorithm = rescale(algorithm, eta / previous)
-            sampling = (k - 1) % steps_per_cycle >= exploration_steps
+            position = (k - 1) % steps_per_cycle
+            sampling = position >= exploration_steps
             xi = (
                 torch.randn(shape, generator=generator, dtype=dtype, device=device)
                 if sampling
@@ -909,7 +910,6 @@ class _CyclicalSGMCMC(MCMCKernel):
                 grad = grad * mass
                 xi = None if xi is None else xi * root
             theta, algorithm = update(theta, algorithm, grad, eta, xi)
-            position = (k - 1) % steps_per_cycle
             if recentre_at >= 0 and average_from <= position <= recentre_at:
                 if position == average_from or total is None:
                     total, summed = theta.clone(), 1
