@@ -87,13 +87,19 @@ def full_value_and_grad(potential, theta: torch.Tensor) -> tuple[torch.Tensor, t
         >>> grad  # -sum(y) from the data, 0 from the prior at mu = 0
         tensor([-45.])
     """
-    plate = _single_plate(potential)
+    _single_plate(potential)
+    # The windows are this rank's plate's (of B / R indices when data-parallel), and the
+    # ranks share them out.
+    (plate,) = potential.local_plates
+    share = potential.share
     size, batch = plate.size, plate.subsample_size
     spans = windows(plate)
     weight = batch / size
     # Each window's U~ counts the prior once: K windows of weight B / N count it K B / N
-    # times, and the rest is added below.
+    # times, and the rest is added below (by one rank).
     prior_weight = 1.0 - len(spans) * weight
+    if share is not None:
+        spans = spans[share.rank :: share.world_size]
     energy = torch.zeros((), dtype=torch.float64, device=theta.device)
     grad = torch.zeros(theta.shape, dtype=torch.float64, device=theta.device)
     whole = [start for start, keep_from in spans if not keep_from]
@@ -111,13 +117,16 @@ def full_value_and_grad(potential, theta: torch.Tensor) -> tuple[torch.Tensor, t
         if keep_from:
             value, gradient = potential.eager_value_and_grad(theta, indices, keep_from)
         else:
-            value, gradient = potential.value_and_grad(theta, indices)
+            value, gradient = potential.local_value_and_grad(theta, indices)
         energy += weight * value.double()
         grad += weight * gradient.double()
-    if abs(prior_weight) > 1e-12:
+    if abs(prior_weight) > 1e-12 and (share is None or share.writes):
         value, gradient = potential.eager_value_and_grad(theta, [plate.window(0)], batch)
         energy += prior_weight * value.double()
         grad += prior_weight * gradient.double()
+    if share is not None:
+        total = share.sum(torch.cat([energy.reshape(1), grad]))
+        energy, grad = total[0], total[1:]
     return energy.to(theta.dtype), grad.to(theta.dtype)
 
 
@@ -132,7 +141,7 @@ def _vectorised(potential, theta: torch.Tensor, plate, starts: list[int]) -> boo
             values, gradients = potential.vectorised(theta, probe)
             ok = True
             for row, index in enumerate(probe):
-                value, gradient = potential.value_and_grad(theta, [index])
+                value, gradient = potential.local_value_and_grad(theta, [index])
                 scale = float(gradient.abs().max()) if gradient.numel() else 0.0
                 ok = ok and torch.allclose(values[row], value, rtol=1e-5, atol=1e-5)
                 ok = ok and torch.allclose(

@@ -27,6 +27,7 @@ from .checkpoint import (
 )
 from .diagnostics import runaway_cycles
 from .diffusions import Diffusion, sghmc, sgld
+from .distributed import RankShare, resolve_process_group
 from .gradients import Centre, _single_plate, centre_at, control_variates, full_value_and_grad
 from .potential import FunctionPotential, ModelPotential
 from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive, _is_number
@@ -281,6 +282,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         control_variates: bool | None = None,
         preconditioner: bool | None = None,
         optimize_start: bool | None = None,
+        process_group: Any = None,
     ) -> None:
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model or potential_fn")
@@ -301,6 +303,16 @@ class _CyclicalSGMCMC(MCMCKernel):
         ):
             if value is not None and not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name} must be True, False or None (automatic), got {value!r}")
+        if not (
+            process_group is None
+            or isinstance(process_group, (bool, np.bool_))
+            or hasattr(process_group, "size")  # a torch.distributed ProcessGroup
+        ):
+            raise TypeError(
+                "process_group must be None (data-parallel when torch.distributed is "
+                "initialised with several ranks), False (never) or a torch.distributed "
+                f"ProcessGroup, got {process_group!r}"
+            )
         if control_variates and potential_fn is not None:
             raise ValueError(
                 "control_variates=True needs a model with a subsampled plate, not a "
@@ -349,6 +361,8 @@ class _CyclicalSGMCMC(MCMCKernel):
         self.init_strategy = init_strategy
         self.compile_potential = bool(compile_potential)
         self.checkpoint = as_checkpoint(checkpoint)
+        self.process_group = process_group
+        self._share: RankShare | None = None  # this rank's share, data-parallel
         self._user_transforms = transforms
         # As in Pyro's HMC: None until set-up, then {site: constrained -> unconstrained}.
         self.transforms = None if potential_fn is None or transforms is None else transforms
@@ -405,6 +419,8 @@ class _CyclicalSGMCMC(MCMCKernel):
             ]
         if self.optimize_start is not False:
             settings["start_steps"] = [state.start_steps for state in tuned]
+        if self._share is not None:
+            settings["data_parallel_ranks"] = self._share.world_size
         return settings
 
     def _fixed_hyperparameters(self) -> dict[str, Any]:
@@ -470,6 +486,9 @@ class _CyclicalSGMCMC(MCMCKernel):
                 self.model, args, kwargs, self.init_strategy, self._user_transforms
             )
             self.transforms = potential.transforms
+            self._share = self._data_parallel(potential)
+            if self._share is not None:
+                potential.split_batches(self._share)
             if self.control_variates:  # asked for explicitly: say why it cannot be
                 _single_plate(potential)
             if self._initial_params is None:
@@ -484,6 +503,7 @@ class _CyclicalSGMCMC(MCMCKernel):
                 )
             potential = FunctionPotential(self.potential_fn, self._initial_params)
             theta = potential.flatten(self._initial_params)
+            self._share = self._data_parallel(potential)
         if not torch.isfinite(theta).all():
             bad = [
                 name
@@ -495,7 +515,12 @@ class _CyclicalSGMCMC(MCMCKernel):
         # The chain's own generator, seeded from Pyro's (global) RNG: pyro.set_rng_seed
         # fixes it, and no other code that draws random numbers can shift its stream.
         generator = torch.Generator(device=theta.device)
-        generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        seed = torch.randint(0, 2**62, (), device=theta.device)
+        share = self._share
+        if share is not None:  # one chain on every rank: rank 0's seed and start
+            seed = share.broadcast(seed)
+            theta = share.broadcast(theta.clone())
+        generator.manual_seed(int(seed.item()))
         diffusion = self._diffusion()
         batches = [EpochBatches(plate, generator) for plate in potential.plates]
         state = ChainState(
@@ -525,7 +550,10 @@ class _CyclicalSGMCMC(MCMCKernel):
                     "this kernel has both a loaded state (load_state_dict) and checkpoint=; "
                     "give one: a checkpoint resumes by itself"
                 )
-            self._open_checkpoint(chain, settings, diffusion)
+            if share is None:
+                self._open_checkpoint(chain, settings, diffusion)
+            else:
+                self._open_shared_checkpoint(chain, settings, diffusion, share)
         elif self._loaded is not None:
             self._continue_loaded(chain, settings, diffusion)
         if chain.verify_potential:
@@ -563,6 +591,47 @@ class _CyclicalSGMCMC(MCMCKernel):
         chain.replay_until = chain.state.draws
         chain.checkpointed_at = chain.state.draws
         chain.verify_potential = chain.state.started
+
+    def _open_shared_checkpoint(
+        self, chain: _Chain, settings: dict, diffusion: Diffusion, share: RankShare
+    ) -> None:
+        """Data-parallel: rank 0 owns the store and hands the others what it resumed."""
+        if share.writes:
+            try:
+                self._open_checkpoint(chain, settings, diffusion)
+            except Exception as error:
+                share.broadcast_object({"error": f"{type(error).__name__}: {error}"})
+                raise
+            resumed = chain.replay_until > 0 or chain.state.draws > 0
+            share.broadcast_object(
+                {"state": chain.state.state_dict() if resumed else None, "error": None}
+            )
+            return
+        received = share.broadcast_object(None)
+        if received["error"] is not None:
+            raise CheckpointError(f"rank 0 could not open the checkpoint: {received['error']}")
+        if received["state"] is not None:
+            chain.restore(received["state"], diffusion.state_type)
+            chain.draws_at_start = 0
+            chain.replay_until = chain.state.draws
+            chain.checkpointed_at = chain.state.draws
+            chain.verify_potential = chain.state.started
+
+    def _data_parallel(self, potential) -> RankShare | None:
+        share = resolve_process_group(self.process_group)
+        if share is None or potential.plates:
+            return share
+        message = (
+            f"{type(self).__name__}: torch.distributed runs {share.world_size} ranks but the "
+            "model has no subsampled plate to share out"
+        )
+        if self.process_group is not None:
+            raise ValueError(
+                message + ": pass process_group=False, or a model whose data "
+                "plate has subsample_size"
+            )
+        warnings.warn(message + ": each rank runs its own chain.", stacklevel=3)
+        return None
 
     def _continue_loaded(self, chain: _Chain, settings: dict, diffusion: Diffusion) -> None:
         loaded = self._loaded
@@ -801,12 +870,20 @@ class _CyclicalSGMCMC(MCMCKernel):
         if call < chain.warmup_steps:
             draw = chain.last_draw  # thrown away by MCMC
         else:
-            _, unconstrained, stats = chain.files.writer.read(call - chain.warmup_steps)
+            row = None
+            if chain.files is not None:
+                _, unconstrained, stats = chain.files.writer.read(call - chain.warmup_steps)
+                row = (unconstrained, stats)
+            if self._share is not None:  # rank 0 reads the store for every rank
+                row = self._share.broadcast_object(row)
+            unconstrained, stats = row
             theta = chain.state.theta
             draw = {
                 site.name: torch.from_numpy(unconstrained[site.name]).to(theta.device)
                 for site in chain.sites
             }
+            if chain.kept_thetas is not None:
+                chain.kept_thetas.append(chain.potential.flatten(draw))
             for key in STATS:
                 chain.stats[key].append(stats[key])
         chain.replayed += 1

@@ -27,14 +27,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine.subsample_messenger import SubsampleMessenger, _Subsample
 from torch.distributions import biject_to
 from torch.distributions.transforms import (
     ComposeTransform,
@@ -406,6 +407,32 @@ class ModelPotential(_Potential):
         self.transforms = {site.name: site.transform for site in self.sites}
         self._graph = None
         self.windows_vectorise: bool | None = None  # set by the first full-data pass
+        # Data-parallel (split_batches): this rank's plates, of B / R indices each.
+        self.share = None
+        self.local_plates = self.plates
+
+    def split_batches(self, share) -> None:
+        """Evaluate this rank's share of every global batch (a data-parallel chain).
+
+        ``share`` is a :class:`~pyro_csg.distributed.RankShare` of ``R`` ranks. Each
+        plate's ``subsample_size`` ``B`` stays the global batch (:attr:`plates`, which the
+        batches are drawn from); this rank's potential sees ``B / R`` of its indices, with
+        the likelihood scaled by ``N / (B / R)``, and :meth:`value_and_grad` returns the
+        ranks' mean: the global batch's ``U~``.
+        """
+        for plate in self.plates:
+            if plate.subsample_size % share.world_size:
+                raise ModelError(
+                    f"plate '{plate.name}' has subsample_size={plate.subsample_size}, which "
+                    f"the {share.world_size} data-parallel ranks cannot share equally: "
+                    f"use a multiple of {share.world_size} (subsample_size is the global "
+                    "batch; each rank takes subsample_size / world_size of it)"
+                )
+        self.share = share
+        self.local_plates = tuple(
+            replace(plate, subsample_size=plate.subsample_size // share.world_size)
+            for plate in self.plates
+        )
 
     # -- eager -----------------------------------------------------------------------------
     def __call__(
@@ -434,9 +461,10 @@ class ModelPotential(_Potential):
             data[plate.name] = index
         conditioned = poutine.condition(self.model, data=data)
         if keep_from:
-            (plate,) = self.plates
+            (plate,) = self.local_plates
             conditioned = _DropFirst(plate.name, keep_from, plate.subsample_size)(conditioned)
-        trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
+        with _any_batch_size([plate.name for plate in self.plates] if self.share else []):
+            trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
         return -(trace.log_prob_sum() - log_jacobian)
 
     def constrain(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -477,7 +505,7 @@ class ModelPotential(_Potential):
         Returns ``None`` on success, else the reason the eager path is kept.
         """
         try:
-            indices = [_probe_indices(plate, 0) for plate in self.plates]
+            indices = [_probe_indices(plate, 0) for plate in self.local_plates]
 
             def energy_and_grad(flat, *indices):
                 return self.eager_value_and_grad(flat, indices)
@@ -500,7 +528,7 @@ class ModelPotential(_Potential):
         bump = 0.01 * ((torch.arange(theta.numel(), device=theta.device) % 7) - 3)
         probes = [(theta, 0), (theta + bump.to(theta.dtype), 1)]
         for point, which in probes:
-            indices = [_probe_indices(plate, which) for plate in self.plates]
+            indices = [_probe_indices(plate, which) for plate in self.local_plates]
             with pyro.validation_enabled(False):
                 expected = self.eager_value_and_grad(point, indices)
             with torch.no_grad():
@@ -519,6 +547,16 @@ class ModelPotential(_Potential):
     def value_and_grad(
         self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U~, grad U~)`` on a batch of every plate; data-parallel, the ranks' mean
+        over their shares of it (one ``all_reduce``)."""
+        if self.share is None:
+            return self.local_value_and_grad(flat, indices)
+        return self.share.mean(*self.local_value_and_grad(flat, self.share.take(indices)))
+
+    def local_value_and_grad(
+        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U~, grad U~)`` on this rank's indices (batches of :attr:`local_plates`)."""
         if self._graph is None:
             return self.eager_value_and_grad(flat, indices)
         with torch.no_grad():
@@ -541,6 +579,32 @@ class ModelPotential(_Potential):
         state["compiled"] = False
         state["windows_vectorise"] = None
         return state
+
+
+@contextmanager
+def _any_batch_size(names: Sequence[str]):
+    """Let the plates ``names`` take a conditioned subsample of any length.
+
+    Pyro requires ``len(subsample) == subsample_size``; a data-parallel rank feeds the
+    plate its ``B / R`` share of the global batch. With ``subsample_size`` left to Pyro to
+    infer from the subsample, the plate scales its sites by ``N / (B / R)``. Patched only
+    while this potential traces the model.
+    """
+    if not names:
+        yield
+        return
+    original = SubsampleMessenger._subsample
+
+    def subsample(name, size=None, subsample_size=None, subsample=None, *args, **kwargs):
+        if name in names:
+            subsample_size = None
+        return original(name, size, subsample_size, subsample, *args, **kwargs)
+
+    SubsampleMessenger._subsample = staticmethod(subsample)
+    try:
+        yield
+    finally:
+        SubsampleMessenger._subsample = staticmethod(original)
 
 
 class _DropFirst(Messenger):

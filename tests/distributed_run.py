@@ -1,0 +1,90 @@
+"""One rank of a data-parallel cSGHMC run, started by tests/test_distributed.py.
+
+``python distributed_run.py OUT [--checkpoint FOLDER] [--die-after K] [--timeout S]``
+reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` as ``torchrun`` sets
+them; with ``WORLD_SIZE=1`` it runs without a process group (the reference run). Every
+rank runs the same chain (rank 0's seed, 0) with the kernel's defaults (optimised start, control
+variates, automatic step size) and saves its draws and statistics to ``OUT.rank<R>``.
+``--die-after K`` makes rank 1 exit abruptly (``os._exit``) after its K-th draw, as a
+killed node would.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import pyro
+import torch
+import torch.distributed as dist
+from pyro.infer import MCMC
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from models import linear_regression_data, regression_with_noise_scale  # noqa: E402
+
+from pyro_csg import CyclicalSGHMC  # noqa: E402
+
+N, B, NUM_SAMPLES = 4000, 40, 24
+
+
+def _die_after(draws: int) -> None:
+    from pyro_csg.kernels import _CyclicalSGMCMC
+
+    real_sample, calls = _CyclicalSGMCMC._sample, [0]
+
+    def _sample(self, chain, params):
+        draw = real_sample(self, chain, params)
+        calls[0] += 1
+        if calls[0] == draws:
+            os._exit(9)
+        return draw
+
+    _CyclicalSGMCMC._sample = _sample
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--die-after", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args()
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        dist.init_process_group(
+            "gloo", timeout=datetime.timedelta(seconds=args.timeout), rank=rank, world_size=world
+        )
+    if args.die_after and rank == 1:
+        _die_after(args.die_after)
+    torch.set_num_threads(1)
+    # Seeded by rank on purpose: the kernel must give every rank rank 0's seed and start.
+    pyro.set_rng_seed(rank)
+    kernel = CyclicalSGHMC(
+        regression_with_noise_scale, steps_per_cycle=60, checkpoint=args.checkpoint
+    )
+    mcmc = MCMC(kernel, num_samples=NUM_SAMPLES, warmup_steps=0, disable_progbar=True)
+    try:
+        mcmc.run(*linear_regression_data(n=N, d=3), subsample_size=B)
+    except Exception as error:  # noqa: BLE001 -- reported to the test
+        report = {"error": type(error).__name__, "message": str(error)}
+        report["notes"] = getattr(error, "__notes__", [])
+        report["kept"] = len(kernel.get_samples()["w"])
+        print(json.dumps(report), flush=True)
+        os._exit(3)  # no destructor may wait on the lost rank
+    stats = {key: mcmc._diagnostics[0][key] for key in ("iteration", "potential_energy")}
+    torch.save(
+        {
+            "samples": mcmc.get_samples(),
+            "stats": stats,
+            "hyperparameters": kernel.hyperparameters(),
+        },
+        f"{args.out}.rank{rank}",
+    )
+    if world > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
