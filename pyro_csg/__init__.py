@@ -31,7 +31,7 @@ Then, in ArviZ, with the full data's observations and log-likelihood::
 from importlib.metadata import PackageNotFoundError, version
 
 from . import diffusions, schedules
-from .arviz import cycle_summary, to_inference_data
+from .arviz import cycle_summary, merge_runs, to_inference_data
 from .checkpoint import Checkpoint, CheckpointError
 from .kernels import CyclicalSGHMC, CyclicalSGLD, NonFiniteError
 from .plotting import plot_cycles, plot_schedule
@@ -55,6 +55,7 @@ __all__ = [
     "PolynomialDecay",
     "CycleLayout",
     "to_inference_data",
+    "merge_runs",
     "cycle_summary",
     "plot_schedule",
     "plot_cycles",

@@ -21,11 +21,12 @@ import numpy as np
 import pyro
 import torch
 
+from .checkpoint import data_digest
 from .diagnostics import runaway_cycles
 from .likelihood import FullData
 from .store import STATS, read_store
 
-__all__ = ["to_inference_data", "cycle_summary", "ess_per_cycle"]
+__all__ = ["to_inference_data", "merge_runs", "cycle_summary", "ess_per_cycle"]
 
 
 def _arviz():
@@ -93,6 +94,31 @@ class _RunData(NamedTuple):
     model: Callable | None
     args: tuple
     kwargs: dict
+    identity: dict[str, Any]  # what runs must share to be merged: sampler, sites, data
+
+
+def _identity(hyperparameters: dict, posterior: dict, data: str | None) -> dict[str, Any]:
+    return {
+        **{key: value for key, value in hyperparameters.items() if key in _FIXED},
+        "sites": {name: list(value.shape[2:]) for name, value in sorted(posterior.items())},
+        "data": data,
+    }
+
+
+# The kernel's constructor settings (per-chain results such as tuned_step_size excluded).
+_FIXED = (
+    "sampler",
+    "step_size",
+    "steps_per_cycle",
+    "exploration_fraction",
+    "samples_per_cycle",
+    "temperature",
+    "schedule",
+    "control_variates",
+    "preconditioner",
+    "optimize_start",
+    "friction",
+)
 
 
 def _from_mcmc(mcmc) -> _RunData:
@@ -103,14 +129,16 @@ def _from_mcmc(mcmc) -> _RunData:
     diverging = np.zeros(stats["cycle"].shape, dtype=bool)
     for chain, diagnostics in enumerate(getattr(mcmc, "_diagnostics", None) or []):
         diverging[chain, list(diagnostics.get("divergences", []))] = True
+    hyperparameters = kernel.hyperparameters()
     return _RunData(
         posterior,
         stats,
         diverging,
-        kernel.hyperparameters(),
+        hyperparameters,
         kernel.model,
         tuple(mcmc._args),
         dict(mcmc._kwargs),
+        _identity(hyperparameters, posterior, data_digest(tuple(mcmc._args), dict(mcmc._kwargs))),
     )
 
 
@@ -137,6 +165,7 @@ def _from_store(folder: Path, model, model_args, model_kwargs) -> _RunData:
         model,
         tuple(model_args),
         dict(model_kwargs or {}),
+        _identity(hyperparameters, stored["posterior"], manifest.get("settings", {}).get("data")),
     )
 
 
@@ -256,26 +285,29 @@ def to_inference_data(
         >>> to_inference_data(mcmc, group_by="cycle").posterior["mu"].shape
         (3, 4)
     """
-    az = _arviz()
     if group_by not in ("chain", "cycle"):
         raise ValueError(f"group_by must be 'chain' or 'cycle', got {group_by!r}")
+    run = _run_data(mcmc, model, model_args, model_kwargs)
+    return _convert(run, log_likelihood, group_by, coords, dims, chunk_size)
+
+
+def _run_data(mcmc, model, model_args, model_kwargs) -> _RunData:
     if isinstance(mcmc, (str, os.PathLike)):
-        run = _from_store(Path(mcmc), model, model_args, model_kwargs)
-    else:
-        if model is not None:
-            raise ValueError("model= is for a run folder; an MCMC run knows its model")
-        run = _from_mcmc(mcmc)
+        return _from_store(Path(mcmc), model, model_args, model_kwargs)
+    if model is not None:
+        raise ValueError("model= is for a run folder; an MCMC run knows its model")
+    return _from_mcmc(mcmc)
+
+
+def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
+    az = _arviz()
     if log_likelihood is None:
         log_likelihood = run.model is not None
     if log_likelihood and run.model is None:
         raise ValueError(
-            "log_likelihood=True needs the model, but "
-            + (
-                "this kernel was built from potential_fn"
-                if not isinstance(mcmc, (str, os.PathLike))
-                else "none was given with the run folder: pass model= and model_args="
-            )
-            + ": pass log_likelihood=False"
+            "log_likelihood=True needs the model, but the run does not know it (a kernel "
+            "built from potential_fn, or a run folder given without model= and "
+            "model_args=): pass log_likelihood=False"
         )
     posterior, stats = run.posterior, run.stats
     num_chains, num_draws = stats["cycle"].shape
@@ -353,6 +385,132 @@ def to_inference_data(
     for group in idata.groups():
         idata[group].attrs.update(attrs)
     return idata
+
+
+def merge_runs(
+    runs: Sequence,
+    *,
+    log_likelihood: bool | None = None,
+    group_by: str = "chain",
+    coords: dict[str, Sequence] | None = None,
+    dims: dict[str, list[str]] | None = None,
+    chunk_size: int | None = None,
+    model: Callable | None = None,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+):
+    """One ``InferenceData`` from independent runs of the same sampler on the same model
+    and data: chains run in other processes, jobs or machines, diagnosed together.
+
+    Each run is a finished :class:`pyro.infer.MCMC` or a run folder (``checkpoint=``);
+    their chains become chains ``0, 1, ...`` in the order given. The runs must share the
+    sampler and its settings, the latent sites and their shapes, and the data (its
+    SHA-1, as a checkpoint records it); the per-chain results (``tuned_step_size``,
+    ``noise_ratio``, ``start_steps``) are concatenated in the ``attrs``. Runs of
+    different lengths are cut to the shortest, with a warning. The other arguments are
+    those of :func:`to_inference_data`; the model (for ``observed_data`` and
+    ``log_likelihood``) is the first MCMC run's, or ``model=`` when all runs are folders.
+
+    Launch one chain per rank with ``torchrun`` and a folder per rank, then merge::
+
+        # in the script, on each rank (process_group=False: independent chains):
+        #   pyro.set_rng_seed(rank)
+        #   kernel = CyclicalSGHMC(model, checkpoint=f"runs/rank{rank}", process_group=False)
+        idata = merge_runs(["runs/rank0", "runs/rank1"], model=model, model_args=(x, y))
+
+    Example::
+
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer import MCMC
+        >>> from pyro_csg import CyclicalSGLD, merge_runs
+        >>> y = 1.0 + torch.randn(200)
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(y), subsample_size=20) as idx:
+        ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
+        >>> runs = []
+        >>> for seed in (0, 1):
+        ...     pyro.set_rng_seed(seed)
+        ...     kernel = CyclicalSGLD(model, step_size=2e-3, steps_per_cycle=100)
+        ...     mcmc = MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True)
+        ...     mcmc.run(y)
+        ...     runs.append(mcmc)
+        >>> idata = merge_runs(runs)
+        >>> idata.posterior["mu"].shape, idata.log_likelihood["obs"].shape
+        ((2, 8), (2, 8, 200))
+    """
+    if group_by not in ("chain", "cycle"):
+        raise ValueError(f"group_by must be 'chain' or 'cycle', got {group_by!r}")
+    if isinstance(runs, (str, os.PathLike)) or not isinstance(runs, Sequence) or not runs:
+        raise TypeError(
+            f"runs must be a non-empty list of MCMC runs and run folders, got {type(runs).__name__}"
+        )
+    parts = []
+    for position, run in enumerate(runs):
+        try:
+            parts.append(
+                _run_data(
+                    run,
+                    model if isinstance(run, (str, os.PathLike)) else None,
+                    model_args,
+                    model_kwargs,
+                )
+            )
+        except (TypeError, ValueError) as error:
+            error.add_note(f"pyro_csg.merge_runs: in runs[{position}] ({run!r})")
+            raise
+    return _convert(_merged(parts, runs), log_likelihood, group_by, coords, dims, chunk_size)
+
+
+def _merged(parts: list[_RunData], runs: Sequence) -> _RunData:
+    first = parts[0]
+    for position, part in enumerate(parts[1:], start=1):
+        for key in dict.fromkeys([*first.identity, *part.identity]):  # in order
+            mine, theirs = first.identity.get(key), part.identity.get(key)
+            if key == "data" and (mine is None or theirs is None):
+                continue
+            if mine != theirs:
+                raise ValueError(
+                    f"merge_runs: runs[{position}] ({runs[position]!r}) has {key} {theirs!r} "
+                    f"but runs[0] has {mine!r}: only runs of the same sampler, settings, "
+                    "model and data are chains of one posterior"
+                )
+    lengths = [part.stats["cycle"].shape[1] for part in parts]
+    shortest = min(lengths)
+    if len(set(lengths)) > 1:
+        warnings.warn(
+            f"merge_runs: the runs have {lengths} draws per chain; all are cut to the "
+            f"shortest, {shortest}.",
+            stacklevel=3,
+        )
+    for position, part in enumerate(parts[1:], start=1):
+        for key in ("cycle", "iteration"):
+            if not np.array_equal(part.stats[key][:, :shortest], first.stats[key][:, :shortest]):
+                raise ValueError(
+                    f"merge_runs: the draws of runs[{position}] ({runs[position]!r}) are at "
+                    f"other {key}s than those of runs[0]: give the runs the same "
+                    "warmup_steps"
+                )
+
+    def join(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([array[:, :shortest] for array in arrays], axis=0)
+
+    attrs = dict(first.attrs)
+    for key, value in first.attrs.items():
+        if isinstance(value, list):  # per chain
+            attrs[key] = [item for part in parts for item in part.attrs.get(key, [])]
+    attrs["merged_runs"] = len(parts)
+    model_part = next((part for part in parts if part.model is not None), first)
+    return _RunData(
+        {name: join([part.posterior[name] for part in parts]) for name in first.posterior},
+        {key: join([part.stats[key] for part in parts]) for key in first.stats},
+        join([part.diverging for part in parts]),
+        attrs,
+        model_part.model,
+        model_part.args,
+        model_part.kwargs,
+        first.identity,
+    )
 
 
 def _elements(variable) -> list[tuple[str, np.ndarray]]:

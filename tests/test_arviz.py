@@ -23,6 +23,7 @@ from pyro_csg import (
     CyclicalSGHMC,
     CyclicalSGLD,
     cycle_summary,
+    merge_runs,
     plot_cycles,
     plot_schedule,
     to_inference_data,
@@ -595,3 +596,67 @@ def test_a_model_without_a_subsampled_plate_is_vectorised_over_draws(data):
         warnings.simplefilter("error")
         idata = to_inference_data(mcmc)
     assert idata.log_likelihood["y"].shape == (1, 8, N)
+
+
+# -- merge_runs: chains from separate runs (processes, jobs, machines) ---------------------
+def seeded_run(data, seed, num_samples=CYCLES * PER_CYCLE, **overrides):
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(
+        make_kernel(**overrides), num_samples=num_samples, warmup_steps=0, disable_progbar=True
+    )
+    mcmc.run(*data, subsample_size=B)
+    return mcmc
+
+
+@pytest.fixture(scope="module")
+def separate_runs(data, tmp_path_factory):
+    """Seed 0 in memory, seed 1 to a run folder (as another process would write it)."""
+    folder = tmp_path_factory.mktemp("merge") / "seed1"
+    return seeded_run(data, 0), seeded_run(data, 1, checkpoint=str(folder)), folder
+
+
+def test_merge_runs_makes_the_runs_chains_of_one_inference_data(separate_runs, data):
+    first, second, folder = separate_runs
+    idata = merge_runs(
+        [first, folder],
+        model=logistic_regression,
+        model_args=data,
+        model_kwargs={"subsample_size": B},
+    )
+    assert idata.posterior["w"].shape == (2, CYCLES * PER_CYCLE, D)
+    np.testing.assert_array_equal(idata.posterior["w"].values[0], first.get_samples()["w"])
+    np.testing.assert_allclose(idata.posterior["w"].values[1], second.get_samples()["w"])
+    alone = to_inference_data(second)
+    np.testing.assert_allclose(
+        idata.log_likelihood["y"].values[1], alone.log_likelihood["y"].values[0], rtol=1e-5
+    )
+    np.testing.assert_array_equal(
+        idata.sample_stats["cycle"].values[1], alone.sample_stats["cycle"].values[0]
+    )
+    assert idata.posterior.attrs["merged_runs"] == 2
+    assert np.isfinite(az.loo(idata).elpd_loo)
+    assert az.rhat(idata)["w"].shape == (D,)
+    by_cycle = merge_runs([first, second], group_by="cycle")
+    assert by_cycle.posterior["w"].shape == (2 * CYCLES, PER_CYCLE, D)
+    assert by_cycle.posterior["mcmc_chain"].values.tolist() == [0] * CYCLES + [1] * CYCLES
+
+
+def test_merge_runs_refuses_runs_of_other_settings_or_data(separate_runs, data):
+    first, _, _ = separate_runs
+    other_schedule = seeded_run(data, 2, num_samples=PER_CYCLE, steps_per_cycle=50)
+    with pytest.raises(ValueError, match=r"runs\[1\].*steps_per_cycle 50.*runs\[0\] has 100"):
+        merge_runs([first, other_schedule])
+    x, y = data
+    other_data = seeded_run((x, 1 - y), 3, num_samples=PER_CYCLE)
+    with pytest.raises(ValueError, match=r"runs\[1\].*has data"):
+        merge_runs([first, other_data])
+    with pytest.raises(TypeError, match="runs must be a non-empty list"):
+        merge_runs(first)
+
+
+def test_merge_runs_cuts_runs_to_the_shortest_with_a_warning(separate_runs, data):
+    first, _, _ = separate_runs
+    short = seeded_run(data, 4, num_samples=2 * PER_CYCLE)
+    with pytest.warns(UserWarning, match=r"\[20, 8\] draws per chain.*shortest, 8"):
+        idata = merge_runs([first, short], log_likelihood=False)
+    assert idata.posterior["w"].shape == (2, 2 * PER_CYCLE, D)
