@@ -108,6 +108,15 @@ class FullData:
         trace = _trace_model(model, self.model_args, self.model_kwargs)
         self.plates = tuple(_subsampled_plates(trace).values())
         self.latent_names = sorted(name for name, node in trace.nodes.items() if _is_latent(node))
+        # The draws (read back on the CPU) go where the model's latent values live.
+        self.device = next(
+            (
+                trace.nodes[name]["value"].device
+                for name in self.latent_names
+                if isinstance(trace.nodes[name]["value"], torch.Tensor)
+            ),
+            None,
+        )
         by_name = {plate.name: plate for plate in self.plates}
         self.sites: list[ObservedSite] = []
         for name, node in trace.nodes.items():
@@ -219,6 +228,8 @@ class FullData:
         if self.vectorize and signature != self._traced_for:  # one graph per flat layout
             self._graph, self.vectorized_reason, self._traced_for = None, None, signature
         flat = torch.cat([draws[name].detach().reshape(num_draws, -1) for name in names], dim=1)
+        if self.device is not None:
+            flat = flat.to(self.device)
         out: dict[str, np.ndarray] = {}
         evaluate = self._vectorized_or_eager(flat)
         first = self._first_windows()

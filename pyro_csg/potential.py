@@ -267,10 +267,25 @@ def _subsampled_plates(trace) -> dict[str, SubsamplePlate]:
         if node["type"] == "sample" and isinstance(node["fn"], _Subsample):
             fn = node["fn"]
             if fn.subsample_size is not None and fn.subsample_size < fn.size:
-                plates[name] = SubsamplePlate(
-                    name, int(fn.size), int(fn.subsample_size), node["value"].device
-                )
+                device = _data_device(trace, name, node["value"].device)
+                plates[name] = SubsamplePlate(name, int(fn.size), int(fn.subsample_size), device)
     return plates
+
+
+def _data_device(trace, plate: str, default: torch.device) -> torch.device:
+    """Where the plate's indices should live: with the data observed in it.
+
+    Pyro makes a plate's indices on the CPU unless the plate has ``device=``; a model
+    whose data sits on a GPU then indexes it with CPU indices, a host-to-device copy at
+    every step. The kernels hand the plate indices on the observed data's device instead.
+    """
+    for node in trace.nodes.values():
+        if node["type"] == "sample" and node["is_observed"]:
+            if any(frame.name == plate for frame in node["cond_indep_stack"]):
+                value = node["value"]
+                if isinstance(value, torch.Tensor):
+                    return value.device
+    return default
 
 
 def _is_latent(node) -> bool:
