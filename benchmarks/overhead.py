@@ -80,7 +80,13 @@ class PyroMLP(PyroModule):
 
 
 def run_pyro(
-    x, y, iterations: int, compile_potential: bool = True, network=model, checkpoint=None
+    x,
+    y,
+    iterations: int,
+    compile_potential: bool | str = True,
+    network=model,
+    checkpoint=None,
+    control_variates: bool = False,
 ) -> tuple[float, float]:
     """Seconds per iteration in steady state, and the set-up time before the first draw."""
     cycles = max(2, iterations // STEPS_PER_CYCLE)
@@ -95,6 +101,9 @@ def run_pyro(
         temperature=TEMPERATURE,
         compile_potential=compile_potential,
         checkpoint=checkpoint,
+        # The hand-written loop is plain cSGHMC: compare like with like (control variates
+        # add a second minibatch gradient per step; --control-variates times them).
+        control_variates=control_variates,
     )
     mcmc = MCMC(
         kernel,
@@ -170,14 +179,27 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint", action="store_true", help="also time a run with checkpoint= (to disk)"
     )
+    parser.add_argument(
+        "--inductor",
+        action="store_true",
+        help="also time compile_potential='inductor' (torch.compile; compiles once per run)",
+    )
+    parser.add_argument(
+        "--control-variates", action="store_true", help="also time control_variates=True"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
     x, y = make_data()
 
     run_pyro(x, y, 2 * STEPS_PER_CYCLE)  # warm caches and lazy imports
+    if args.inductor:
+        start = time.perf_counter()
+        run_pyro(x, y, 2 * STEPS_PER_CYCLE, compile_potential="inductor")
+        print(f"first compile_potential='inductor' run: {time.perf_counter() - start:.1f} s")
     run_reference(x, y, 200)
     ours, reference, setups, eager, module, saved = [], [], [], [], [], []
+    inductor, inductor_setups, variates = [], [], []
     for _ in range(args.repeats):
         per_iteration, setup = run_pyro(x, y, args.iterations)
         ours.append(per_iteration)
@@ -189,6 +211,12 @@ def main() -> None:
         if args.checkpoint:
             with tempfile.TemporaryDirectory() as folder:
                 saved.append(run_pyro(x, y, args.iterations, checkpoint=Path(folder) / "run")[0])
+        if args.inductor:
+            per_iteration, setup = run_pyro(x, y, args.iterations, compile_potential="inductor")
+            inductor.append(per_iteration)
+            inductor_setups.append(setup)
+        if args.control_variates:
+            variates.append(run_pyro(x, y, args.iterations, control_variates=True)[0])
 
     ours_us, ref_us = statistics.median(ours) * 1e6, statistics.median(reference) * 1e6
     print(
@@ -216,6 +244,22 @@ def main() -> None:
         print(
             f"  eager potential (no trace)  : {eager_us:8.1f} us / iteration"
             f"   ratio {eager_ratio:.2f}x"
+        )
+    if inductor:
+        inductor_us = statistics.median(inductor) * 1e6
+        inductor_ratio = statistics.median(i / r for i, r in zip(inductor, reference, strict=True))
+        print(
+            f"  compile_potential='inductor': {inductor_us:8.1f} us / iteration"
+            f"   ratio {inductor_ratio:.2f}x   (one-off set-up and compiling: "
+            f"{statistics.median(inductor_setups):.1f} s; the first run "
+            "also filled torch.compile's cache)"
+        )
+    if variates:
+        variates_us = statistics.median(variates) * 1e6
+        variates_ratio = statistics.median(v / r for v, r in zip(variates, reference, strict=True))
+        print(
+            f"  control_variates=True       : {variates_us:8.1f} us / iteration"
+            f"   ratio {variates_ratio:.2f}x (two minibatch gradients a step)"
         )
     if saved:
         saved_us = statistics.median(saved) * 1e6

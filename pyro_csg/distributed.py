@@ -97,6 +97,25 @@ class RankShare:
         self._collective(dist.broadcast_object_list, box, src=self.source)
         return box[0]
 
+    def check_same(self, settings: dict[str, Any], what: str) -> None:
+        """Raise on every rank unless every rank has rank 0's ``settings``."""
+        reference = self.broadcast_object(settings)
+        differing = [key for key in reference if reference.get(key) != settings.get(key)]
+        flags = torch.zeros(self.world_size, dtype=torch.int32)
+        flags[self.rank] = bool(differing)
+        if dist.get_backend(self.group) == "nccl":
+            flags = flags.cuda()
+        self.sum(flags)
+        odd = flags.nonzero().flatten().tolist()
+        if odd:
+            mine = f" (this rank differs in {differing})" if differing else ""
+            raise ValueError(
+                f"the data-parallel ranks must run one chain on the same {what}, but rank(s) "
+                f"{odd} differ from rank 0{mine}: give every rank the same model, "
+                "arguments and settings (each rank loads all the data; the kernel splits "
+                "the batches)"
+            )
+
     def _collective(self, operation, *args, **kwargs) -> None:
         try:
             operation(*args, group=self.group, **kwargs)

@@ -161,6 +161,7 @@ class _Chain:
         self.update = update  # the diffusion's update, its hyperparameters bound
         self.rescale: Callable | None = None  # the diffusion's, for a new step size
         self.settings: dict[str, Any] = {}
+        self.backend = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
 
     @property
     def calls(self) -> int:
@@ -277,7 +278,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         init_strategy: Callable = init_to_uniform,
         transforms: dict | None = None,
         schedule: Schedule | None = None,
-        compile_potential: bool = True,
+        compile_potential: bool | str = True,
         checkpoint: str | os.PathLike | Checkpoint | None = None,
         control_variates: bool | None = None,
         preconditioner: bool | None = None,
@@ -294,8 +295,14 @@ class _CyclicalSGMCMC(MCMCKernel):
                 f"got {type(potential_fn).__name__}"
             )
         self.layout = CycleLayout(steps_per_cycle, exploration_fraction, samples_per_cycle)
-        if not isinstance(compile_potential, (bool, np.bool_)):
-            raise TypeError(f"compile_potential must be True or False, got {compile_potential!r}")
+        if compile_potential not in (True, False, "graph", "inductor") or not isinstance(
+            compile_potential, (bool, np.bool_, str)
+        ):
+            raise TypeError(
+                "compile_potential must be True (the traced graph, default), 'inductor' (the "
+                "traced graph built by torch.compile) or False (eager), got "
+                f"{compile_potential!r}"
+            )
         for name, value in (
             ("control_variates", control_variates),
             ("preconditioner", preconditioner),
@@ -359,7 +366,12 @@ class _CyclicalSGMCMC(MCMCKernel):
         self.optimize_start = None if optimize_start is None else bool(optimize_start)
         self.temperature = _check_positive("temperature", temperature)
         self.init_strategy = init_strategy
-        self.compile_potential = bool(compile_potential)
+        # None (eager), "graph" or "inductor".
+        self.compile_potential = (
+            compile_potential
+            if isinstance(compile_potential, str)
+            else ("graph" if compile_potential else None)
+        )
         self.checkpoint = as_checkpoint(checkpoint)
         self.process_group = process_group
         self._share: RankShare | None = None  # this rank's share, data-parallel
@@ -419,6 +431,10 @@ class _CyclicalSGMCMC(MCMCKernel):
             ]
         if self.optimize_start is not False:
             settings["start_steps"] = [state.start_steps for state in tuned]
+        if tuned:
+            # One string (netCDF attrs keep no lists of strings): each chain's, if they differ.
+            backends = [chain.backend for _, chain in sorted(self._chains.items())]
+            settings["potential_backend"] = ", ".join(dict.fromkeys(backends))
         if self._share is not None:
             settings["data_parallel_ranks"] = self._share.world_size
         return settings
@@ -544,6 +560,8 @@ class _CyclicalSGMCMC(MCMCKernel):
 
         settings = self._settings(potential, warmup_steps, num_chains, args, kwargs, theta)
         chain.settings = settings
+        if share is not None:
+            share.check_same(settings, "model, data and settings")
         if self.checkpoint is not None:
             if self._loaded is not None:
                 raise ValueError(
@@ -713,10 +731,14 @@ class _CyclicalSGMCMC(MCMCKernel):
         and its gradient (unless the state already has them)."""
         potential = chain.potential
         if self.compile_potential and isinstance(potential, ModelPotential):
-            reason = potential.compile(chain.state.theta)
+            reason = potential.compile(chain.state.theta, self.compile_potential)
+            chain.backend = potential.backend or "eager"
             if reason is not None:
+                fallback = (
+                    "the traced graph" if potential.compiled else "the eager (slower) potential"
+                )
                 warnings.warn(
-                    f"{type(self).__name__}: using the eager (slower) potential: {reason}. "
+                    f"{type(self).__name__}: using {fallback}: {reason}. "
                     "Pass compile_potential=False to skip the attempt.",
                     stacklevel=3,
                 )
@@ -1227,9 +1249,11 @@ class CyclicalSGLD(_CyclicalSGMCMC):
         :class:`~pyro_csg.schedules.PolynomialDecay` for plain SGLD baselines (then the
         "cycles" are blocks of ``steps_per_cycle`` iterations that set the thinning, and
         ``exploration_fraction=0`` keeps the noise on throughout).
-    :param bool compile_potential: trace the model's potential and gradient into one graph
-        at the first step (default True); models that cannot be traced fall back to the
-        eager potential with a warning.
+    :param compile_potential: ``True`` (default): trace the model's potential and gradient
+        into one graph at the first step; models that cannot be traced fall back to the
+        eager potential with a warning. ``"inductor"``: also build that graph with
+        :func:`torch.compile` (opt-in: it compiles for tens of seconds once, then fuses the
+        step's kernels; see ``benchmarks/overhead.py --inductor``). ``False``: eager.
     :param checkpoint: a folder (or a :class:`~pyro_csg.Checkpoint`) for long runs: every
         retained draw is written there as it is made, the chain's state at the end of
         every cycle and when the run stops early, and running the same script again

@@ -1,12 +1,13 @@
 """One rank of a data-parallel cSGHMC run, started by tests/test_distributed.py.
 
-``python distributed_run.py OUT [--checkpoint FOLDER] [--die-after K] [--timeout S]``
-reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` as ``torchrun`` sets
-them; with ``WORLD_SIZE=1`` it runs without a process group (the reference run). Every
-rank runs the same chain (rank 0's seed, 0) with the kernel's defaults (optimised start, control
-variates, automatic step size) and saves its draws and statistics to ``OUT.rank<R>``.
-``--die-after K`` makes rank 1 exit abruptly (``os._exit``) after its K-th draw, as a
-killed node would.
+``python distributed_run.py OUT [--checkpoint FOLDER] [--die-after K] [--timeout S]
+[--other-data-on-rank-1]`` reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
+``MASTER_PORT`` as ``torchrun`` sets them; with ``WORLD_SIZE=1`` it runs without a process
+group (the reference run). Every rank runs the same chain (rank 0's seed, 0) with the
+kernel's defaults (optimised start, control variates, automatic step size) and saves its
+draws and statistics to ``OUT.rank<R>``. ``--die-after K`` makes rank 1 exit abruptly
+(``os._exit``) after its K-th draw, as a killed node would; ``--other-data-on-rank-1``
+gives rank 1 other data.
 """
 
 import argparse
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--die-after", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--other-data-on-rank-1", action="store_true")
     args = parser.parse_args()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
@@ -65,8 +67,11 @@ def main() -> None:
         regression_with_noise_scale, steps_per_cycle=60, checkpoint=args.checkpoint
     )
     mcmc = MCMC(kernel, num_samples=NUM_SAMPLES, warmup_steps=0, disable_progbar=True)
+    x, y = linear_regression_data(n=N, d=3)
+    if args.other_data_on_rank_1 and rank == 1:
+        y = y + 1.0
     try:
-        mcmc.run(*linear_regression_data(n=N, d=3), subsample_size=B)
+        mcmc.run(x, y, subsample_size=B)
     except Exception as error:  # noqa: BLE001 -- reported to the test
         report = {"error": type(error).__name__, "message": str(error)}
         report["notes"] = getattr(error, "__notes__", [])

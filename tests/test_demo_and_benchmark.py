@@ -94,3 +94,27 @@ def test_main_docstring_example_runs():
 
     result = doctest.testmod(entry_point)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_gpu_benchmark_runs_on_the_cpu():
+    output = run_benchmark(
+        "gpu.py",
+        "--device",
+        "cpu",
+        "--size",
+        "256",
+        "--batch",
+        "32",
+        "--iterations",
+        "16",
+        "--blocks",
+        "1",
+        "--lr",
+        "0.01",
+    )
+    assert "traced graph  (graph): 100,410 parameters" in output and "images/s" in output
+
+
+def test_distributed_benchmark_runs():
+    output = run_benchmark("distributed.py", "--iterations", "1000", "--repeats", "1")
+    assert "2 ranks (B/2 each)" in output and "all_reduce of the gradient" in output

@@ -195,3 +195,32 @@ def test_process_group_arguments():
     share = RankShare(None, 1, 2, 0)
     assert [index.tolist() for index in share.take([torch.arange(6)])] == [[3, 4, 5]]
     assert not share.writes
+
+
+# -- the example, as the README launches it -------------------------------------------------
+EXAMPLE = Path(__file__).parents[1] / "examples" / "distributed.py"
+
+
+@pytest.mark.parametrize("mode", [[], ["--chains"]], ids=["data-parallel", "chains"])
+def test_the_torchrun_example_runs_and_reports_the_posterior(mode, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", str(EXAMPLE), "--out", str(tmp_path / "run")]
+    command += ["--size", "20000", "--cycles", "6", *mode]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=LIMIT_S, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    chains = "2 independent chains" if mode else "1 chain over 2 ranks"
+    assert f"{chains}, N=20000, B=200: 24 draws per chain" in result.stdout
+    error = float(result.stdout.split("max |mean error| ")[1].split()[0])
+    assert error < 1.0, result.stdout  # 24 draws: a loose check that it sampled the posterior
+
+
+def test_ranks_with_other_data_are_refused_on_every_rank(tmp_path):
+    results = launch(2, tmp_path / "odd", "--other-data-on-rank-1")
+    for rank, result in enumerate(results):
+        assert result.returncode == 3, result.stdout + result.stderr
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["error"] == "ValueError"
+        assert "rank(s) [1] differ from rank 0" in report["message"]
+        if rank == 1:
+            assert "this rank differs in ['data']" in report["message"]

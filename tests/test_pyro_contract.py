@@ -1,7 +1,9 @@
 """The kernels honour what Pyro users expect of an MCMC kernel."""
 
 import json
+import os
 import pickle
+import shutil
 import warnings
 
 import pyro
@@ -276,3 +278,31 @@ def test_initial_params_start_each_chain(data):
         )
     assert mcmc.get_samples(group_by_chain=True)["w"].shape == (2, 2, D)
     assert torch.equal(torch.stack(seen), starts["w"])  # each chain began at its own start
+
+
+def test_the_inductor_backend_changes_the_speed_not_the_draws(data):
+    """compile_potential='inductor' builds the traced graph with torch.compile (fused
+    kernels): the same chain to float tolerance. Where torch.compile cannot build (no C++
+    compiler), the kernel keeps the traced graph and says so."""
+
+    def draws(**overrides):
+        pyro.set_rng_seed(5)
+        kernel = make_kernel(**overrides)
+        samples = run(kernel, data, num_samples=8).get_samples()["w"]
+        return samples, kernel
+
+    graph, plain = draws()
+    assert plain.hyperparameters()["potential_backend"] == "graph"
+    buildable = shutil.which(os.environ.get("CXX", "g++")) is not None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built, kernel = draws(compile_potential="inductor")
+    messages = [str(w.message) for w in caught if "inductor" in str(w.message)]
+    if buildable:
+        assert not messages, messages
+        assert kernel.hyperparameters()["potential_backend"] == "inductor"
+    else:
+        assert messages and "the traced graph is used" in messages[0]
+    assert torch.allclose(built, graph, rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="compile_potential must be True .* 'inductor'"):
+        make_kernel(compile_potential="jit")
