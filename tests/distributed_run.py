@@ -1,13 +1,13 @@
 """One rank of a data-parallel cSGHMC run, started by tests/test_distributed.py.
 
 ``python distributed_run.py OUT [--checkpoint FOLDER] [--die-after K] [--timeout S]
-[--other-data-on-rank-1]`` reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
+[--hang-after K] [--other-data-on-rank-1]`` reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
 ``MASTER_PORT`` as ``torchrun`` sets them; with ``WORLD_SIZE=1`` it runs without a process
 group (the reference run). Every rank runs the same chain (rank 0's seed, 0) with the
 kernel's defaults (optimised start, control variates, automatic step size) and saves its
 draws and statistics to ``OUT.rank<R>``. ``--die-after K`` makes rank 1 exit abruptly
-(``os._exit``) after its K-th draw, as a killed node would; ``--other-data-on-rank-1``
-gives rank 1 other data.
+(``os._exit``) after its K-th draw, as a killed node would, and ``--hang-after K`` makes
+it stop answering instead; ``--other-data-on-rank-1`` gives rank 1 other data.
 """
 
 import argparse
@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import sys
+import time
 
 import pyro
 import torch
@@ -30,7 +31,7 @@ from pyro_csg import CyclicalSGHMC  # noqa: E402
 N, B, NUM_SAMPLES = 4000, 40, 24
 
 
-def _die_after(draws: int) -> None:
+def _fail_after(draws: int, hang: bool) -> None:
     from pyro_csg.kernels import _CyclicalSGMCMC
 
     real_sample, calls = _CyclicalSGMCMC._sample, [0]
@@ -39,6 +40,8 @@ def _die_after(draws: int) -> None:
         draw = real_sample(self, chain, params)
         calls[0] += 1
         if calls[0] == draws:
+            if hang:
+                time.sleep(3600)  # alive but silent: the others wait for the timeout
             os._exit(9)
         return draw
 
@@ -50,6 +53,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--die-after", type=int, default=0)
+    parser.add_argument("--hang-after", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--other-data-on-rank-1", action="store_true")
     args = parser.parse_args()
@@ -58,8 +62,8 @@ def main() -> None:
         dist.init_process_group(
             "gloo", timeout=datetime.timedelta(seconds=args.timeout), rank=rank, world_size=world
         )
-    if args.die_after and rank == 1:
-        _die_after(args.die_after)
+    if (args.die_after or args.hang_after) and rank == 1:
+        _fail_after(args.die_after or args.hang_after, hang=bool(args.hang_after))
     torch.set_num_threads(1)
     # Seeded by rank on purpose: the kernel must give every rank rank 0's seed and start.
     pyro.set_rng_seed(rank)

@@ -32,8 +32,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(world: int, out: Path, *args: str) -> list[subprocess.CompletedProcess]:
-    """Run ``world`` ranks of distributed_run.py to the end; their completed processes."""
+def launch(
+    world: int, out: Path, *args: str, wait_for: int | None = None
+) -> list[subprocess.CompletedProcess]:
+    """Run ``world`` ranks of distributed_run.py to the end (or the first ``wait_for``
+    ranks, the others then killed); their completed processes."""
     port = _free_port()
     processes = []
     for rank in range(world):
@@ -55,7 +58,7 @@ def launch(world: int, out: Path, *args: str) -> list[subprocess.CompletedProces
             )
         )
     results = []
-    for process in processes:
+    for process in processes[:wait_for]:
         try:
             stdout, stderr = process.communicate(timeout=LIMIT_S)
         except subprocess.TimeoutExpired:
@@ -65,6 +68,9 @@ def launch(world: int, out: Path, *args: str) -> list[subprocess.CompletedProces
         results.append(
             subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
         )
+    for process in processes[len(results) :]:
+        process.kill()
+        process.communicate()
     return results
 
 
@@ -213,6 +219,15 @@ def test_the_torchrun_example_runs_and_reports_the_posterior(mode, tmp_path):
     assert f"{chains}, N=20000, B=200: 24 draws per chain" in result.stdout
     error = float(result.stdout.split("max |mean error| ")[1].split()[0])
     assert error < 1.0, result.stdout  # 24 draws: a loose check that it sampled the posterior
+
+
+def test_a_rank_that_stops_answering_stops_the_others_at_the_timeout(tmp_path):
+    args = ["--hang-after", "6", "--timeout", "5"]
+    (first,) = launch(2, tmp_path / "hung", *args, wait_for=1)
+    assert first.returncode == 3, first.stdout + first.stderr
+    report = json.loads(first.stdout.strip().splitlines()[-1])
+    assert report["error"] == "RankLostError" and report["kept"] == 6
+    assert "timeout" in report["message"]
 
 
 def test_ranks_with_other_data_are_refused_on_every_rank(tmp_path):
