@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from . import __version__
@@ -93,6 +94,20 @@ def _digits(args, out: Path, progress: bool) -> list[Path]:
     return written
 
 
+def _unwritable(out: Path) -> str | None:
+    """Why the demo could not write into ``out`` (None if it can), found before any work
+    by creating the folder and a file in it."""
+    if out.exists() and not out.is_dir():
+        return "exists and is not a folder; give a folder (it is created if missing)"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        return f"cannot write there ({error.strerror or error}); give another folder"
+    return None
+
+
 def demo(args: argparse.Namespace) -> list[Path]:
     """Run both parts of the demo with the parsed options of :func:`main`; return the
     paths of the files written."""
@@ -163,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, minimum in minimums.items():
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be at least {minimum}")
+    if not 0 <= args.seed < 2**32:  # NumPy's and torch's seeds, checked before any work
+        parser.error(f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}")
+    problem = _unwritable(Path(args.out))
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     if args.command == "demo":
         demo(args)
     return 0

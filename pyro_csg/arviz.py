@@ -39,6 +39,18 @@ def _check_run(mcmc) -> Any:
     from .kernels import _CyclicalSGMCMC
 
     kernel = getattr(mcmc, "kernel", None)
+    if type(mcmc).__name__ == "StreamingMCMC":
+        folder = getattr(getattr(kernel, "checkpoint", None), "directory", None)
+        raise TypeError(
+            "a StreamingMCMC run keeps no draws in memory, only their statistics: give the "
+            "kernel checkpoint='<folder>' and convert the folder, "
+            + (
+                f"to_inference_data({str(folder)!r}, "
+                if folder
+                else "to_inference_data('<folder>', "
+            )
+            + "model=model, model_args=(...))"
+        )
     if not isinstance(kernel, _CyclicalSGMCMC):
         raise TypeError(
             "to_inference_data expects a pyro.infer.MCMC run with a CyclicalSGLD or "
@@ -48,6 +60,13 @@ def _check_run(mcmc) -> Any:
         )
     if getattr(mcmc, "_samples", None) is None:
         raise ValueError("the MCMC has no draws yet: call mcmc.run(...) first")
+    if kernel._run_complete is False:
+        raise ValueError(
+            "the last mcmc.run(...) stopped before its end, so this MCMC holds the draws of "
+            "an earlier run next to the arguments (data) of the failed one, which do not "
+            "belong together. Run it again to the end; the failed run's own draws are in "
+            "kernel.get_samples() (and, with checkpoint=, in its folder)."
+        )
     return kernel
 
 
@@ -301,6 +320,7 @@ def _run_data(mcmc, model, model_args, model_kwargs) -> _RunData:
 
 def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
     az = _arviz()
+    asked = log_likelihood is True
     if log_likelihood is None:
         log_likelihood = run.model is not None
     if log_likelihood and run.model is None:
@@ -329,6 +349,12 @@ def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
         full = FullData(run.model, run.args, run.kwargs)
         first = {name: value[0, 0] for name, value in samples.items()}
         observed = full.observed_data(first) or None
+        if asked and not full.sites:
+            raise ValueError(
+                "log_likelihood=True, but the model observes nothing (no pyro.sample(..., "
+                "obs=...) and no pyro.factor inside a subsampled data plate): there is no "
+                "log-likelihood to compute. Pass log_likelihood=False."
+            )
         if log_likelihood and full.sites:
             flat_draws = {
                 name: value.reshape(num_chains * num_draws, *value.shape[2:])

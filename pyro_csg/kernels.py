@@ -88,6 +88,26 @@ class _Divergences(list):
         )
 
 
+def _runner_frame():
+    """The frame of ``pyro.infer.mcmc.api._gen_samples`` that called ``setup``, if any."""
+    frame = sys._getframe(2)
+    for _ in range(6):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        if frame.f_code.co_name == "_gen_samples" and frame.f_globals.get("__name__") == (
+            "pyro.infer.mcmc.api"
+        ):
+            return frame
+    return None
+
+
+def _runner_num_samples() -> int | None:
+    """The ``num_samples`` Pyro's runner will ask for (None outside Pyro's runner)."""
+    frame = _runner_frame()
+    return None if frame is None else frame.f_locals.get("num_samples")
+
+
 def _runner_chain() -> tuple[int, int | None]:
     """``(chain index, number of chains)`` of the ``pyro.infer.MCMC`` chain being set up.
 
@@ -98,21 +118,14 @@ def _runner_chain() -> tuple[int, int | None]:
     and the number of chains is not known there). Outside Pyro's runner: chain 0 of an
     unknown number.
     """
-    frame = sys._getframe(1)
-    for _ in range(6):
-        frame = frame.f_back
-        if frame is None:
-            break
-        if frame.f_code.co_name == "_gen_samples" and frame.f_globals.get("__name__") == (
-            "pyro.infer.mcmc.api"
-        ):
-            caller = frame.f_back
-            runner = caller.f_locals.get("self") if caller is not None else None
-            if type(runner).__name__ == "_UnarySampler":
-                return int(caller.f_locals.get("i", 0)), int(runner.num_chains)
-            if type(runner).__name__ == "_Worker":
-                return int(runner.chain_id), None
-            break
+    frame = _runner_frame()
+    if frame is not None:
+        caller = frame.f_back
+        runner = caller.f_locals.get("self") if caller is not None else None
+        if type(runner).__name__ == "_UnarySampler":
+            return int(caller.f_locals.get("i", 0)), int(runner.num_chains)
+        if type(runner).__name__ == "_Worker":
+            return int(runner.chain_id), None
     return 0, None
 
 
@@ -264,6 +277,10 @@ class _Chain:
 
 class _CyclicalSGMCMC(MCMCKernel):
     """Shared machinery of the cyclical kernels; a subclass only names its diffusion."""
+
+    # False from a run's set-up until its clean-up: MCMC keeps the draws of its last
+    # *finished* run, but the arguments of its last run (None: never set up here).
+    _run_complete: bool | None = None
 
     def __init__(
         self,
@@ -481,13 +498,38 @@ class _CyclicalSGMCMC(MCMCKernel):
 
     @initial_params.setter
     def initial_params(self, params: dict[str, torch.Tensor] | None) -> None:
+        if params is not None:
+            if not isinstance(params, dict):
+                raise TypeError(
+                    "initial_params must be a dict {site name: unconstrained value}, got "
+                    f"{type(params).__name__}"
+                )
+            # Python numbers and integer tensors mean floats: convert, as torch would.
+            params = {
+                name: value
+                if isinstance(value, torch.Tensor) and value.is_floating_point()
+                else torch.as_tensor(value).to(torch.get_default_dtype())
+                for name, value in params.items()
+            }
         self._initial_params = params
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         """Trace the model once, find its subsampled plates, pick the start, give the chain
         its own generator, and resume from a checkpoint or a loaded state if there is one."""
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        self._run_complete = False
+        if (
+            isinstance(warmup_steps, (bool, np.bool_))
+            or not isinstance(warmup_steps, (int, np.integer))
+            or warmup_steps < 0
+        ):
             raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        warmup_steps = int(warmup_steps)
+        if _runner_num_samples() == 0:
+            raise ValueError(
+                "MCMC(num_samples=0) keeps no draw (Pyro would fail after the run with "
+                "'stack expects a non-empty TensorList'): give num_samples >= 1, e.g. "
+                f"num_cycles * samples_per_cycle = 10 * {self.samples_per_cycle}"
+            )
         if warmup_steps % self.samples_per_cycle:
             warnings.warn(
                 f"warmup_steps={warmup_steps} is not a multiple of samples_per_cycle="
@@ -666,6 +708,7 @@ class _CyclicalSGMCMC(MCMCKernel):
     def cleanup(self) -> None:
         """After a chain's last draw: write its final checkpoint; free the potential."""
         chain = self._current
+        self._run_complete = True
         if chain is not None and chain.potential is not None:
             if chain.files is not None and chain.checkpointed_at != chain.state.draws:
                 self._save_checkpoint(chain)
@@ -989,7 +1032,11 @@ class _CyclicalSGMCMC(MCMCKernel):
         energies: list[torch.Tensor] = []
         for k in range(state.iteration + 1, target + 1):
             previous, eta = eta, schedule(k)
-            if not 0.0 < eta < math.inf:
+            try:
+                valid = 0.0 < eta < math.inf
+            except TypeError:  # None, a string, a tensor of several values...
+                valid = False
+            if not valid:
                 raise ValueError(
                     f"the schedule {schedule!r} gave step size {eta!r} at iteration {k}; "
                     "step sizes must be finite and > 0"

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 
@@ -60,6 +61,7 @@ class ObservedSite:
     plate: SubsamplePlate | None
     dim: int | None
     event_dim: int
+    is_factor: bool = False  # a pyro.factor in a data plate: likelihood, but no data
 
     @property
     def in_plate(self) -> bool:
@@ -122,7 +124,12 @@ class FullData:
         for name, node in trace.nodes.items():
             if node["type"] != "sample" or not node["is_observed"]:
                 continue
+            if node["infer"].get("_deterministic"):
+                continue  # pyro.deterministic: a recorded value, never data
             frames = [frame for frame in node["cond_indep_stack"] if frame.name in by_name]
+            is_factor = _is_factor(node)
+            if is_factor and not frames:
+                continue  # pyro.factor outside the data plates: part of the prior
             if len(frames) > 1:
                 raise ModelError(
                     f"observed site '{name}' lies in more than one subsampled plate "
@@ -141,6 +148,7 @@ class FullData:
                     plate,
                     frames[0].dim if frames else None,
                     int(node["fn"].event_dim),
+                    is_factor,
                 )
             )
         self._outside_observations = sum(
@@ -184,7 +192,7 @@ class FullData:
         for site in self._sites_of(None):
             result[site.name] = trace.nodes[site.name]["value"].detach().cpu().numpy()
         for plate in self.plates:
-            sites = self._sites_of(plate)
+            sites = [site for site in self._sites_of(plate) if not site.is_factor]
             if not sites:
                 continue
             parts: dict[str, list[np.ndarray]] = {site.name: [] for site in sites}
@@ -371,6 +379,11 @@ class FullData:
         with torch.no_grad():
             values = over_draws(flat, *index_args)
         return {site.name: value for site, value in zip(self.sites, values, strict=True)}
+
+
+def _is_factor(node) -> bool:
+    """A ``pyro.factor`` site (an observed ``Unit`` marked auxiliary)."""
+    return bool(node["infer"].get("is_auxiliary")) and isinstance(node["fn"], dist.Unit)
 
 
 def _num_observations(node) -> int:

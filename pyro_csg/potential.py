@@ -24,6 +24,7 @@ the eager potential instead, with a warning that says why.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -252,6 +253,19 @@ def _trace_model(model, args, kwargs, init_strategy=None):
     try:
         with poutine.block():
             return tracer.get_trace(*args, **kwargs)
+    except (ZeroDivisionError, ValueError) as error:
+        # Pyro divides by subsample_size, or finds len(indices) != subsample_size: name the
+        # plate and the valid range instead.
+        for name, node in tracer.msngr.trace.nodes.items():
+            fn = node["fn"] if node["type"] == "sample" else None
+            if isinstance(fn, _Subsample) and fn.subsample_size is not None:
+                if not 0 < fn.subsample_size <= fn.size:
+                    raise ModelError(
+                        f"plate '{name}' has subsample_size={fn.subsample_size}: give a "
+                        f"minibatch size from 1 to its size {fn.size} (or None for all "
+                        "the data)"
+                    ) from error
+        raise
     except Exception as error:
         # A PyroModule's PyroSample weight first read inside the data plate gets the
         # plate's batch dimension, and the model then fails with a shape error.
@@ -340,7 +354,49 @@ def _unconstraining_transform(name: str, support) -> Transform:
         ) from None
 
 
+def _check_finite_data(model, args: tuple, kwargs: dict) -> None:
+    """Refuse NaN or infinite values in the model's floating-point arguments (its data):
+    they make the potential NaN, and the failure would surface later, blaming the step."""
+    try:
+        bound = inspect.signature(model).bind_partial(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # no signature, or one the arguments do not fit
+        bound = {**{f"argument {i}": value for i, value in enumerate(args)}, **kwargs}
+    for name, value in bound.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for value in values:
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                bad = ~torch.isfinite(value)
+                if bad.any():
+                    first = [int(i) for i in bad.nonzero()[0]]
+                    raise ModelError(
+                        f"the model's argument '{name}' has {int(bad.sum())} NaN or infinite "
+                        f"value(s) (the first at index {first}): the potential would be NaN. "
+                        "Drop or fill those rows; for missing observations, fill them and "
+                        "mask them out of the likelihood (poutine.mask or obs_mask=)."
+                    )
+
+
+def _fixed_subsamples(trace) -> list[tuple[str, int, int]]:
+    """Plates given ``subsample=`` (fixed indices): ``(name, size, len(subsample))``."""
+    fixed = []
+    for name, node in trace.nodes.items():
+        if node["type"] == "sample" and isinstance(node["fn"], _Subsample):
+            fn, value = node["fn"], node["value"]
+            if fn.subsample_size is None and value is not None and len(value) < fn.size:
+                fixed.append((name, int(fn.size), len(value)))
+    return fixed
+
+
 def _find_plates_and_latents(trace, transforms):
+    for name, size, length in _fixed_subsamples(trace):
+        raise ModelError(
+            f"plate '{name}' is given subsample= ({length} fixed indices of {size}): Pyro "
+            f"scales its sites by {size} / {length} but the kernels cannot feed it "
+            "minibatches, so the sampler would fit those rows alone, weighted as if they "
+            f"were all the data. Declare pyro.plate('{name}', {size}, "
+            f"subsample_size={length}) (the kernels then feed it a new batch every step), "
+            "or drop subsample= to use all the data."
+        )
     plates = _subsampled_plates(trace)
     local = _local_latents(trace, plates)
     if local:
@@ -414,10 +470,19 @@ class ModelPotential(_Potential):
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs)
         self.init_strategy = init_strategy
+        _check_finite_data(model, self.model_args, self.model_kwargs)
         # A plain prior trace finds the structure: an init strategy may choke on the very
         # sites (discrete, local) that deserve a clear error of ours.
         trace = _trace_model(model, self.model_args, self.model_kwargs)
         self.plates, sites = _find_plates_and_latents(trace, transforms or {})
+        params = [name for name, node in trace.nodes.items() if node["type"] == "param"]
+        if params:
+            warnings.warn(
+                f"the model's pyro.param site(s) {params} will stay fixed at their current "
+                "values: the kernels sample pyro.sample sites only. To sample one, give it a "
+                "prior with pyro.sample; to fit it, use SVI.",
+                stacklevel=4,
+            )
         super().__init__(sites)
         self.transforms = {site.name: site.transform for site in self.sites}
         self._graph = None

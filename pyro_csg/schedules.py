@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 __all__ = [
     "Schedule",
     "CosineCyclical",
@@ -48,8 +50,11 @@ Schedule = Callable[[int], float]
 
 
 def _is_number(value: object) -> bool:
-    """A real Python number (bool is an int subclass, but never a valid setting here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number, Python's or NumPy's (bool is an int subclass, but never a valid
+    setting here)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -61,11 +66,12 @@ def _check_positive(name: str, value: float) -> float:
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as a Python int (NumPy integers accepted), or a clear error."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _check_iteration(k: int) -> None:
@@ -209,11 +215,15 @@ class CycleLayout:
     samples_per_cycle: int
 
     def __post_init__(self) -> None:
-        _check_int("steps_per_cycle", self.steps_per_cycle, 1)
+        # Stored as Python numbers (NumPy's are accepted), which JSON and netCDF keep.
+        steps = _check_int("steps_per_cycle", self.steps_per_cycle, 1)
+        object.__setattr__(self, "steps_per_cycle", steps)
         beta = self.exploration_fraction
         if not (_is_number(beta) and 0.0 <= beta < 1.0):
             raise ValueError(f"exploration_fraction must be a number in [0, 1), got {beta!r}")
-        _check_int("samples_per_cycle", self.samples_per_cycle, 1)
+        object.__setattr__(self, "exploration_fraction", float(beta))
+        samples = _check_int("samples_per_cycle", self.samples_per_cycle, 1)
+        object.__setattr__(self, "samples_per_cycle", samples)
         if self.samples_per_cycle > self.num_sampling_steps:
             raise ValueError(
                 f"samples_per_cycle must be at most the number of sampling-stage steps per "

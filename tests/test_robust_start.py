@@ -1,0 +1,49 @@
+"""The first cycle's large steps do not blow up from Pyro's default init_to_uniform.
+
+Issue 10's case: a linear regression with N = 1,000, B = 50 and a HalfNormal noise scale,
+cSGHMC with step_size 2e-5 (lr 0.02) and friction 0.1. Started where init_to_uniform puts
+it (weights and log-scale uniform in (-2, 2)), 3 of 20 seeds diverged in the first cycle
+and others kept burn-in in their draws (max mean error 9.9 sds). The mechanism is the
+optimisation stage before the first cycle (``optimize_start``, on by default for models
+with a subsampled plate): Adam's steps are bounded by its learning rate, so it cannot blow
+up, and the chain starts in the posterior's bulk. It moves the start only, so the
+posterior is the same: checked here over 20 seeds against the exact one.
+"""
+
+import warnings
+
+import pyro
+import torch
+from models import linear_regression_data, linear_regression_posterior, regression_with_noise_scale
+from pyro.infer import MCMC
+
+from pyro_csg import CyclicalSGHMC
+
+SEEDS = 20
+
+
+def test_twenty_seeds_from_init_to_uniform_never_diverge_and_sample_the_posterior():
+    x, y = linear_regression_data(n=1000, d=3)
+    mean, sd = linear_regression_posterior(x, y)  # sigma = 1 known; its posterior sd is 2%
+    draws, worst = [], []
+    for seed in range(SEEDS):
+        pyro.set_rng_seed(seed)
+        kernel = CyclicalSGHMC(
+            regression_with_noise_scale, step_size=2e-5, friction=0.1, steps_per_cycle=200
+        )
+        mcmc = MCMC(kernel, num_samples=40, warmup_steps=0, disable_progbar=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mcmc.run(x, y, subsample_size=50)  # a NonFiniteError fails the test
+        w = mcmc.get_samples()["w"].double()
+        assert torch.isfinite(w).all()
+        draws.append(w)
+        worst.append(float(((w.mean(0) - mean) / sd).abs().max()))
+    # Per seed: 40 draws (ESS ~ 25) know a mean to ~0.2 sds; burn-in left in gave 2-10.
+    assert max(worst) < 1.0, worst
+    pooled = torch.cat(draws)
+    # Pooled over 20 seeds the Monte Carlo error of a mean is ~0.05 sds.
+    errors = ((pooled.mean(0) - mean) / sd).abs()
+    ratios = pooled.std(0) / sd
+    assert errors.max() < 0.15, errors
+    assert ((ratios > 0.85) & (ratios < 1.15)).all(), ratios
