@@ -243,7 +243,9 @@ def to_inference_data(
       each draw).
     * ``sample_stats``: per draw ``lp`` (``-U~``, the log joint in unconstrained space
       *estimated on one minibatch*: compare it across draws, not with a full-data
-      ``lp``), ``step_size``, ``cycle``, ``iteration``, ``temperature`` and ``diverging``
+      ``lp``), ``step_size``, ``cycle``, ``iteration``, ``noise_ratio`` (the minibatch
+      gradient's noise against the injected noise at the draw's step, measured once a
+      cycle; see ``CyclicalSGLD.diagnostics``), ``temperature`` and ``diverging``
       (the draws of cycles that sampled far above the chain's typical potential, see
       :func:`pyro_csg.diagnostics.runaway_cycles`, and those whose log-likelihood is not
       finite, with a warning).
@@ -340,6 +342,7 @@ def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
         "step_size": stats["step_size"],
         "cycle": stats["cycle"],
         "iteration": stats["iteration"],
+        "noise_ratio": stats["noise_ratio"],
         "temperature": np.full((num_chains, num_draws), run.attrs["temperature"]),
         "diverging": run.diverging,
     }
@@ -647,7 +650,11 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
       all the cycles by :func:`ess_per_cycle` (the same for every cycle of a variable
       element; between 1 and ``samples_per_cycle``);
     * ``r_hat_between``: ArviZ's R-hat with every cycle as a chain, the same for all the
-      rows of a variable element (NaN with fewer than 4 draws per cycle).
+      rows of a variable element (NaN with fewer than 4 draws per cycle);
+    * ``noise_ratio``: the largest ``sample_stats["noise_ratio"]`` of the cycle's draws
+      (its first kept draw's, the largest step): the minibatch gradient's noise against
+      the injected noise; above about 1 the minibatch noise, not the sampler, sets the
+      draws' spread (NaN when the InferenceData has no such statistic).
 
     How to read it. ``r_hat_between`` compares the spread of the cycle means with the
     spread within cycles. On a unimodal posterior, a value below about 1.1 says each
@@ -674,7 +681,7 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
         >>> idata.posterior = idata.posterior.assign_coords(cycle=("draw", np.repeat([0, 1, 2], 4)))
         >>> table = cycle_summary(idata)
         >>> list(table.columns), len(table)
-        (['mean', 'sd', 'ess', 'r_hat_between'], 3)
+        (['mean', 'sd', 'ess', 'r_hat_between', 'noise_ratio'], 3)
     """
     az = _arviz()
     import pandas as pd
@@ -690,6 +697,7 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rhat = az.rhat(regrouped)
+    noise = _cycle_noise(idata)
     rows = []
     index = []
     for name, variable in regrouped.data_vars.items():
@@ -703,11 +711,35 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
                         float(draws.std(ddof=1)) if len(draws) > 1 else float("nan"),
                         ess,
                         float(rhat_flat[element]),
+                        noise.get((int(chains[group]), int(cycles[group])), float("nan")),
                     )
                 )
                 index.append((label, int(chains[group]), int(cycles[group])))
     return pd.DataFrame(
         rows,
         index=pd.MultiIndex.from_tuples(index, names=["variable", "chain", "cycle"]),
-        columns=["mean", "sd", "ess", "r_hat_between"],
+        columns=["mean", "sd", "ess", "r_hat_between", "noise_ratio"],
     )
+
+
+def _cycle_noise(idata) -> dict[tuple[int, int], float]:
+    """``{(chain, cycle): largest noise_ratio of its draws}`` from ``sample_stats``."""
+    stats = getattr(idata, "sample_stats", None)
+    if stats is None or "noise_ratio" not in stats:
+        return {}
+    ratios = stats["noise_ratio"].transpose("chain", "draw").values
+    posterior = idata.posterior
+    result: dict[tuple[int, int], float] = {}
+    if posterior["cycle"].dims == ("chain",):  # group_by="cycle": one cycle per chain
+        for chain, cycle, values in zip(
+            posterior["mcmc_chain"].values, posterior["cycle"].values, ratios, strict=True
+        ):
+            result[(int(chain), int(cycle))] = float(np.nanmax(values, initial=-np.inf))
+    else:
+        cycles = posterior["cycle"].values
+        for chain, values in enumerate(ratios):
+            for cycle in np.unique(cycles):
+                result[(chain, int(cycle))] = float(
+                    np.nanmax(values[cycles == cycle], initial=-np.inf)
+                )
+    return {key: (value if value > -np.inf else float("nan")) for key, value in result.items()}

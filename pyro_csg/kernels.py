@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -34,9 +35,15 @@ from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive, _
 from .state import ChainState
 from .store import STATS
 from .subsample import EpochBatches
-from .tuning import optimize_start, tune
+from .tuning import gradient_noise, noise_per_step, optimize_start, tune
 
 __all__ = ["CyclicalSGLD", "CyclicalSGHMC", "NonFiniteError"]
+
+# Minibatches at which each cycle's gradient noise is measured (at its first kept draw).
+NOISE_BATCHES = 8
+
+# The noise_ratio at the sampling stage's first step above which the kernels warn.
+NOISE_WARNING = 1.0
 
 # How many iterations may pass before the potential energies are checked for NaN/inf.
 # Checking reads a value back from the device, so it is batched rather than per step.
@@ -175,6 +182,8 @@ class _Chain:
         self.rescale: Callable | None = None  # the diffusion's, for a new step size
         self.settings: dict[str, Any] = {}
         self.backend = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
+        self.cycle_noise: tuple[int, float] | None = None  # (cycle, its noise per unit step)
+        self.noise_reported = False
 
     @property
     def calls(self) -> int:
@@ -516,7 +525,9 @@ class _CyclicalSGMCMC(MCMCKernel):
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         """Trace the model once, find its subsampled plates, pick the start, give the chain
         its own generator, and resume from a checkpoint or a loaded state if there is one."""
-        self._run_complete = False
+        num_samples = _runner_num_samples()
+        if num_samples is not None:  # a run of Pyro's runner (not MCMC's transforms probe)
+            self._run_complete = False
         if (
             isinstance(warmup_steps, (bool, np.bool_))
             or not isinstance(warmup_steps, (int, np.integer))
@@ -524,7 +535,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         ):
             raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
         warmup_steps = int(warmup_steps)
-        if _runner_num_samples() == 0:
+        if num_samples == 0:
             raise ValueError(
                 "MCMC(num_samples=0) keeps no draw (Pyro would fail after the run with "
                 "'stack expects a non-empty TensorList'): give num_samples >= 1, e.g. "
@@ -977,6 +988,7 @@ class _CyclicalSGMCMC(MCMCKernel):
                 "iteration": new.iteration,
                 "step_size": new.step_size,
                 "potential_energy": new.energy.item(),
+                "noise_ratio": new.step_size * self._cycle_noise(chain, new, cycle),
             }
             if chain.files is not None:
                 constrained = {
@@ -997,6 +1009,95 @@ class _CyclicalSGMCMC(MCMCKernel):
         if chain.files is not None and new.draws % self.samples_per_cycle == 0:
             self._save_checkpoint(chain)
         return draw
+
+    def _cycle_noise(self, chain: _Chain, state: ChainState, cycle: int) -> float:
+        """The minibatch gradient's noise per unit step, ``mean(V) / (2 alpha T)``, of the
+        gradient the chain uses (with control variates if on, preconditioned if so), at the
+        cycle's first kept draw, from :data:`NOISE_BATCHES` extra minibatches.
+
+        The batches come from a generator seeded by a hash of the chain's state, so the
+        measurement neither moves the chain's own batches nor draws from its generator:
+        the chain is the same with or without it. A model without a subsampled plate
+        has an exact gradient (0); a ``potential_fn`` may be stochastic and is measured.
+        """
+        if chain.cycle_noise is not None and chain.cycle_noise[0] == cycle:
+            return chain.cycle_noise[1]
+        potential = chain.potential
+        plates = tuple(getattr(potential, "plates", ()))
+        if isinstance(potential, ModelPotential) and not plates:
+            value = 0.0
+        else:
+            theta = state.theta
+            digest = hashlib.blake2b(state.rng_state.cpu().numpy().tobytes(), digest_size=8)
+            generator = torch.Generator(device=theta.device)
+            generator.manual_seed(int.from_bytes(digest.digest(), "little") >> 2)
+
+            def random_batches() -> list[torch.Tensor]:
+                batches = []
+                for plate in plates:
+                    size, batch = plate.size, plate.subsample_size
+                    if size <= 2**16:
+                        index = torch.randperm(size, generator=generator, device=theta.device)
+                        index = index[:batch]
+                    else:  # a permutation of millions per batch costs more than it is worth
+                        index = torch.randint(
+                            size, (batch,), generator=generator, device=theta.device
+                        )
+                    batches.append(index.to(plate.device))
+                return batches
+
+            tuning = state.tuning
+            mass = tuning.preconditioner if tuning is not None else None
+            root = torch.ones_like(theta) if mass is None else mass.sqrt()
+            variance = gradient_noise(
+                chain.gradient, theta, random_batches, root, batches=NOISE_BATCHES
+            )
+            per_step = noise_per_step(
+                variance,
+                friction=getattr(self, "friction", 1.0),
+                temperature=self.temperature,
+                batches_per_epoch=min((p.batches_per_epoch for p in plates), default=None),
+            )
+            value = float(per_step.mean())
+        chain.cycle_noise = (cycle, value)
+        return value
+
+    def _noise_warning(self, chain: _Chain, stats: dict[str, list]) -> str | None:
+        """A warning when the minibatch noise dominates the injected noise at the sampling
+        stage's first step (its largest), in the median cycle."""
+        ratios = {}
+        for cycle, step, ratio in zip(
+            stats["cycle"], stats["step_size"], stats["noise_ratio"], strict=True
+        ):
+            if cycle not in ratios and ratio == ratio and step > 0:
+                first = cycle * self.steps_per_cycle + self.layout.num_exploration_steps + 1
+                ratios[cycle] = ratio / step * chain.schedule(first)
+        if len(ratios) < 2:
+            return None
+        median = float(np.median(list(ratios.values())))
+        if not median > NOISE_WARNING:
+            return None
+        step = chain.schedule(1)
+        plates = tuple(getattr(chain.potential, "plates", ()) or ())
+        batch = (
+            f" or a subsample_size about {median / 0.5:.3g} times larger (the noise's "
+            "variance falls as 1 / subsample_size)"
+            if plates
+            else ""
+        )
+        return (
+            f"{type(self).__name__}: chain {chain.index}: the minibatch gradient's noise was "
+            f"{median:.3g} times the injected Langevin noise at the sampling stage's first "
+            "step (median over cycles; sample_stats['noise_ratio'] per draw), so it, not "
+            "the sampler, sets the spread of the draws: the posterior's variance is "
+            f"inflated. Use a step_size about {median / 0.5:.3g} times smaller (about "
+            f"{step * 0.5 / median:.3g} for its largest step){batch}"
+            + (
+                ", or control_variates=True."
+                if self.control_variates is False and len(plates) == 1
+                else "."
+            )
+        )
 
     def _save_checkpoint(self, chain: _Chain) -> None:
         state = chain.state
@@ -1195,8 +1296,15 @@ class _CyclicalSGMCMC(MCMCKernel):
         )
 
     def diagnostics(self) -> dict[str, list]:
-        """Per retained (post-warm-up) draw: cycle, iteration, step size, ``U~``; and the
-        draws flagged as diverging.
+        """Per retained (post-warm-up) draw: cycle, iteration, step size, ``U~``, the
+        minibatch noise ratio; and the draws flagged as diverging.
+
+        ``noise_ratio`` is the minibatch gradient's noise against the injected Langevin
+        noise at the draw's step size, ``eta_k * mean(V) / (2 alpha T)``, with ``V`` the
+        per-coordinate variance of the gradient the chain uses, measured at each cycle's
+        first kept draw on a few extra minibatches; the first call after a chain's last
+        draw warns when, at the sampling stage's first step, it exceeds 1 in the median
+        cycle (with the step size or batch size that would bring it to 0.5).
 
         ``potential_energy`` is the minibatch estimate ``U~`` at the draw (on the batch
         of the following iteration), so ``-potential_energy`` estimates the log joint.
@@ -1216,6 +1324,11 @@ class _CyclicalSGMCMC(MCMCKernel):
         if report.cycles and not chain.runaway_reported:
             chain.runaway_reported = True
             warnings.warn(report.message(chain.index, self.samples_per_cycle), stacklevel=2)
+        if not chain.noise_reported and chain.schedule is not None:
+            chain.noise_reported = True
+            message = self._noise_warning(chain, stats)
+            if message:
+                warnings.warn(message, stacklevel=2)
         return {**stats, "divergences": _Divergences(report.draws)}
 
     def __getstate__(self):

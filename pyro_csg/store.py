@@ -36,7 +36,7 @@ import torch
 
 __all__ = ["DrawWriter", "read_store", "STATS"]
 
-STATS = ("cycle", "iteration", "step_size", "potential_energy")
+STATS = ("cycle", "iteration", "step_size", "potential_energy", "noise_ratio")
 """The per-draw statistics a draw file carries as attributes."""
 
 _DRAW_FILE = re.compile(r"^(\d{8})\.nc$")
@@ -290,7 +290,8 @@ def read_store(directory: str | os.PathLike) -> dict[str, Any]:
                 np.stack([row[0][name] for row in rows]) if rows else None
             )
         for key in STATS:
-            stats[key].append(np.array([row[2][key] for row in rows]))
+            # noise_ratio came later: draw files written before it read as NaN.
+            stats[key].append(np.array([row[2].get(key, np.nan) for row in rows]))
     if shortest == 0:
         raise ValueError(f"{directory} has no retained draw yet (draws per chain: {num_draws})")
     return {

@@ -68,6 +68,7 @@ __all__ = [
     "hessian_diagonal",
     "largest_eigenvalue",
     "gradient_noise",
+    "noise_per_step",
     "tune",
 ]
 
@@ -312,6 +313,32 @@ def gradient_noise(
     return grads.double().var(dim=0).to(theta.dtype)
 
 
+def noise_per_step(
+    variance: torch.Tensor,
+    *,
+    friction: float = 1.0,
+    temperature: float = 1.0,
+    batches_per_epoch: int | None = None,
+) -> torch.Tensor:
+    """``V / (2 alpha T)`` per coordinate, discounted for batches drawn without
+    replacement: the minibatch noise of a step of size ``eta`` is ``eta`` times this,
+    relative to the injected noise. Shared by :func:`tune` and the kernels' per-cycle
+    ``noise_ratio``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.tuning import noise_per_step
+        >>> noise_per_step(torch.tensor([4.0]), friction=0.5, temperature=2.0)
+        tensor([2.])
+    """
+    per_step = variance / (2.0 * friction * temperature)
+    if batches_per_epoch:
+        memory = 1.0 / friction
+        per_step = per_step * max(1.0 - memory / batches_per_epoch, 1.0 / batches_per_epoch)
+    return per_step
+
+
 @dataclass(frozen=True)
 class Tuning:
     """The automatic step size's choice (see the module docstring).
@@ -427,10 +454,12 @@ def tune(
             theta
         )
         noise += gradient_noise(gradient, theta + shift, next_indices, root)
-    per_step = noise / (NOISE_POINTS * 2.0 * friction * temperature)
-    if batches_per_epoch:
-        memory = 1.0 / friction
-        per_step = per_step * max(1.0 - memory / batches_per_epoch, 1.0 / batches_per_epoch)
+    per_step = noise_per_step(
+        noise / NOISE_POINTS,
+        friction=friction,
+        temperature=temperature,
+        batches_per_epoch=batches_per_epoch,
+    )
     mean, worst = float(per_step.mean()), float(per_step.max())
     limit = min(
         NOISE_RATIO_LIMIT / (first_draw_factor * mean) if mean > 0 else math.inf,

@@ -284,7 +284,7 @@ def test_between_cycle_rhat_is_small_on_a_unimodal_target_with_long_cycles():
 def test_cycle_summary_rows_and_values(two_chains):
     idata = to_inference_data(two_chains)
     table = cycle_summary(idata, var_names=["w"])
-    assert list(table.columns) == ["mean", "sd", "ess", "r_hat_between"]
+    assert list(table.columns) == ["mean", "sd", "ess", "r_hat_between", "noise_ratio"]
     assert len(table) == D * 2 * CYCLES
     row = table.loc[("w[1]", 1, 3)]
     draws = idata.posterior["w"].values[1, 3 * PER_CYCLE : 4 * PER_CYCLE, 1]
@@ -295,6 +295,8 @@ def test_cycle_summary_rows_and_values(two_chains):
     assert 1.0 <= row["ess"] <= PER_CYCLE
     rhat = az.rhat(to_inference_data(two_chains, group_by="cycle"))["w"].values[1]
     np.testing.assert_allclose(table.xs("w[1]")["r_hat_between"], rhat)
+    ratios = idata.sample_stats["noise_ratio"].values[1, 3 * PER_CYCLE : 4 * PER_CYCLE]
+    assert row["noise_ratio"] == pytest.approx(ratios.max()) and ratios.max() > 0
     # Both groupings give the same table.
     other = cycle_summary(to_inference_data(two_chains, group_by="cycle"), var_names=["w"])
     np.testing.assert_allclose(other.values, table.values)

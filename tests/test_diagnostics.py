@@ -113,3 +113,60 @@ def test_a_non_finite_log_likelihood_is_named_not_left_to_az_loo():
     ):
         idata = to_inference_data(mcmc)
     assert idata.sample_stats["diverging"].values[0].tolist() == [i == 5 for i in range(12)]
+
+
+# -- the minibatch noise against the injected noise -------------------------------------------
+def noise_run(batch=50, **settings):
+    from models import linear_regression, linear_regression_data
+
+    x, y = linear_regression_data(n=2000, d=2)
+    pyro.set_rng_seed(0)
+    kernel = CyclicalSGHMC(linear_regression, steps_per_cycle=200, **settings)
+    mcmc = MCMC(kernel, num_samples=6 * 4, warmup_steps=0, disable_progbar=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc.run(x, y, subsample_size=batch)
+    messages = [
+        str(w.message) for w in caught if "minibatch gradient's noise was" in str(w.message)
+    ]
+    return mcmc, messages
+
+
+def test_the_noise_diagnostic_flags_a_noise_dominated_run_and_suggests_numbers():
+    # B = 10 of N = 2000 without control variates, at a step that suits the curvature
+    # (lr 0.5): the minibatch noise is hundreds of times the injected noise.
+    mcmc, messages = noise_run(batch=10, step_size=0.5 / 2000, control_variates=False, friction=0.1)
+    ratios = np.asarray(mcmc.diagnostics()["noise_ratio"]["chain 0"])
+    assert np.isfinite(ratios).all() and np.median(ratios) > 1.0
+    (message,) = messages
+    assert "step_size about" in message and "subsample_size about" in message
+    assert "control_variates=True" in message
+    idata = to_inference_data(mcmc, log_likelihood=False)
+    np.testing.assert_allclose(idata.sample_stats["noise_ratio"].values[0], ratios)
+    # Within a cycle the ratio follows the step: measured once a cycle, scaled by eta_k.
+    per_unit = ratios / np.asarray(mcmc.diagnostics()["step_size"]["chain 0"])
+    per_cycle = per_unit.reshape(6, 4)
+    np.testing.assert_allclose(per_cycle, np.repeat(per_cycle[:, :1], 4, axis=1), rtol=1e-6)
+
+
+def test_the_noise_diagnostic_stays_quiet_when_the_injected_noise_dominates():
+    # The defaults at B = 50: control variates and a step bounded by the measured noise.
+    mcmc, messages = noise_run()
+    ratios = np.asarray(mcmc.diagnostics()["noise_ratio"]["chain 0"])
+    assert not messages
+    assert np.median(ratios) < 0.5, ratios
+
+
+def test_the_noise_diagnostic_does_not_change_the_chain():
+    """Its minibatches come from a generator of its own: the draws are those of a run
+    without it."""
+    import pyro_csg.kernels as kernels
+
+    first, _ = noise_run(batch=10, step_size=0.5 / 2000, control_variates=False)
+    original = kernels._CyclicalSGMCMC._cycle_noise
+    kernels._CyclicalSGMCMC._cycle_noise = lambda self, chain, state, cycle: 0.0
+    try:
+        second, _ = noise_run(batch=10, step_size=0.5 / 2000, control_variates=False)
+    finally:
+        kernels._CyclicalSGMCMC._cycle_noise = original
+    assert torch.equal(first.get_samples()["w"], second.get_samples()["w"])
