@@ -4,7 +4,6 @@ message that names the argument or the site; none gives a silent wrong answer.""
 import json
 import subprocess
 import sys
-import time
 import warnings
 
 import arviz as az
@@ -175,10 +174,15 @@ def test_numpy_scalars_are_accepted_as_hyperparameters(data, tmp_path):
 
 
 def test_num_samples_zero_is_refused_before_the_run(data):
-    started = time.perf_counter()
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return linear_regression(*args)
+
     with pytest.raises(ValueError, match=r"MCMC\(num_samples=0\) keeps no draw"):
-        run(linear_regression, *data, B, num_samples=0, steps_per_cycle=100_000)
-    assert time.perf_counter() - started < 30  # no cycle of 100,000 steps was run
+        run(counted, *data, B, num_samples=0)
+    assert not calls  # refused before the model ran once
 
 
 def test_a_schedule_returning_none_is_named(data):
@@ -235,11 +239,10 @@ def test_the_demo_refuses_bad_arguments_in_one_line_before_any_work(args, messag
     file = tmp_path / "a-file"
     file.write_text("")
     args = [str(file) if arg == "FILE" else arg for arg in args]
-    started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "pyro_csg", "demo", *args], capture_output=True, text=True
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert message in lines[-1] and "Traceback" not in result.stderr
-    assert time.perf_counter() - started < 60  # the demo itself takes ~20 s at least
+    assert "==" not in result.stdout  # no part of the demo started
