@@ -24,33 +24,17 @@ import sys
 import time
 
 import pyro
-import pyro.distributions as pdist
 import torch
 import torch.distributed as dist
 from pyro.infer import MCMC
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from overhead import C, D, H, cpu_name, make_data  # noqa: E402
+from overhead import cpu_name, make_data, make_model  # noqa: E402
 
 from pyro_csg import CyclicalSGHMC  # noqa: E402
 
 STEPS_PER_CYCLE, SAMPLES_PER_CYCLE = 500, 4
-
-
-def network(batch: int):
-    """``overhead.model`` with another global batch ``B``."""
-
-    def mlp(x, y):
-        w1 = pyro.sample("w1", pdist.Normal(0.0, 1.0).expand([D, H]).to_event(2))
-        b1 = pyro.sample("b1", pdist.Normal(0.0, 1.0).expand([H]).to_event(1))
-        w2 = pyro.sample("w2", pdist.Normal(0.0, 1.0).expand([H, C]).to_event(2))
-        b2 = pyro.sample("b2", pdist.Normal(0.0, 1.0).expand([C]).to_event(1))
-        with pyro.plate("data", x.shape[0], subsample_size=batch) as idx:
-            hidden = torch.tanh(x[idx] @ w1 + b1)
-            pyro.sample("obs", pdist.Categorical(logits=hidden @ w2 + b2), obs=y[idx])
-
-    return mlp
 
 
 def one_rank(args) -> None:
@@ -66,7 +50,7 @@ def one_rank(args) -> None:
     x, y = (tensor.to(device) for tensor in make_data())
     stamps: list[float] = []
     kernel = CyclicalSGHMC(
-        network(args.batch),
+        make_model(args.batch),
         step_size=1e-5,
         steps_per_cycle=STEPS_PER_CYCLE,
         exploration_fraction=0.8,

@@ -49,14 +49,23 @@ def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def model(x: torch.Tensor, y: torch.Tensor) -> None:
-    w1 = pyro.sample("w1", dist.Normal(0.0, 1.0).expand([D, H]).to_event(2))
-    b1 = pyro.sample("b1", dist.Normal(0.0, 1.0).expand([H]).to_event(1))
-    w2 = pyro.sample("w2", dist.Normal(0.0, 1.0).expand([H, C]).to_event(2))
-    b2 = pyro.sample("b2", dist.Normal(0.0, 1.0).expand([C]).to_event(1))
-    with pyro.plate("data", x.shape[0], subsample_size=B) as idx:
-        hidden = torch.tanh(x[idx] @ w1 + b1)
-        pyro.sample("obs", dist.Categorical(logits=hidden @ w2 + b2), obs=y[idx])
+def make_model(batch: int):
+    """The Bayesian MLP with minibatches of ``batch`` (``benchmarks/distributed.py`` uses
+    other sizes)."""
+
+    def model(x: torch.Tensor, y: torch.Tensor) -> None:
+        w1 = pyro.sample("w1", dist.Normal(0.0, 1.0).expand([D, H]).to_event(2))
+        b1 = pyro.sample("b1", dist.Normal(0.0, 1.0).expand([H]).to_event(1))
+        w2 = pyro.sample("w2", dist.Normal(0.0, 1.0).expand([H, C]).to_event(2))
+        b2 = pyro.sample("b2", dist.Normal(0.0, 1.0).expand([C]).to_event(1))
+        with pyro.plate("data", x.shape[0], subsample_size=batch) as idx:
+            hidden = torch.tanh(x[idx] @ w1 + b1)
+            pyro.sample("obs", dist.Categorical(logits=hidden @ w2 + b2), obs=y[idx])
+
+    return model
+
+
+model = make_model(B)
 
 
 class PyroMLP(PyroModule):
