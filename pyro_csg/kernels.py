@@ -95,6 +95,32 @@ class _Divergences(list):
         )
 
 
+def _spare_batches(state: ChainState, plates) -> Callable[[], list[torch.Tensor]]:
+    """Random minibatches (one per plate a call) that leave the chain alone.
+
+    They come from a generator seeded by a hash of the chain's state, not from the
+    chain's batches or generator, so the measurements that use them (the automatic
+    step's batch curvatures, the noise diagnostic) do not change the chain's draws.
+    """
+    device = state.theta.device
+    digest = hashlib.blake2b(state.rng_state.cpu().numpy().tobytes(), digest_size=8)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(digest.digest(), "little") >> 2)
+
+    def batches() -> list[torch.Tensor]:
+        result = []
+        for plate in plates:
+            size, batch = plate.size, plate.subsample_size
+            if size <= 2**16:
+                index = torch.randperm(size, generator=generator, device=device)[:batch]
+            else:  # a permutation of millions per batch costs more than it is worth
+                index = torch.randint(size, (batch,), generator=generator, device=device)
+            result.append(index.to(plate.device))
+        return result
+
+    return batches
+
+
 def _runner_frame():
     """The frame of ``pyro.infer.mcmc.api._gen_samples`` that called ``setup``, if any."""
     frame = sys._getframe(2)
@@ -847,6 +873,7 @@ class _CyclicalSGMCMC(MCMCKernel):
                         (plate.batches_per_epoch for plate in chain.potential.plates),
                         default=None,
                     ),
+                    spare_batches=_spare_batches(chain.state, chain.potential.plates),
                 )
             except FloatingPointError as error:
                 raise NonFiniteError(f"{type(self).__name__}: {error}") from None
@@ -1028,29 +1055,11 @@ class _CyclicalSGMCMC(MCMCKernel):
             value = 0.0
         else:
             theta = state.theta
-            digest = hashlib.blake2b(state.rng_state.cpu().numpy().tobytes(), digest_size=8)
-            generator = torch.Generator(device=theta.device)
-            generator.manual_seed(int.from_bytes(digest.digest(), "little") >> 2)
-
-            def random_batches() -> list[torch.Tensor]:
-                batches = []
-                for plate in plates:
-                    size, batch = plate.size, plate.subsample_size
-                    if size <= 2**16:
-                        index = torch.randperm(size, generator=generator, device=theta.device)
-                        index = index[:batch]
-                    else:  # a permutation of millions per batch costs more than it is worth
-                        index = torch.randint(
-                            size, (batch,), generator=generator, device=theta.device
-                        )
-                    batches.append(index.to(plate.device))
-                return batches
-
             tuning = state.tuning
             mass = tuning.preconditioner if tuning is not None else None
             root = torch.ones_like(theta) if mass is None else mass.sqrt()
             variance = gradient_noise(
-                chain.gradient, theta, random_batches, root, batches=NOISE_BATCHES
+                chain.gradient, theta, _spare_batches(state, plates), root, batches=NOISE_BATCHES
             )
             per_step = noise_per_step(
                 variance,

@@ -26,7 +26,9 @@ exactly zero here.
 to unit scale, so the step is dimensionless: ``eta_1 = 1 / lambda_max``, where
 ``lambda_max`` is the largest eigenvalue of ``sqrt(G) H sqrt(G)`` found by power
 iteration (again finite differences on minibatches). That is half the largest stable
-step of SGD (``2 / lambda_max``) and a quarter of SGD with momentum's; the sampling stage
+step of SGD (``2 / lambda_max``) and a quarter of SGD with momentum's (and at most
+``2 / c_b`` for the stiffest single batch along that direction, which binds only for
+tiny batches: see :func:`tune`); the sampling stage
 then runs at ``eta_k <= eta_1 / 2``, where the discretisation inflates a Gaussian's
 variance by at most ``1 / (1 - eta lambda / 2)``, about 10% in the stiffest direction at
 the cycle's first draw and less after. The minibatch gradient's own noise is measured
@@ -67,6 +69,7 @@ __all__ = [
     "optimize_start",
     "hessian_diagonal",
     "largest_eigenvalue",
+    "batch_curvatures",
     "gradient_noise",
     "noise_per_step",
     "tune",
@@ -80,6 +83,7 @@ NOISE_RATIO_LIMIT = 0.5
 first step (the kernels' ``first_draw_factor``)."""
 
 STEP_SCALE = 1.0
+"""``eta_1 = STEP_SCALE / lambda_max``."""
 
 NOISE_POINTS = 4
 """Points at which the minibatch noise is measured (64 minibatches each)."""
@@ -89,7 +93,14 @@ WORST_RATIO_LIMIT = 1.0
 
 EXACT_DIAGONAL = 256
 """Up to this many parameters the Hessian's diagonal is probed one coordinate at a time."""
-"""``eta_1 = STEP_SCALE / lambda_max``."""
+
+BATCH_CURVATURES = 16
+"""Minibatches whose curvature along the stiffest direction bounds the step (see
+:func:`tune`)."""
+
+BATCH_STABILITY = 2.0
+"""``eta_1`` times the largest one-batch curvature is kept at most this: SGD's stability
+limit, and about half of SGD with momentum's (``2 (2 - alpha)``)."""
 
 
 @dataclass(frozen=True)
@@ -275,6 +286,11 @@ def largest_eigenvalue(
         ...                          torch.Generator().manual_seed(0), torch.ones(2)), 3)
         3.0
     """
+    return _power_iteration(gradient, theta, next_indices, generator, root, iterations, eps)[0]
+
+
+def _power_iteration(gradient, theta, next_indices, generator, root, iterations, eps):
+    """``(|lambda_max|, its unit eigenvector)`` of ``diag(root) H diag(root)``."""
     v = torch.randn(theta.shape, generator=generator, device=generator.device).to(theta)
     v = v / v.norm()
     value = 0.0
@@ -285,7 +301,39 @@ def largest_eigenvalue(
         if not torch.isfinite(norm) or norm == 0:
             break
         v = product / norm
-    return abs(value)
+    return abs(value), v
+
+
+def batch_curvatures(
+    gradient: Gradient,
+    theta: torch.Tensor,
+    direction: torch.Tensor,
+    batches: NextIndices,
+    root: torch.Tensor,
+    *,
+    count: int = BATCH_CURVATURES,
+    eps: float = 0.1,
+) -> torch.Tensor:
+    """``v^T diag(root) H_b diag(root) v`` along the unit ``direction`` ``v``, for
+    ``count`` minibatches ``b``: how far one batch's curvature exceeds the mean's.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.tuning import batch_curvatures
+        >>> scales = iter([1.0, 3.0])  # two batches: curvature 1 and 3 along the axis
+        >>> def gradient(theta, indices):
+        ...     return None, indices[0] * theta
+        >>> batch_curvatures(gradient, torch.zeros(1), torch.ones(1),
+        ...                  lambda: [next(scales)], torch.ones(1), count=2)
+        tensor([1., 3.])
+    """
+    return torch.tensor(
+        [
+            float(direction @ (root * _hvp(gradient, theta, root * direction, batches(), eps)))
+            for _ in range(count)
+        ]
+    )
 
 
 def gradient_noise(
@@ -400,6 +448,7 @@ def tune(
     temperature: float = 1.0,
     precondition: bool = True,
     batches_per_epoch: int | None = None,
+    spare_batches: NextIndices | None = None,
 ) -> Tuning:
     """The preconditioner and ``eta_1`` at ``theta`` (see the module docstring).
 
@@ -410,6 +459,16 @@ def tune(
     gradient over an epoch, so their noise cancels over the ``1 / alpha`` steps the
     momentum remembers, and the noise is counted as ``V * max(1 - 1 / (alpha M), 1 / M)``
     (``None``: independent batches).
+
+    ``spare_batches`` (batches that do not come from the chain's own stream) bound the
+    step by the stiffest single batch: ``eta_1 <= BATCH_STABILITY / max_b c_b``, with
+    ``c_b`` the curvature of batch ``b`` along the stiffest direction of the mean
+    (:func:`batch_curvatures`, :data:`BATCH_CURVATURES` batches). With small batches one
+    batch's curvature can be several times the mean's, and SGD with momentum, stable at
+    ``eta_1 lambda_max = 1`` on the mean, then blows up in the exploration stage (a
+    two-parameter regression with batches of 10: a 1-in-3 curvature of 2.5 times the
+    mean). Where batches are large the bound is looser than ``1 / lambda_max`` and
+    changes nothing.
 
     Example::
 
@@ -437,7 +496,7 @@ def tune(
         root = preconditioner.sqrt()
     else:
         preconditioner, root = None, torch.ones_like(theta)
-    lambda_max = largest_eigenvalue(gradient, theta, next_indices, generator, root)
+    lambda_max, top = _power_iteration(gradient, theta, next_indices, generator, root, 20, 0.1)
     if not math.isfinite(lambda_max) or lambda_max <= 0:
         raise FloatingPointError(
             f"the automatic step size found no positive curvature at the start "
@@ -445,6 +504,10 @@ def tune(
             "step_size explicitly"
         )
     step_size = STEP_SCALE / lambda_max
+    if spare_batches is not None:
+        worst = float(batch_curvatures(gradient, theta, top, spare_batches, root).max())
+        if math.isfinite(worst) and worst > 0:
+            step_size = min(step_size, BATCH_STABILITY / worst)
     # The noise where the chain will be: one posterior standard deviation from theta, at
     # NOISE_POINTS such points (the largest coordinate's estimate decides the step, so it
     # must not be a single noisy variance).

@@ -13,8 +13,14 @@ posterior is the same: checked here over 20 seeds against the exact one.
 import warnings
 
 import pyro
+import pytest
 import torch
-from models import linear_regression_data, linear_regression_posterior, regression_with_noise_scale
+from models import (
+    linear_regression,
+    linear_regression_data,
+    linear_regression_posterior,
+    regression_with_noise_scale,
+)
 from pyro.infer import MCMC
 
 from pyro_csg import CyclicalSGHMC
@@ -47,3 +53,50 @@ def test_twenty_seeds_from_init_to_uniform_never_diverge_and_sample_the_posterio
     ratios = pooled.std(0) / sd
     assert errors.max() < 0.15, errors
     assert ((ratios > 0.85) & (ratios < 1.15)).all(), ratios
+
+
+def test_small_batches_do_not_blow_up_the_automatic_step():
+    """With batches of 10 of 2,000 one batch's curvature can be 2.5 times the mean's, and
+    cSGHMC at the mean's step (eta_1 = 1 / lambda_max) blew up in the exploration stage of
+    cycle 2 (and at 200 steps a cycle returned draws 1e8 sds off). The automatic step is
+    now bounded by the stiffest of 16 batches."""
+    x, y = linear_regression_data(n=2000, d=2)
+    mean, sd = linear_regression_posterior(x, y)
+    for steps_per_cycle in (200, 1000):
+        pyro.set_rng_seed(0)
+        kernel = CyclicalSGHMC(linear_regression, steps_per_cycle=steps_per_cycle)
+        mcmc = MCMC(kernel, num_samples=6 * 4, warmup_steps=0, disable_progbar=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mcmc.run(x, y, subsample_size=10)
+        w = mcmc.get_samples()["w"].double()
+        errors = ((w.mean(0) - mean) / sd).abs()
+        assert errors.max() < 1.0, (steps_per_cycle, errors)  # 24 draws: ~0.25 sds of noise
+        assert ((w.std(0) / sd) < 2.0).all()
+
+
+def test_the_step_is_bounded_by_the_stiffest_spare_batch_only_when_it_binds():
+    from pyro_csg.tuning import BATCH_STABILITY, tune
+
+    curvature = {"mean": 1.0}
+
+    def gradient(theta, indices):  # U~ = 0.5 * c * theta^2, c the batch's curvature
+        c = indices[0] if indices else curvature["mean"]
+        return 0.5 * c * (theta**2).sum(), c * theta
+
+    def tuned(spare):
+        tuning = tune(
+            gradient,
+            torch.zeros(1),
+            lambda: [],
+            torch.Generator().manual_seed(0),
+            first_draw_factor=0.5,
+            precondition=False,
+            spare_batches=spare,
+        )
+        return tuning.step_size
+
+    calm, rough = iter([1.1] * 16), iter([1.0] * 15 + [4.0])
+    assert tuned(None) == pytest.approx(1.0)
+    assert tuned(lambda: [next(calm)]) == pytest.approx(1.0)  # 2 / 1.1 > 1: not binding
+    assert tuned(lambda: [next(rough)]) == pytest.approx(BATCH_STABILITY / 4.0)
