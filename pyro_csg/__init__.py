@@ -34,7 +34,7 @@ from . import diffusions, schedules
 from .arviz import cycle_summary, merge_runs, to_inference_data
 from .checkpoint import Checkpoint, CheckpointError
 from .kernels import CyclicalSGHMC, CyclicalSGLD, NonFiniteError
-from .plotting import plot_cycles, plot_schedule
+from .plotting import plot_cycle_diagnostics, plot_cycles, plot_schedule
 from .potential import ModelError
 from .schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
 
@@ -59,6 +59,7 @@ __all__ = [
     "cycle_summary",
     "plot_schedule",
     "plot_cycles",
+    "plot_cycle_diagnostics",
     "diffusions",
     "schedules",
     "__version__",

@@ -14,7 +14,7 @@ import numpy as np
 from .arviz import _elements
 from .schedules import CosineCyclical, CycleLayout, _check_int
 
-__all__ = ["plot_schedule", "plot_cycles"]
+__all__ = ["plot_schedule", "plot_cycles", "plot_cycle_diagnostics"]
 
 EXPLORE_COLOR = "#f4d6a0"
 SAMPLE_COLOR = "#b7d7ef"
@@ -214,3 +214,97 @@ def plot_cycles(
         ax.set_visible(False)
     figure.colorbar(scatter, ax=axes.ravel().tolist(), label="cycle")
     return axes.ravel()[: len(panels)]
+
+
+def plot_cycle_diagnostics(
+    idata,
+    var_names: Sequence[str] | None = None,
+    *,
+    max_plots: int = 8,
+):
+    """Per-cycle means against the pooled posterior, and the gradient-noise ratio.
+
+    One panel per scalar element (at most ``max_plots``): each cycle's mean with a bar of
+    its draws' sd, per chain, over the pooled posterior's mean and a band of one pooled
+    sd. Cycles that sample the same distribution scatter inside the band; cycles whose
+    bars sit apart from each other, outside the band, found different modes (or, on a
+    unimodal posterior, their draws are correlated: see
+    :func:`pyro_csg.cycle_summary`'s ``ess``). A last panel draws each draw's
+    ``noise_ratio`` (``sample_stats``) against its iteration, log scale, with the lines
+    at 0.5 (what the automatic step size allows at the sampling stage's first step) and 1
+    (above it the minibatch noise dominates the injected noise).
+
+    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``).
+    :param var_names: the posterior variables to draw (default: all).
+    :param int max_plots: the most variable panels to draw (default 8).
+    :returns: a NumPy array of the Axes drawn (the noise panel last, when
+        ``sample_stats`` has ``noise_ratio``).
+
+    Example::
+
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np, arviz as az
+        >>> from pyro_csg import plot_cycle_diagnostics
+        >>> draws = np.random.default_rng(0).normal(size=(1, 12))
+        >>> idata = az.from_dict(posterior={"mu": draws},
+        ...                      sample_stats={"noise_ratio": np.full((1, 12), 0.1)})
+        >>> idata.posterior = idata.posterior.assign_coords(
+        ...     cycle=("draw", np.repeat([0, 1, 2], 4)), iteration=("draw", np.arange(1, 13)))
+        >>> [ax.get_title() for ax in plot_cycle_diagnostics(idata)]
+        ['mu', 'noise_ratio']
+    """
+    import matplotlib.pyplot as plt
+
+    from .arviz import cycle_summary
+
+    table = cycle_summary(idata, var_names)
+    labels = list(dict.fromkeys(table.index.get_level_values("variable")))[:max_plots]
+    pooled = {}
+    names = list(idata.posterior.data_vars) if var_names is None else list(var_names)
+    for name in names:
+        for label, values in _elements(idata.posterior[name]):
+            pooled[label] = (float(values.mean()), float(values.std(ddof=1)))
+    stats = getattr(idata, "sample_stats", None)
+    noise = stats is not None and "noise_ratio" in stats
+    panels = len(labels) + int(noise)
+    columns = min(3, panels)
+    rows = -(-panels // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False, layout="constrained"
+    )
+    markers = "o^sDv<>"
+    for ax, label in zip(axes.flat, labels, strict=False):
+        rows_of = table.xs(label, level="variable")
+        mean, sd = pooled[label]
+        ax.axhspan(mean - sd, mean + sd, color=SAMPLE_COLOR, alpha=0.6, label="pooled ±1 sd")
+        ax.axhline(mean, color="0.3", linewidth=1)
+        for chain in rows_of.index.get_level_values("chain").unique():
+            part = rows_of.xs(chain, level="chain")
+            ax.errorbar(
+                part.index.values,
+                part["mean"].values,
+                yerr=part["sd"].values,
+                fmt=markers[int(chain) % len(markers)],
+                markersize=4,
+                capsize=2,
+                label=f"chain {chain}",
+            )
+        ax.set_title(label)
+        ax.set_xlabel("cycle")
+    if noise:
+        ax = axes.flat[len(labels)]
+        ratios = stats["noise_ratio"].transpose("chain", "draw").values
+        posterior = idata.posterior
+        iterations = np.broadcast_to(posterior["iteration"].values, ratios.shape)
+        positive = ratios > 0
+        ax.scatter(iterations[positive], ratios[positive], s=10, color="C0")
+        for level, style in ((0.5, ":"), (1.0, "--")):
+            ax.axhline(level, color="C3", linestyle=style, linewidth=1)
+        if positive.any():
+            ax.set_yscale("log")
+        ax.set_title("noise_ratio")
+        ax.set_xlabel("iteration")
+    for ax in axes.flat[panels:]:
+        ax.set_visible(False)
+    return axes.ravel()[:panels]

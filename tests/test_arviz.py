@@ -662,3 +662,22 @@ def test_merge_runs_cuts_runs_to_the_shortest_with_a_warning(separate_runs, data
     with pytest.warns(UserWarning, match=r"\[20, 8\] draws per chain.*shortest, 8"):
         idata = merge_runs([first, short], log_likelihood=False)
     assert idata.posterior["w"].shape == (2, 2 * PER_CYCLE, D)
+
+
+def test_plot_cycle_diagnostics_draws_cycle_means_and_the_noise(two_chains):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pyro_csg import plot_cycle_diagnostics
+
+    for group_by in ("chain", "cycle"):
+        idata = to_inference_data(two_chains, group_by=group_by, log_likelihood=False)
+        axes = plot_cycle_diagnostics(idata)
+        titles = ["b", *(f"w[{i}]" for i in range(D)), "noise_ratio"]
+        assert [ax.get_title() for ax in axes] == titles
+        first = axes[1]
+        means = [line for line in first.containers]  # one error-bar container per chain
+        assert len(means) == 2
+        assert len(means[0].lines[0].get_xdata()) == CYCLES
+        noise = axes[-1]
+        assert noise.get_title() == "noise_ratio" and len(noise.collections[0].get_offsets())
