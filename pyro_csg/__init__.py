@@ -34,6 +34,7 @@ from . import diffusions, schedules
 from .arviz import cycle_summary, merge_runs, to_inference_data
 from .checkpoint import Checkpoint, CheckpointError
 from .kernels import CyclicalSGHMC, CyclicalSGLD, NonFiniteError
+from .modes import ModeCensus, cycle_diagnostic, cycle_disagreement, mode_census
 from .plotting import plot_cycle_diagnostics, plot_cycles, plot_schedule
 from .potential import ModelError
 from .schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
@@ -57,6 +58,10 @@ __all__ = [
     "to_inference_data",
     "merge_runs",
     "cycle_summary",
+    "cycle_diagnostic",
+    "mode_census",
+    "ModeCensus",
+    "cycle_disagreement",
     "plot_schedule",
     "plot_cycles",
     "plot_cycle_diagnostics",

@@ -656,16 +656,17 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
       the injected noise; above about 1 the minibatch noise, not the sampler, sets the
       draws' spread (NaN when the InferenceData has no such statistic).
 
-    How to read it. ``r_hat_between`` compares the spread of the cycle means with the
-    spread within cycles. On a unimodal posterior, a value below about 1.1 says each
-    cycle forgets its start and its draws sample the same distribution. Above it, look at
-    ``ess``: close to 1 means the draws of a cycle are strongly correlated -- the late
-    steps of a cycle are small and move little -- so the cycle is one draw, not
+    How to read it. Start with ``alarm``. Without it the cycles sample one mode: pool
+    their draws, whatever ``r_hat_between`` says. ``r_hat_between`` compares the spread
+    of the cycle means with the spread within cycles, and exceeds 1.1 both when the
+    cycles sit in different modes and when a cycle's draws are correlated (notebook 1's
+    sound run: median 1.5); ``ess`` close to 1 says the latter -- the late steps of a
+    cycle are small and move little -- so the cycle is one draw, not
     ``samples_per_cycle``; keep fewer draws per cycle or lengthen the sampling stage.
-    On a multimodal posterior the cycles *should* disagree: groups of cycles with
-    distinct means (count them) are the modes the chain found, and ``r_hat_between``
-    far above 1.1 says so. ArviZ's R-hat is noisy with few draws per chain: even for
-    independent draws it exceeds 1.1 one time in ten with 30 cycles of 4 draws.
+    With ``alarm``, the cycles found different modes: :func:`pyro_csg.mode_census` says
+    how many and which cycles sit in which. ArviZ's R-hat is noisy with few draws per
+    chain: even for independent draws it exceeds 1.1 one time in ten with 30 cycles of 4
+    draws.
 
     :param idata: from :func:`to_inference_data`, either ``group_by``.
     :param var_names: the posterior variables to include (default: all).
@@ -681,7 +682,7 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
         >>> idata.posterior = idata.posterior.assign_coords(cycle=("draw", np.repeat([0, 1, 2], 4)))
         >>> table = cycle_summary(idata)
         >>> list(table.columns), len(table)
-        (['mean', 'sd', 'ess', 'r_hat_between', 'noise_ratio'], 3)
+        (['mean', 'sd', 'ess', 'r_hat_between', 'noise_ratio', 'separation', 'alarm'], 3)
     """
     az = _arviz()
     import pandas as pd
@@ -698,12 +699,16 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
         warnings.simplefilter("ignore")
         rhat = az.rhat(regrouped)
     noise = _cycle_noise(idata)
+    from .modes import cycle_diagnostic
+
+    modes = cycle_diagnostic(idata, var_names)
     rows = []
     index = []
     for name, variable in regrouped.data_vars.items():
         rhat_flat = np.asarray(rhat[name].values).reshape(-1)
         for element, (label, values) in enumerate(_elements(variable)):
             ess = ess_per_cycle(values)
+            separation, alarm = modes.loc[label, "separation"], bool(modes.loc[label, "alarm"])
             for group, draws in enumerate(values):
                 rows.append(
                     (
@@ -712,13 +717,15 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
                         ess,
                         float(rhat_flat[element]),
                         noise.get((int(chains[group]), int(cycles[group])), float("nan")),
+                        float(separation),
+                        alarm,
                     )
                 )
                 index.append((label, int(chains[group]), int(cycles[group])))
     return pd.DataFrame(
         rows,
         index=pd.MultiIndex.from_tuples(index, names=["variable", "chain", "cycle"]),
-        columns=["mean", "sd", "ess", "r_hat_between", "noise_ratio"],
+        columns=["mean", "sd", "ess", "r_hat_between", "noise_ratio", "separation", "alarm"],
     )
 
 

@@ -222,23 +222,30 @@ def plot_cycle_diagnostics(
     *,
     max_plots: int = 8,
 ):
-    """Per-cycle means against the pooled posterior, and the gradient-noise ratio.
+    """Per-cycle locations against the pooled posterior, the mode census, and the
+    gradient-noise ratio.
 
-    One panel per scalar element (at most ``max_plots``): each cycle's mean with a bar of
-    its draws' sd, per chain, over the pooled posterior's mean and a band of one pooled
-    sd. Cycles that sample the same distribution scatter inside the band; cycles whose
-    bars sit apart from each other, outside the band, found different modes (or, on a
-    unimodal posterior, their draws are correlated: see
-    :func:`pyro_csg.cycle_summary`'s ``ess``). A last panel draws each draw's
-    ``noise_ratio`` (``sample_stats``) against its iteration, log scale, with the lines
-    at 0.5 (what the automatic step size allows at the sampling stage's first step) and 1
-    (above it the minibatch noise dominates the injected noise).
+    One panel per scalar element (at most ``max_plots``; the elements that alarm in
+    :func:`pyro_csg.cycle_diagnostic` first): each cycle's location with a bar of its
+    draws' spread, as the diagnostic measures them (the median draw, and the sd -- for
+    10 draws or more, 1.4826 times the median absolute deviation, so that a cycle's
+    first steps through other modes do not hide where it settled), per chain, over the
+    pooled posterior's mean and a band of one pooled sd, titled with the diagnostic's
+    verdict. Cycles that sample the same distribution scatter
+    inside the band; cycles whose bars sit apart, in tight groups, found different modes
+    (the alarm); cycles scattered over the band with short bars are correlated draws of
+    one mode (no alarm). When :func:`pyro_csg.mode_census` finds more than one mode, the
+    cycles are coloured by mode (grey: in transit) and a panel shows which mode each
+    cycle sat in, cycle by cycle. A last panel draws each draw's ``noise_ratio``
+    (``sample_stats``) against its iteration, log scale, with the lines at 0.5 (what the
+    automatic step size allows at the sampling stage's first step) and 1 (above it the
+    minibatch noise dominates the injected noise).
 
     :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``).
     :param var_names: the posterior variables to draw (default: all).
     :param int max_plots: the most variable panels to draw (default 8).
-    :returns: a NumPy array of the Axes drawn (the noise panel last, when
-        ``sample_stats`` has ``noise_ratio``).
+    :returns: a NumPy array of the Axes drawn: the elements, then the census (with
+        more than one mode), then the noise (when ``sample_stats`` has ``noise_ratio``).
 
     Example::
 
@@ -253,13 +260,30 @@ def plot_cycle_diagnostics(
         ...     cycle=("draw", np.repeat([0, 1, 2], 4)), iteration=("draw", np.arange(1, 13)))
         >>> [ax.get_title() for ax in plot_cycle_diagnostics(idata)]
         ['mu', 'noise_ratio']
+
+    With two modes found by the cycles::
+
+        >>> rng = np.random.default_rng(1)
+        >>> modes = np.repeat([-3.0, 3.0], 5)
+        >>> draws = (modes[:, None] + 0.3 * rng.normal(size=(10, 4))).reshape(1, -1)
+        >>> idata = az.from_dict(posterior={"mu": draws})
+        >>> idata.posterior = idata.posterior.assign_coords(
+        ...     cycle=("draw", np.repeat(np.arange(10), 4)), iteration=("draw", np.arange(1, 41)))
+        >>> [ax.get_title() for ax in plot_cycle_diagnostics(idata)]
+        ['mu: 2 groups, separation 22.9 (alarm)', 'mode census: 2 modes']
     """
     import matplotlib.pyplot as plt
 
-    from .arviz import cycle_summary
+    from .modes import _cycle_points, cycle_diagnostic, mode_census
 
-    table = cycle_summary(idata, var_names)
-    labels = list(dict.fromkeys(table.index.get_level_values("variable")))[:max_plots]
+    table = _cycle_points(idata, var_names)
+    verdicts = cycle_diagnostic(idata, var_names)
+    ranked = verdicts.assign(order=range(len(verdicts)))
+    labels = list(ranked.sort_values(["alarm", "order"], ascending=[False, True]).index)
+    labels = labels[:max_plots]
+    census = mode_census(idata, var_names)
+    multimodal = census.num_modes > 1
+    mode_of = census.assignment["mode"]
     pooled = {}
     names = list(idata.posterior.data_vars) if var_names is None else list(var_names)
     for name in names:
@@ -267,13 +291,18 @@ def plot_cycle_diagnostics(
             pooled[label] = (float(values.mean()), float(values.std(ddof=1)))
     stats = getattr(idata, "sample_stats", None)
     noise = stats is not None and "noise_ratio" in stats
-    panels = len(labels) + int(noise)
+    panels = len(labels) + int(multimodal) + int(noise)
     columns = min(3, panels)
     rows = -(-panels // columns)
     figure, axes = plt.subplots(
         rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False, layout="constrained"
     )
     markers = "o^sDv<>"
+
+    def colour(chain: int, cycles: np.ndarray) -> list:
+        modes = [mode_of.get((chain, int(cycle)), -1) for cycle in cycles]
+        return ["0.6" if mode < 0 else f"C{mode % 10}" for mode in modes]
+
     for ax, label in zip(axes.flat, labels, strict=False):
         rows_of = table.xs(label, level="variable")
         mean, sd = pooled[label]
@@ -281,19 +310,58 @@ def plot_cycle_diagnostics(
         ax.axhline(mean, color="0.3", linewidth=1)
         for chain in rows_of.index.get_level_values("chain").unique():
             part = rows_of.xs(chain, level="chain")
+            x = part.index.values
             ax.errorbar(
-                part.index.values,
-                part["mean"].values,
-                yerr=part["sd"].values,
+                x,
+                part["location"].values,
+                yerr=part["spread"].values,
                 fmt=markers[int(chain) % len(markers)],
                 markersize=4,
                 capsize=2,
+                color="C0" if not multimodal else "0.4",
                 label=f"chain {chain}",
+                zorder=1,
             )
-        ax.set_title(label)
+            if multimodal:
+                ax.scatter(
+                    x,
+                    part["location"].values,
+                    c=colour(int(chain), x),
+                    marker=markers[int(chain) % len(markers)],
+                    s=16,
+                    zorder=2,
+                )
+        separation = float(verdicts.loc[label, "separation"])
+        found, alarm = int(verdicts.loc[label, "groups"]), bool(verdicts.loc[label, "alarm"])
+        if np.isnan(separation):
+            ax.set_title(label)
+        else:
+            ax.set_title(
+                f"{label}: {found} group{'s' * (found > 1)}, separation {separation:.1f} "
+                f"({'alarm' if alarm else 'no alarm'})"
+            )
         ax.set_xlabel("cycle")
+    panel = len(labels)
+    if multimodal:
+        ax = axes.flat[panel]
+        panel += 1
+        for chain in mode_of.index.get_level_values("chain").unique():
+            part = mode_of.xs(chain, level="chain")
+            ax.scatter(
+                part.index.values,
+                part.values,
+                c=colour(int(chain), part.index.values),
+                marker=markers[int(chain) % len(markers)],
+                s=20,
+            )
+        ticks = list(range(-1, census.num_modes, max(1, -(-census.num_modes // 8))))
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(["transit", *map(str, ticks[1:])])
+        ax.set_title(f"mode census: {census.num_modes} modes")
+        ax.set_xlabel("cycle")
+        ax.set_ylabel("mode")
     if noise:
-        ax = axes.flat[len(labels)]
+        ax = axes.flat[panel]
         ratios = stats["noise_ratio"].transpose("chain", "draw").values
         posterior = idata.posterior
         iterations = np.broadcast_to(posterior["iteration"].values, ratios.shape)
