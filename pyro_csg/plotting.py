@@ -276,11 +276,11 @@ def plot_cycle_diagnostics(
 
     from .modes import _cycle_points, cycle_diagnostic, mode_census
 
-    table = _cycle_points(idata, var_names)
     verdicts = cycle_diagnostic(idata, var_names)
     ranked = verdicts.assign(order=range(len(verdicts)))
     labels = list(ranked.sort_values(["alarm", "order"], ascending=[False, True]).index)
     labels = labels[:max_plots]
+    table = _cycle_points(idata, var_names, labels)
     census = mode_census(idata, var_names)
     multimodal = census.num_modes > 1
     mode_of = census.assignment["mode"]
@@ -288,7 +288,8 @@ def plot_cycle_diagnostics(
     names = list(idata.posterior.data_vars) if var_names is None else list(var_names)
     for name in names:
         for label, values in _elements(idata.posterior[name]):
-            pooled[label] = (float(values.mean()), float(values.std(ddof=1)))
+            if label in labels:
+                pooled[label] = (float(values.mean()), float(values.std(ddof=1)))
     stats = getattr(idata, "sample_stats", None)
     noise = stats is not None and "noise_ratio" in stats
     panels = len(labels) + int(multimodal) + int(noise)
