@@ -557,9 +557,19 @@ def _elements(variable) -> list[tuple[str, np.ndarray]]:
     return result
 
 
-def _cycle_layout(idata) -> tuple[Any, np.ndarray, np.ndarray]:
-    """The posterior regrouped as (chain x cycle, draw), with each group's chain and cycle."""
-    posterior = idata.posterior
+def _cycle_layout(
+    idata, var_names: Sequence[str] | None = None
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The posterior (its ``var_names``, default all) regrouped as (chain x cycle, draw),
+    with each group's chain and cycle."""
+    if var_names is not None:
+        missing = [name for name in var_names if name not in idata.posterior.data_vars]
+        if missing:
+            raise ValueError(
+                f"var_names {missing} are not in the posterior; "
+                f"it has {list(idata.posterior.data_vars)}"
+            )
+    posterior = idata.posterior if var_names is None else idata.posterior[list(var_names)]
     if "cycle" not in posterior.coords:
         raise ValueError(
             "cycle_summary needs an InferenceData from pyro_csg.to_inference_data "
@@ -687,14 +697,7 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
     az = _arviz()
     import pandas as pd
 
-    regrouped, chains, cycles = _cycle_layout(idata)
-    if var_names is not None:
-        missing = [name for name in var_names if name not in regrouped.data_vars]
-        if missing:
-            raise ValueError(
-                f"var_names {missing} are not in the posterior; it has {list(regrouped.data_vars)}"
-            )
-        regrouped = regrouped[list(var_names)]
+    regrouped, chains, cycles = _cycle_layout(idata, var_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rhat = az.rhat(regrouped)

@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,20 @@ class _Divergences(list):
             "take the observed data and the log-likelihood from one random minibatch, not "
             "the full data. Use pyro_csg.to_inference_data(mcmc) instead."
         )
+
+
+@contextmanager
+def _aside_from_global_rng(state: ChainState):
+    """Run a measurement with torch's global generator forked and reseeded from the
+    chain's state, and restored after: a ``potential_fn`` that draws its own noise
+    from the global generator (notebook 2's) then gets fresh noise for the measurement
+    and leaves the chain's draws as they would be without it."""
+    device = state.theta.device
+    devices = [device.index or 0] if device.type == "cuda" else []
+    digest = hashlib.blake2b(state.rng_state.cpu().numpy().tobytes(), digest_size=8, salt=b"aside")
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int.from_bytes(digest.digest(), "little") >> 2)
+        yield
 
 
 def _spare_batches(state: ChainState, plates) -> Callable[[], list[torch.Tensor]]:
@@ -1042,10 +1057,12 @@ class _CyclicalSGMCMC(MCMCKernel):
         gradient the chain uses (with control variates if on, preconditioned if so), at the
         cycle's first kept draw, from :data:`NOISE_BATCHES` extra minibatches.
 
-        The batches come from a generator seeded by a hash of the chain's state, so the
-        measurement neither moves the chain's own batches nor draws from its generator:
-        the chain is the same with or without it. A model without a subsampled plate
-        has an exact gradient (0); a ``potential_fn`` may be stochastic and is measured.
+        The batches come from a generator seeded by a hash of the chain's state, and
+        torch's global generator is set aside meanwhile, so the measurement neither moves
+        the chain's own batches nor draws from its generator or the global one (which a
+        ``potential_fn`` may use): the chain is the same with or without it. A model
+        without a subsampled plate has an exact gradient (0); a ``potential_fn`` may be
+        stochastic and is measured.
         """
         if chain.cycle_noise is not None and chain.cycle_noise[0] == cycle:
             return chain.cycle_noise[1]
@@ -1058,9 +1075,14 @@ class _CyclicalSGMCMC(MCMCKernel):
             tuning = state.tuning
             mass = tuning.preconditioner if tuning is not None else None
             root = torch.ones_like(theta) if mass is None else mass.sqrt()
-            variance = gradient_noise(
-                chain.gradient, theta, _spare_batches(state, plates), root, batches=NOISE_BATCHES
-            )
+            with _aside_from_global_rng(state):
+                variance = gradient_noise(
+                    chain.gradient,
+                    theta,
+                    _spare_batches(state, plates),
+                    root,
+                    batches=NOISE_BATCHES,
+                )
             per_step = noise_per_step(
                 variance,
                 friction=getattr(self, "friction", 1.0),

@@ -159,14 +159,7 @@ def _cycle_values(idata, var_names: Sequence[str] | None):
     """``(labels, values (elements, cycles, M), chains, cycles)`` over complete cycles."""
     from .arviz import _cycle_layout, _elements
 
-    regrouped, chains, cycles = _cycle_layout(idata)
-    if var_names is not None:
-        missing = [name for name in var_names if name not in regrouped.data_vars]
-        if missing:
-            raise ValueError(
-                f"var_names {missing} are not in the posterior; it has {list(regrouped.data_vars)}"
-            )
-        regrouped = regrouped[list(var_names)]
+    regrouped, chains, cycles = _cycle_layout(idata, var_names)
     labels, values = [], []
     for _, variable in regrouped.data_vars.items():
         for label, element in _elements(variable):
