@@ -26,7 +26,7 @@ from pyro_csg import (
     NonFiniteError,
     to_inference_data,
 )
-from pyro_csg.kernels import NOISE_BATCHES
+from pyro_csg.kernels import NOISE_BATCHES, NOISE_SPACING
 from pyro_csg.state import ChainState
 from pyro_csg.store import read_store
 
@@ -255,23 +255,28 @@ def test_a_non_finite_error_keeps_the_draws_made_before_it(tmp_path, with_checkp
     with pytest.raises(NonFiniteError) as caught:
         mcmc.run()
     error = caught.value
-    # 250 evaluations: the start, one per iteration, and NOISE_BATCHES at each cycle's
-    # first kept draw (the noise diagnostic). The retained iterations of 20-step cycles
-    # with 4 draws are 13, 15, 18, 20 (+ 20 per cycle); a draw is kept if its iteration's
-    # evaluation came before the 251st.
+    # 250 evaluations: the start, one per iteration, and NOISE_BATCHES at each noise
+    # measurement (at a cycle's first kept draw, at least NOISE_SPACING iterations after
+    # the last one). The retained iterations of 20-step cycles with 4 draws are 13, 15,
+    # 18, 20 (+ 20 per cycle); a draw is kept if its iteration's evaluation came before
+    # the 251st.
     retained = [20 * c + p for c in range(16) for p in (13, 15, 18, 20)]
-    measured_before = [sum(1 for first in retained[::4] if first < k) for k in retained]
+    measured_at: list[int] = []
+    for first in retained[::4]:
+        if not measured_at or first - measured_at[-1] >= NOISE_SPACING:
+            measured_at.append(first)
+    measured_before = [sum(1 for first in measured_at if first < k) for k in retained]
     expected = sum(
         1
         for k, m in zip(retained, measured_before, strict=True)
         if 1 + k + NOISE_BATCHES * m <= 250
     )
-    assert error.num_draws == expected == 34
+    assert error.num_draws == expected == 48
     assert error.samples["z"].shape == (expected, 2)
     assert torch.isfinite(error.samples["z"]).all()
     assert torch.equal(kernel.get_samples()["z"], error.samples["z"])
     (note,) = error.__notes__
-    assert f"stopped after {expected} retained draw(s) (8 complete cycle(s) of 4)" in note
+    assert f"stopped after {expected} retained draw(s) (12 complete cycle(s) of 4)" in note
     if with_checkpoint:
         assert "on disk in" in note and "checkpoint" in note
         idata = to_inference_data(folder)
