@@ -702,29 +702,34 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
         warnings.simplefilter("ignore")
         rhat = az.rhat(regrouped)
     noise = _cycle_noise(idata)
-    from .modes import cycle_diagnostic
+    from .modes import _groups
 
-    modes = cycle_diagnostic(idata, var_names)
-    rows = []
-    index = []
+    per_element = []
     for name, variable in regrouped.data_vars.items():
         rhat_flat = np.asarray(rhat[name].values).reshape(-1)
         for element, (label, values) in enumerate(_elements(variable)):
-            ess = ess_per_cycle(values)
-            separation, alarm = modes.loc[label, "separation"], bool(modes.loc[label, "alarm"])
-            for group, draws in enumerate(values):
-                rows.append(
-                    (
-                        float(draws.mean()),
-                        float(draws.std(ddof=1)) if len(draws) > 1 else float("nan"),
-                        ess,
-                        float(rhat_flat[element]),
-                        noise.get((int(chains[group]), int(cycles[group])), float("nan")),
-                        float(separation),
-                        alarm,
-                    )
+            per_element.append((label, values, float(rhat_flat[element])))
+    # the diagnostic on the draws regrouped above (pyro_csg.cycle_diagnostic's numbers)
+    groups = _groups(np.asarray([values for _, values, _ in per_element], dtype=float))
+    rows = []
+    index = []
+    for (label, values, rhat_value), separation, alarm in zip(
+        per_element, groups.separation, groups.alarm, strict=True
+    ):
+        ess = ess_per_cycle(values)
+        for group, draws in enumerate(values):
+            rows.append(
+                (
+                    float(draws.mean()),
+                    float(draws.std(ddof=1)) if len(draws) > 1 else float("nan"),
+                    ess,
+                    rhat_value,
+                    noise.get((int(chains[group]), int(cycles[group])), float("nan")),
+                    float(separation),
+                    bool(alarm),
                 )
-                index.append((label, int(chains[group]), int(cycles[group])))
+            )
+            index.append((label, int(chains[group]), int(cycles[group])))
     return pd.DataFrame(
         rows,
         index=pd.MultiIndex.from_tuples(index, names=["variable", "chain", "cycle"]),

@@ -169,15 +169,32 @@ def _cycle_values(idata, var_names: Sequence[str] | None):
     return labels, stacked, np.asarray(chains), np.asarray(cycles)
 
 
-def _cycle_points(idata, var_names: Sequence[str] | None, labels: Sequence[str]):
+@dataclass(frozen=True)
+class _Analysis:
+    """One regrouping of the posterior and its groups, shared by the diagnostic, the
+    census and the figure."""
+
+    labels: list[str]
+    values: np.ndarray  # (elements, chain x cycle, M)
+    chains: np.ndarray
+    cycles: np.ndarray
+    groups: _Groups
+
+
+def _analyse(idata, var_names: Sequence[str] | None) -> _Analysis:
+    labels, values, chains, cycles = _cycle_values(idata, var_names)
+    return _Analysis(labels, values, chains, cycles, _groups(values))
+
+
+def _cycle_points(analysis: _Analysis, labels: Sequence[str]):
     """``pandas.DataFrame`` indexed by ``(variable, chain, cycle)`` for the elements
     ``labels``: each cycle's ``location`` (median draw) and ``spread`` (``s_c``), the
     diagnostic's quantities."""
     import pandas as pd
 
-    names, values, chains, cycles = _cycle_values(idata, var_names)
-    position = {name: number for number, name in enumerate(names)}
-    values = values[[position[label] for label in labels]]
+    chains, cycles = analysis.chains, analysis.cycles
+    position = {name: number for number, name in enumerate(analysis.labels)}
+    values = analysis.values[[position[label] for label in labels]]
     spread = _within_spread(values) if values.shape[-1] > 1 else np.zeros(values.shape[:2])
     index = pd.MultiIndex.from_tuples(
         [
@@ -236,19 +253,22 @@ def cycle_diagnostic(idata, var_names: Sequence[str] | None = None):
         >>> cycle_diagnostic(idata)[["groups", "alarm"]].values.tolist()
         [[2, True]]
     """
+    return _diagnostic_table(_analyse(idata, var_names))
+
+
+def _diagnostic_table(analysis: _Analysis):
     import pandas as pd
 
-    labels, values, _, _ = _cycle_values(idata, var_names)
-    groups = _groups(values)
+    groups = analysis.groups
     return pd.DataFrame(
         {
             "separation": groups.separation,
             "tightness": groups.tightness,
             "groups": groups.num_groups,
             "alarm": groups.alarm,
-            "cycles": np.full(len(labels), values.shape[1]),
+            "cycles": np.full(len(analysis.labels), analysis.values.shape[1]),
         },
-        index=pd.Index(labels, name="variable"),
+        index=pd.Index(analysis.labels, name="variable"),
     )
 
 
@@ -320,12 +340,15 @@ def mode_census(idata, var_names: Sequence[str] | None = None) -> ModeCensus:
         >>> census.num_modes, int(census.modes["cycles"].sum())
         (9, 30)
     """
+    return _census(_analyse(idata, var_names))
+
+
+def _census(analysis: _Analysis) -> ModeCensus:
     import pandas as pd
 
-    labels, values, chains, cycles = _cycle_values(idata, var_names)
-    groups = _groups(values)
+    labels, groups = analysis.labels, analysis.groups
     alarmed = np.flatnonzero(groups.alarm)
-    num_cycles = values.shape[1]
+    num_cycles = analysis.values.shape[1]
     keys = groups.group[alarmed].T.reshape(num_cycles, len(alarmed))
     transit = (keys < 0).any(axis=1)
     combos: dict[tuple[int, ...], list[int]] = {}
@@ -342,7 +365,9 @@ def mode_census(idata, var_names: Sequence[str] | None = None) -> ModeCensus:
         rows.append(row)
     assignment = pd.DataFrame(
         {"mode": mode},
-        index=pd.MultiIndex.from_arrays([chains, cycles], names=["chain", "cycle"]),
+        index=pd.MultiIndex.from_arrays(
+            [analysis.chains, analysis.cycles], names=["chain", "cycle"]
+        ),
     )
     modes = pd.DataFrame(rows, columns=["cycles", *[labels[e] for e in alarmed]])
     modes.index.name = "mode"

@@ -274,14 +274,15 @@ def plot_cycle_diagnostics(
     """
     import matplotlib.pyplot as plt
 
-    from .modes import _cycle_points, cycle_diagnostic, mode_census
+    from .modes import _analyse, _census, _cycle_points, _diagnostic_table
 
-    verdicts = cycle_diagnostic(idata, var_names)
+    analysis = _analyse(idata, var_names)  # regrouped once for the table, census and points
+    verdicts = _diagnostic_table(analysis)
     ranked = verdicts.assign(order=range(len(verdicts)))
     labels = list(ranked.sort_values(["alarm", "order"], ascending=[False, True]).index)
     labels = labels[:max_plots]
-    table = _cycle_points(idata, var_names, labels)
-    census = mode_census(idata, var_names)
+    table = _cycle_points(analysis, labels)
+    census = _census(analysis)
     multimodal = census.num_modes > 1
     mode_of = census.assignment["mode"]
     pooled = {}
