@@ -241,35 +241,25 @@ def main() -> None:
         f"CyclicalSGHMC in MCMC         : {ours_us:8.1f} us / iteration"
         f"   (one-off set-up and tracing: {statistics.median(setups):.2f} s)"
     )
-    module_us = statistics.median(module) * 1e6
-    module_ratio = statistics.median(m / r for m, r in zip(module, reference, strict=True))
-    print(
-        f"  the same net as PyroModule  : {module_us:8.1f} us / iteration"
-        f"   ratio {module_ratio:.2f}x"
-    )
+
+    def against_reference(label: str, times: list[float], note: str = "") -> None:
+        """One variant's median time and its median paired ratio to the hand-written loop."""
+        us = statistics.median(times) * 1e6
+        ratio = statistics.median(t / r for t, r in zip(times, reference, strict=True))
+        print(f"  {label:<28}: {us:8.1f} us / iteration   ratio {ratio:.2f}x{note}")
+
+    against_reference("the same net as PyroModule", module)
     if eager:
-        eager_us = statistics.median(eager) * 1e6
-        eager_ratio = statistics.median(e / r for e, r in zip(eager, reference, strict=True))
-        print(
-            f"  eager potential (no trace)  : {eager_us:8.1f} us / iteration"
-            f"   ratio {eager_ratio:.2f}x"
-        )
+        against_reference("eager potential (no trace)", eager)
     if inductor:
-        inductor_us = statistics.median(inductor) * 1e6
-        inductor_ratio = statistics.median(i / r for i, r in zip(inductor, reference, strict=True))
-        print(
-            f"  compile_potential='inductor': {inductor_us:8.1f} us / iteration"
-            f"   ratio {inductor_ratio:.2f}x   (one-off set-up and compiling: "
-            f"{statistics.median(inductor_setups):.1f} s; the first run "
-            "also filled torch.compile's cache)"
+        against_reference(
+            "compile_potential='inductor'",
+            inductor,
+            f"   (one-off set-up and compiling: {statistics.median(inductor_setups):.1f} s; "
+            "the first run also filled torch.compile's cache)",
         )
     if variates:
-        variates_us = statistics.median(variates) * 1e6
-        variates_ratio = statistics.median(v / r for v, r in zip(variates, reference, strict=True))
-        print(
-            f"  control_variates=True       : {variates_us:8.1f} us / iteration"
-            f"   ratio {variates_ratio:.2f}x (two minibatch gradients a step)"
-        )
+        against_reference("control_variates=True", variates, " (two minibatch gradients a step)")
     if saved:
         saved_us = statistics.median(saved) * 1e6
         extra = statistics.median(s - o for s, o in zip(saved, ours, strict=True))
