@@ -43,6 +43,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg.adapter.potential import ModelPotential
 from pyro_csg.examples.large_logistic import (
     D,
     GradientCounter,
@@ -52,7 +53,6 @@ from pyro_csg.examples.large_logistic import (
     make_data,
 )
 from pyro_csg.examples.large_logistic import accuracy as summarise
-from pyro_csg.potential import ModelPotential
 
 
 def run_csg(kernel_class, x, y, batch, cycles, control_variates, seed):

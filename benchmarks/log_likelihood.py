@@ -7,7 +7,7 @@ to get the ``(draws, N)`` log-likelihood matrix are timed:
 
 * hand-written: one batched PyTorch expression over draws, in chunks of draws (what a
   user would write for this one network, without Pyro);
-* pyro-csg, vectorised: :class:`pyro_csg.likelihood.FullData`, the model traced once and
+* pyro-csg, vectorised: :class:`pyro_csg.adapter.likelihood.FullData`, the model traced once and
   vmapped over draws and windows of B indices, ``chunk_size`` pairs per call;
 * pyro-csg, eager: the same class forced onto its fallback, one Pyro run per draw and
   window (what an untraceable model pays).
@@ -31,7 +31,7 @@ from overhead import B, C, D, H, N, make_data, model
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pyro_csg.likelihood import FullData
+from pyro_csg.adapter.likelihood import FullData
 
 
 class PeakTensorBytes(TorchDispatchMode):

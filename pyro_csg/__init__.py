@@ -28,21 +28,15 @@ Then, in ArviZ, with the full data's observations and log-likelihood::
     (500,)
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-from . import diffusions, schedules
-from .arviz import cycle_summary, merge_runs, to_inference_data
-from .checkpoint import Checkpoint, CheckpointError
-from .kernels import CyclicalSGHMC, CyclicalSGLD, NonFiniteError
-from .modes import ModeCensus, cycle_diagnostic, cycle_disagreement, mode_census
-from .plotting import plot_cycle_diagnostics, plot_cycles, plot_schedule
-from .potential import ModelError
-from .schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
-
-try:
-    __version__ = version("pyro-csg")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+from .adapter.kernels import CyclicalSGHMC, CyclicalSGLD
+from .analysis.arviz import cycle_summary, merge_runs, to_inference_data
+from .analysis.modes import ModeCensus, cycle_diagnostic, cycle_disagreement, mode_census
+from .analysis.plotting import plot_cycle_diagnostics, plot_cycles, plot_schedule
+from .core import diffusions, schedules
+from .core.errors import ModelError, NonFiniteError
+from .core.schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
+from .core.version import __version__
+from .services.checkpoint import Checkpoint, CheckpointError
 
 __all__ = [
     "CyclicalSGHMC",

@@ -26,9 +26,9 @@ from . import __version__
 def _mixture(args, out: Path, progress: bool) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from .arviz import to_inference_data
+    from .analysis.arviz import to_inference_data
+    from .analysis.plotting import plot_schedule
     from .examples import mixture
-    from .plotting import plot_schedule
 
     budget = args.mixture_cycles * args.mixture_steps_per_cycle
     thinning = 10 if budget % 10 == 0 else 1
@@ -64,7 +64,7 @@ def _mixture(args, out: Path, progress: bool) -> list[Path]:
 def _digits(args, out: Path, progress: bool) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from .arviz import to_inference_data
+    from .analysis.arviz import to_inference_data
     from .examples import digits
 
     budget = digits.Budget(num_cycles=args.bnn_cycles, epochs_per_cycle=args.bnn_epochs_per_cycle)

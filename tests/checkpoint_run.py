@@ -52,7 +52,7 @@ def _kill_self():
 
 
 def _kill_in_save(at: int) -> None:
-    import pyro_csg.checkpoint as checkpoint
+    import pyro_csg.services.checkpoint as checkpoint
 
     real_save, calls = torch.save, [0]
 
@@ -72,7 +72,7 @@ def _kill_in_save(at: int) -> None:
 
 
 def _kill_in_draw_write(at: int) -> None:
-    import pyro_csg.store as store
+    import pyro_csg.services.store as store
 
     real_add, calls = store._add_variable, [0]
 
@@ -88,16 +88,16 @@ def _kill_in_draw_write(at: int) -> None:
 def _pause_per_draw(seconds: float) -> None:
     import time
 
-    from pyro_csg.kernels import _CyclicalSGMCMC
+    from pyro_csg.adapter.kernels import CyclicalKernel
 
-    real_sample = _CyclicalSGMCMC._sample
+    real_sample = CyclicalKernel._sample
 
     def _sample(self, chain, params):
         draw = real_sample(self, chain, params)  # stored and committed
         time.sleep(seconds)  # still inside the kernel's sample(), like its own work
         return draw
 
-    _CyclicalSGMCMC._sample = _sample
+    CyclicalKernel._sample = _sample
 
 
 def main() -> None:

@@ -32,9 +32,9 @@ N, B, NUM_SAMPLES = 4000, 40, 24
 
 
 def _fail_after(draws: int, hang: bool) -> None:
-    from pyro_csg.kernels import _CyclicalSGMCMC
+    from pyro_csg.adapter.kernels import CyclicalKernel
 
-    real_sample, calls = _CyclicalSGMCMC._sample, [0]
+    real_sample, calls = CyclicalKernel._sample, [0]
 
     def _sample(self, chain, params):
         draw = real_sample(self, chain, params)
@@ -45,7 +45,7 @@ def _fail_after(draws: int, hang: bool) -> None:
             os._exit(9)
         return draw
 
-    _CyclicalSGMCMC._sample = _sample
+    CyclicalKernel._sample = _sample
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ from pyro_csg import (
     plot_schedule,
     to_inference_data,
 )
-from pyro_csg.arviz import ess_per_cycle
-from pyro_csg.likelihood import FullData
+from pyro_csg.adapter.likelihood import FullData
+from pyro_csg.analysis.arviz import ess_per_cycle
 
 N, D, B = 300, 3, 30
 CYCLES, PER_CYCLE = 5, 4
@@ -466,7 +466,7 @@ def test_plot_schedule_draws_stages_and_retained_draws():
 
 
 def test_plot_schedule_of_a_bare_schedule_and_bad_input():
-    from pyro_csg.schedules import CosineCyclical, CycleLayout, PolynomialDecay
+    from pyro_csg.core.schedules import CosineCyclical, CycleLayout, PolynomialDecay
 
     ax = plot_schedule(CosineCyclical(0.1, 50), num_cycles=3)
     assert len(ax.patches) == 0 and len(ax.lines[0].get_xdata()) == 150

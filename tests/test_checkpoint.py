@@ -26,9 +26,9 @@ from pyro_csg import (
     NonFiniteError,
     to_inference_data,
 )
-from pyro_csg.kernels import NOISE_BATCHES, NOISE_SPACING
-from pyro_csg.state import ChainState
-from pyro_csg.store import read_store
+from pyro_csg.adapter.kernels import NOISE_BATCHES, NOISE_SPACING
+from pyro_csg.core.state import ChainState
+from pyro_csg.services.store import read_store
 
 SCRIPT = Path(__file__).with_name("checkpoint_run.py")
 TIMEOUT = 300  # seconds; guards against a hang, far above the ~4 s a run takes

@@ -18,7 +18,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_uniform
 from torch.distributions.transforms import LowerCholeskyTransform
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD, ModelError
-from pyro_csg.schedules import Constant
+from pyro_csg.core.schedules import Constant
 
 
 def ordered_normal():

@@ -10,7 +10,7 @@ import torch
 from pyro.infer import MCMC
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD, to_inference_data
-from pyro_csg.diagnostics import runaway_cycles
+from pyro_csg.core.runaway import runaway_cycles
 
 # Pyro's baseball example (Efron and Morris's 18 players, hits in their first 45 at-bats),
 # the model of Pyro's examples/baseball.py.
@@ -160,32 +160,32 @@ def test_the_noise_diagnostic_stays_quiet_when_the_injected_noise_dominates():
 def test_the_noise_diagnostic_does_not_change_the_chain():
     """Its minibatches come from a generator of its own: the draws are those of a run
     without it."""
-    import pyro_csg.kernels as kernels
+    import pyro_csg.adapter.kernels as kernels
 
     first, _ = noise_run(batch=10, step_size=0.5 / 2000, control_variates=False)
-    original = kernels._CyclicalSGMCMC._cycle_noise
-    kernels._CyclicalSGMCMC._cycle_noise = lambda self, chain, state, cycle: 0.0
+    original = kernels.CyclicalKernel._cycle_noise
+    kernels.CyclicalKernel._cycle_noise = lambda self, chain, state, cycle: 0.0
     try:
         second, _ = noise_run(batch=10, step_size=0.5 / 2000, control_variates=False)
     finally:
-        kernels._CyclicalSGMCMC._cycle_noise = original
+        kernels.CyclicalKernel._cycle_noise = original
     assert torch.equal(first.get_samples()["w"], second.get_samples()["w"])
 
 
 def test_the_noise_diagnostic_leaves_a_noisy_potential_fn_chain_alone():
     """Notebook 2's potential draws its gradient noise from torch's global generator;
     measuring that noise must not shift the chain's share of it."""
-    import pyro_csg.kernels as kernels
+    import pyro_csg.adapter.kernels as kernels
     from pyro_csg.examples.mixture import run_csgld
 
     def draws():
         return run_csgld(num_cycles=3, steps_per_cycle=200, samples_per_cycle=10, seed=4).draws
 
     first = draws()
-    original = kernels._CyclicalSGMCMC._cycle_noise
-    kernels._CyclicalSGMCMC._cycle_noise = lambda self, chain, state, cycle: 0.0
+    original = kernels.CyclicalKernel._cycle_noise
+    kernels.CyclicalKernel._cycle_noise = lambda self, chain, state, cycle: 0.0
     try:
         second = draws()
     finally:
-        kernels._CyclicalSGMCMC._cycle_noise = original
+        kernels.CyclicalKernel._cycle_noise = original
     assert torch.equal(first, second)

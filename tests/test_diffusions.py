@@ -8,8 +8,8 @@ import torch
 from pyro.infer import MCMC
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
-from pyro_csg.diffusions import sghmc_step, sgld_step
-from pyro_csg.schedules import CosineCyclical
+from pyro_csg.core.diffusions import sghmc_step, sgld_step
+from pyro_csg.core.schedules import CosineCyclical
 
 
 def test_sgld_step_is_the_formula_and_leaves_its_inputs_alone():

@@ -18,9 +18,9 @@ from models import linear_regression_data, regression_with_noise_scale
 from pyro.infer.autoguide.initialization import init_to_median
 
 from pyro_csg import CyclicalSGLD, ModelError
-from pyro_csg.distributed import RankShare, resolve_process_group
-from pyro_csg.gradients import full_value_and_grad
-from pyro_csg.potential import ModelPotential
+from pyro_csg.adapter.full_data import full_value_and_grad
+from pyro_csg.adapter.potential import ModelPotential
+from pyro_csg.services.distributed import RankShare, resolve_process_group
 
 SCRIPT = Path(__file__).with_name("distributed_run.py")
 LIMIT_S = 300  # per launch; a run takes 3-6 s on 2 cores

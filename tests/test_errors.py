@@ -10,7 +10,7 @@ from models import linear_regression, linear_regression_data
 from pyro.infer import MCMC
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD, ModelError, NonFiniteError
-from pyro_csg.schedules import Constant, CosineCyclical
+from pyro_csg.core.schedules import Constant, CosineCyclical
 
 VALID = dict(step_size=1e-3, steps_per_cycle=20, exploration_fraction=0.5, samples_per_cycle=2)
 

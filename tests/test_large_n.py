@@ -11,10 +11,11 @@ from pyro.infer import MCMC
 from pyro.infer.autoguide.initialization import init_to_median
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
-from pyro_csg.gradients import centre_at, control_variates, full_value_and_grad
-from pyro_csg.potential import ModelPotential
-from pyro_csg.subsample import EpochBatches
-from pyro_csg.tuning import NOISE_RATIO_LIMIT
+from pyro_csg.adapter.full_data import full_value_and_grad
+from pyro_csg.adapter.potential import ModelPotential
+from pyro_csg.core.estimators import centre_at, control_variates
+from pyro_csg.core.subsample import EpochBatches
+from pyro_csg.core.tuning import NOISE_RATIO_LIMIT
 
 
 def heteroscedastic(x, y, subsample_size=None):

@@ -1,7 +1,7 @@
 """The cycle diagnostic, the mode census and the cycles' disagreement.
 
 The calibration tests run 20 seeds of each target at once: the kernels' own update
-functions (``pyro_csg.diffusions``) and schedule (``CosineCyclical``, ``CycleLayout``)
+functions (``pyro_csg.core.diffusions``) and schedule (``CosineCyclical``, ``CycleLayout``)
 over a batch of independent chains, so that 20 seeds of notebook 2's 50,000-step runs
 take seconds. ``benchmarks/cycle_diagnostic.py`` repeats the calibration through
 ``pyro.infer.MCMC`` and the kernels.
@@ -18,11 +18,11 @@ import torch
 
 import pyro_csg
 from pyro_csg import cycle_diagnostic, cycle_disagreement, mode_census
-from pyro_csg.diffusions import sghmc_init, sghmc_rescale, sghmc_update, sgld_init, sgld_update
+from pyro_csg.analysis.modes import SEPARATION_THRESHOLD
+from pyro_csg.core.diffusions import sghmc_init, sghmc_rescale, sghmc_update, sgld_init, sgld_update
+from pyro_csg.core.schedules import CosineCyclical, CycleLayout
 from pyro_csg.examples.breast_cancer import load_breast_cancer_split
 from pyro_csg.examples.mixture import MODE_MEANS, MODE_VARIANCE
-from pyro_csg.modes import SEPARATION_THRESHOLD
-from pyro_csg.schedules import CosineCyclical, CycleLayout
 
 SEEDS = 20
 

@@ -84,7 +84,7 @@ def test_constrained_site_matches_its_gamma_posterior():
 
 def test_plain_sgld_baseline_through_a_constant_schedule(regression):
     """The same kernel with schedule=Constant is plain SGLD, and samples the posterior too."""
-    from pyro_csg.schedules import Constant
+    from pyro_csg.core.schedules import Constant
 
     x, y, mean, sd = regression
     pyro.set_rng_seed(2)

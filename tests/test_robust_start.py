@@ -76,7 +76,7 @@ def test_small_batches_do_not_blow_up_the_automatic_step():
 
 
 def test_the_step_is_bounded_by_the_stiffest_spare_batch_only_when_it_binds():
-    from pyro_csg.tuning import BATCH_STABILITY, tune
+    from pyro_csg.core.tuning import BATCH_STABILITY, tune
 
     curvature = {"mean": 1.0}
 

@@ -7,7 +7,7 @@ from models import linear_regression, linear_regression_data
 from pyro.infer import MCMC
 
 from pyro_csg import CyclicalSGLD
-from pyro_csg.schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
+from pyro_csg.core.schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
 
 
 @pytest.mark.parametrize("length", [1, 7, 10, 100])

@@ -5,8 +5,8 @@ import torch
 from models import linear_regression, linear_regression_data
 from pyro.infer.autoguide.initialization import init_to_sample
 
-from pyro_csg.potential import ModelPotential
-from pyro_csg.subsample import EpochBatches, SubsamplePlate
+from pyro_csg.adapter.potential import ModelPotential
+from pyro_csg.core.subsample import EpochBatches, SubsamplePlate
 
 
 def test_every_index_appears_exactly_once_per_epoch():
@@ -153,10 +153,10 @@ def recording(y, subsample_size=10):
 
 def test_the_kernel_feeds_the_model_one_permutation_per_epoch(monkeypatch):
     from pyro_csg import CyclicalSGLD
-    from pyro_csg.kernels import _CyclicalSGMCMC
+    from pyro_csg.adapter.kernels import CyclicalKernel
 
     # The noise diagnostic's extra batches (its own, not the chain's) are not recorded.
-    monkeypatch.setattr(_CyclicalSGMCMC, "_cycle_noise", lambda *args: 0.0)
+    monkeypatch.setattr(CyclicalKernel, "_cycle_noise", lambda *args: 0.0)
 
     y = torch.randn(100)
     kernel = CyclicalSGLD(

@@ -34,8 +34,8 @@ from pyro.infer import MCMC
 from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.nn import PyroModule, PyroSample
 
-from ..kernels import CyclicalSGHMC
-from ..schedules import Constant, PolynomialDecay
+from ..adapter.kernels import CyclicalSGHMC
+from ..core.schedules import Constant, PolynomialDecay
 from ._data import fixed_split, load_bundled
 
 __all__ = [

@@ -16,7 +16,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..potential import ModelPotential
+from ..adapter.potential import ModelPotential
 
 __all__ = [
     "D",
@@ -135,7 +135,7 @@ def accuracy(draws: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> dict:
 
 
 class GradientCounter:
-    """Counts the gradient evaluations of every :class:`~pyro_csg.potential.ModelPotential`
+    """Counts the gradient evaluations of every :class:`~pyro_csg.adapter.potential.ModelPotential`
     while active, and the data they read: ``calls`` and ``data`` (a vectorised call of the
     full-data pass counts once, with all of its windows' data; a call without a
     subsampled plate counts the model's ``N``).

@@ -23,8 +23,8 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from ..kernels import CyclicalSGLD
-from ..schedules import PolynomialDecay
+from ..adapter.kernels import CyclicalSGLD
+from ..core.schedules import PolynomialDecay
 
 __all__ = [
     "MODE_MEANS",

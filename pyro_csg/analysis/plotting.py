@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .arviz import _elements
-from .schedules import CosineCyclical, CycleLayout, _check_int
+from ..core.checks import check_int
+from ..core.schedules import CosineCyclical, CycleLayout
+from .cycles import scalar_elements
+from .modes import analyse, cycle_points, diagnostic_table, take_census
 
 __all__ = ["plot_schedule", "plot_cycles", "plot_cycle_diagnostics"]
 
@@ -64,7 +66,7 @@ def plot_schedule(
         >>> len(ax.patches), len(ax.collections[0].get_offsets())
         (8, 12)
     """
-    _check_int("num_cycles", num_cycles, 1)
+    check_int("num_cycles", num_cycles, 1)
     schedule = getattr(kernel_or_schedule, "schedule", kernel_or_schedule)
     if not callable(schedule):
         raise TypeError(
@@ -186,7 +188,7 @@ def plot_cycles(
     else:
         chains = np.broadcast_to(np.arange(shape[0])[:, None], shape)
 
-    panels = [element for name in names for element in _elements(posterior[name])][:max_plots]
+    panels = [element for name in names for element in scalar_elements(posterior[name])][:max_plots]
     if not panels:
         raise ValueError("nothing to plot")
     columns = min(3, len(panels))
@@ -274,21 +276,19 @@ def plot_cycle_diagnostics(
     """
     import matplotlib.pyplot as plt
 
-    from .modes import _analyse, _census, _cycle_points, _diagnostic_table
-
-    analysis = _analyse(idata, var_names)  # regrouped once for the table, census and points
-    verdicts = _diagnostic_table(analysis)
+    analysis = analyse(idata, var_names)  # regrouped once for the table, census and points
+    verdicts = diagnostic_table(analysis)
     ranked = verdicts.assign(order=range(len(verdicts)))
     labels = list(ranked.sort_values(["alarm", "order"], ascending=[False, True]).index)
     labels = labels[:max_plots]
-    table = _cycle_points(analysis, labels)
-    census = _census(analysis)
+    table = cycle_points(analysis, labels)
+    census = take_census(analysis)
     multimodal = census.num_modes > 1
     mode_of = census.assignment["mode"]
     pooled = {}
     names = list(idata.posterior.data_vars) if var_names is None else list(var_names)
     for name in names:
-        for label, values in _elements(idata.posterior[name]):
+        for label, values in scalar_elements(idata.posterior[name]):
             if label in labels:
                 pooled[label] = (float(values.mean()), float(values.std(ddof=1)))
     stats = getattr(idata, "sample_stats", None)

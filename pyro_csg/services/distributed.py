@@ -36,7 +36,7 @@ class RankLostError(RuntimeError):
 
     Example::
 
-        >>> from pyro_csg.distributed import RankLostError
+        >>> from pyro_csg.services.distributed import RankLostError
         >>> issubclass(RankLostError, RuntimeError)
         True
     """
@@ -49,7 +49,7 @@ class RankShare:
     Example (a process group of one, as ``torchrun --nproc_per_node=1`` makes)::
 
         >>> import torch, torch.distributed as dist
-        >>> from pyro_csg.distributed import RankShare
+        >>> from pyro_csg.services.distributed import RankShare
         >>> share = RankShare(group=None, rank=1, world_size=2, source=0)
         >>> [idx.tolist() for idx in share.take([torch.arange(8)])]
         [[4, 5, 6, 7]]
@@ -140,7 +140,7 @@ def resolve_process_group(process_group: Any) -> RankShare | None:
 
     Example::
 
-        >>> from pyro_csg.distributed import resolve_process_group
+        >>> from pyro_csg.services.distributed import resolve_process_group
         >>> resolve_process_group(None) is None  # no process group initialised here
         True
     """

@@ -19,7 +19,17 @@ import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from .checkpoint import (
+from ..core.checks import check_positive, is_number
+from ..core.diffusions import Diffusion, sghmc, sgld
+from ..core.errors import NonFiniteError
+from ..core.estimators import Centre, centre_at, control_variates
+from ..core.parameters import FunctionPotential
+from ..core.runaway import runaway_cycles
+from ..core.schedules import CosineCyclical, CycleLayout, Schedule
+from ..core.state import ChainState
+from ..core.subsample import EpochBatches
+from ..core.tuning import gradient_noise, noise_per_step, optimize_start, tune
+from ..services.checkpoint import (
     ChainFiles,
     Checkpoint,
     CheckpointError,
@@ -27,16 +37,10 @@ from .checkpoint import (
     compare_settings,
     data_digest,
 )
-from .diagnostics import runaway_cycles
-from .diffusions import Diffusion, sghmc, sgld
-from .distributed import RankShare, resolve_process_group
-from .gradients import Centre, _single_plate, centre_at, control_variates, full_value_and_grad
-from .potential import FunctionPotential, ModelPotential
-from .schedules import CosineCyclical, CycleLayout, Schedule, _check_positive, _is_number
-from .state import ChainState
-from .store import STATS
-from .subsample import EpochBatches
-from .tuning import gradient_noise, noise_per_step, optimize_start, tune
+from ..services.distributed import RankShare, resolve_process_group
+from ..services.store import STATS
+from .full_data import full_value_and_grad, single_plate
+from .potential import ModelPotential
 
 __all__ = ["CyclicalSGLD", "CyclicalSGHMC", "NonFiniteError"]
 
@@ -53,37 +57,9 @@ NOISE_WARNING = 1.0
 _CHECK_EVERY = 100
 
 
-class NonFiniteError(RuntimeError):
-    """The potential energy or the parameters became NaN or infinite during sampling.
-
-    Raised instead of returning a NaN draw; the message names the iteration, cycle, stage
-    and step size. The draws made before it are kept: ``error.samples`` (constrained,
-    ``{site: tensor (draws, ...)}``, as ``mcmc.get_samples()`` would give) and
-    ``error.num_draws``; ``kernel.get_samples()`` returns them too.
-
-    Example::
-
-        >>> import torch
-        >>> from pyro.infer import MCMC
-        >>> from pyro_csg import CyclicalSGLD, NonFiniteError
-        >>> kernel = CyclicalSGLD(potential_fn=lambda p: (p["z"] ** 4).sum(), step_size=10.0,
-        ...                       steps_per_cycle=50)
-        >>> mcmc = MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True,
-        ...             initial_params={"z": torch.ones(1)})
-        >>> try:
-        ...     mcmc.run()
-        ... except NonFiniteError as error:
-        ...     print(str(error)[:58], error.num_draws)
-        CyclicalSGLD: the potential became NaN or infinite after t 0
-    """
-
-    samples: dict[str, torch.Tensor] | None = None
-    num_draws: int = 0
-
-
 class _Divergences(list):
     """The retained draws flagged as diverging: those of cycles that ran away (see
-    :mod:`pyro_csg.diagnostics`), as draw indices, the form Pyro's ``MCMC.summary`` counts.
+    :mod:`pyro_csg.core.runaway`), as draw indices, the form Pyro's ``MCMC.summary`` counts.
 
     It refuses to become a NumPy array, which is what ``az.from_pyro`` does with it: that
     converter would take the observed data and the log-likelihood from one random
@@ -180,7 +156,7 @@ def _runner_chain() -> tuple[int, int | None]:
 
 
 class _Chain:
-    """One chain's run-time objects around its :class:`~pyro_csg.state.ChainState`.
+    """One chain's run-time objects around its :class:`~pyro_csg.core.state.ChainState`.
 
     The state is replaced, never modified, once per draw: the hot loop works on local
     variables and the new state is committed only after the draw is stored, so an
@@ -328,7 +304,7 @@ class _Chain:
         self.raw_gradient = None
 
 
-class _CyclicalSGMCMC(MCMCKernel):
+class CyclicalKernel(MCMCKernel):
     """Shared machinery of the cyclical kernels; a subclass only names its diffusion."""
 
     # False from a run's set-up until its clean-up: MCMC keeps the draws of its last
@@ -434,7 +410,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         self.preconditioner = bool(preconditioner)
         # None: on for models with a subsampled plate (see _optimizes).
         self.optimize_start = None if optimize_start is None else bool(optimize_start)
-        self.temperature = _check_positive("temperature", temperature)
+        self.temperature = check_positive("temperature", temperature)
         self.init_strategy = init_strategy
         # None (eager), "graph" or "inductor".
         self.compile_potential = (
@@ -603,7 +579,7 @@ class _CyclicalSGMCMC(MCMCKernel):
             if self._share is not None:
                 potential.split_batches(self._share)
             if self.control_variates:  # asked for explicitly: say why it cannot be
-                _single_plate(potential)
+                single_plate(potential)
             if self._initial_params is None:
                 theta = potential.initial_theta()
             else:
@@ -1350,7 +1326,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         of the following iteration), so ``-potential_energy`` estimates the log joint.
         ``divergences`` lists the draws of cycles that sampled far above the chain's
         typical potential (a chain still travelling or running away; see
-        :func:`pyro_csg.diagnostics.runaway_cycles`); the first call after a chain's last
+        :func:`pyro_csg.core.runaway.runaway_cycles`); the first call after a chain's last
         draw warns about them. It also makes ``az.from_pyro`` fail with a pointer to
         :func:`pyro_csg.to_inference_data`.
         """
@@ -1378,7 +1354,7 @@ class _CyclicalSGMCMC(MCMCKernel):
         return state
 
 
-class CyclicalSGLD(_CyclicalSGMCMC):
+class CyclicalSGLD(CyclicalKernel):
     r"""Cyclical stochastic-gradient Langevin dynamics (cSGLD) for :class:`pyro.infer.MCMC`.
 
     Zhang, Li, Zhang, Chen and Wilson, *Cyclical Stochastic Gradient MCMC for Bayesian
@@ -1397,7 +1373,7 @@ class CyclicalSGLD(_CyclicalSGMCMC):
     chain into a new mode at the start of every cycle; the sampling steps explore that mode.
 
     **Step size.** By default (``step_size=None``) chosen at the start of each chain, with
-    a diagonal preconditioner ``G`` (see :mod:`pyro_csg.tuning`): the update then uses
+    a diagonal preconditioner ``G`` (see :mod:`pyro_csg.core.tuning`): the update then uses
     ``G * grad U~`` and ``sqrt(G) * xi``, and ``eta_1 = 1 / lambda_max`` is dimensionless;
     the measured minibatch noise is subtracted from the injected noise. An explicit
     ``step_size`` is in units of ``U``, which grows with the number of data points ``N``:
@@ -1406,7 +1382,7 @@ class CyclicalSGLD(_CyclicalSGMCMC):
 
     **Large data.** For a model with one subsampled plate the gradient is by default the
     control-variate estimate around a centre moved at the end of every exploration
-    stage (:mod:`pyro_csg.gradients`), and an optimisation stage (Adam) brings the chain
+    stage (:mod:`pyro_csg.core.estimators`), and an optimisation stage (Adam) brings the chain
     to the posterior's bulk before the first cycle.
 
     **Temperature.** ``T = 1`` (default) samples the posterior; ``T < 1`` a cold posterior
@@ -1445,8 +1421,8 @@ class CyclicalSGLD(_CyclicalSGMCMC):
     :param dict transforms: optional ``{site: Transform}`` to unconstrained space; other
         sites get ``biject_to(support).inv``.
     :param schedule: a callable ``k -> eta_k`` replacing the cosine schedule, e.g.
-        :class:`~pyro_csg.schedules.Constant` or
-        :class:`~pyro_csg.schedules.PolynomialDecay` for plain SGLD baselines (then the
+        :class:`~pyro_csg.core.schedules.Constant` or
+        :class:`~pyro_csg.core.schedules.PolynomialDecay` for plain SGLD baselines (then the
         "cycles" are blocks of ``steps_per_cycle`` iterations that set the thinning, and
         ``exploration_fraction=0`` keeps the noise on throughout).
     :param compile_potential: ``True`` (default): trace the model's potential and gradient
@@ -1457,7 +1433,7 @@ class CyclicalSGLD(_CyclicalSGMCMC):
     :param checkpoint: a folder (or a :class:`~pyro_csg.Checkpoint`) for long runs: every
         retained draw is written there as it is made, the chain's state at the end of
         every cycle and when the run stops early, and running the same script again
-        resumes (bit for bit on the CPU). See :mod:`pyro_csg.checkpoint`.
+        resumes (bit for bit on the CPU). See :mod:`pyro_csg.services.checkpoint`.
     :param bool control_variates: estimate gradients with control variates (default
         ``None``: for models with exactly one subsampled plate). Each step then costs two
         minibatch gradients and each cycle one full-data pass.
@@ -1498,7 +1474,7 @@ class CyclicalSGLD(_CyclicalSGMCMC):
         return sgld(self.temperature)
 
 
-class CyclicalSGHMC(_CyclicalSGMCMC):
+class CyclicalSGHMC(CyclicalKernel):
     r"""Cyclical stochastic-gradient Hamiltonian Monte Carlo (cSGHMC) for :class:`pyro.infer.MCMC`.
 
     Zhang, Li, Zhang, Chen and Wilson, *Cyclical Stochastic Gradient MCMC for Bayesian
@@ -1552,7 +1528,7 @@ class CyclicalSGHMC(_CyclicalSGMCMC):
         friction: float = 0.1,
         **kwargs: Any,
     ) -> None:
-        if not (_is_number(friction) and 0.0 < friction <= 1.0):
+        if not (is_number(friction) and 0.0 < friction <= 1.0):
             raise ValueError(f"friction must be a number in (0, 1], got {friction!r}")
         super().__init__(model, potential_fn, **kwargs)
         self.friction = float(friction)

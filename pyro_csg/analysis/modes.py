@@ -61,6 +61,8 @@ from typing import Any
 
 import numpy as np
 
+from .cycles import cycle_layout, scalar_elements
+
 __all__ = [
     "SEPARATION_THRESHOLD",
     "TIGHTNESS_THRESHOLD",
@@ -83,7 +85,7 @@ MIN_WITNESSES = 3
 could be chance)."""
 
 
-def _within_spread(values: np.ndarray) -> np.ndarray:
+def within_spread(values: np.ndarray) -> np.ndarray:
     """``s_c`` per element and cycle: ``values`` is ``(elements, cycles, M)``."""
     if values.shape[-1] < 10:
         return values.std(axis=-1, ddof=1)
@@ -92,7 +94,7 @@ def _within_spread(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Groups:
+class CycleGroups:
     """Per element: the groups of cycles and the statistics of the diagnostic."""
 
     group: np.ndarray  # (elements, cycles): group number along the element, -1 in transit
@@ -108,7 +110,7 @@ class _Groups:
             return (self.repeated >= 2) & (self.tightness <= TIGHTNESS_THRESHOLD)
 
 
-def _groups(values: np.ndarray) -> _Groups:
+def group_cycles(values: np.ndarray) -> CycleGroups:
     """Group the cycles of every element of ``values`` ``(elements, cycles, M)``."""
     elements, num_cycles, per_cycle = values.shape
     locations = np.median(values, axis=-1)
@@ -118,8 +120,8 @@ def _groups(values: np.ndarray) -> _Groups:
     num_groups = np.ones(elements, dtype=int)
     repeated = np.ones(elements, dtype=int)
     if per_cycle < 2 or num_cycles < MIN_CYCLES:
-        return _Groups(group, separation, tightness, num_groups, repeated, locations)
-    spread = _within_spread(values)
+        return CycleGroups(group, separation, tightness, num_groups, repeated, locations)
+    spread = within_spread(values)
     width = np.median(spread, axis=-1)
     measurable = width > 0
     separation[measurable] = 0.0
@@ -152,17 +154,15 @@ def _groups(values: np.ndarray) -> _Groups:
     if one_group.any():
         settled_spread = np.nanstd(np.where(transit, np.nan, locations), axis=-1, ddof=1)
         tightness[one_group] = settled_spread[one_group] / width[one_group]
-    return _Groups(group, separation, tightness, num_groups, repeated, locations)
+    return CycleGroups(group, separation, tightness, num_groups, repeated, locations)
 
 
-def _cycle_values(idata, var_names: Sequence[str] | None):
+def cycle_values(idata, var_names: Sequence[str] | None):
     """``(labels, values (elements, cycles, M), chains, cycles)`` over complete cycles."""
-    from .arviz import _cycle_layout, _elements
-
-    regrouped, chains, cycles = _cycle_layout(idata, var_names)
+    regrouped, chains, cycles = cycle_layout(idata, var_names)
     labels, values = [], []
     for _, variable in regrouped.data_vars.items():
-        for label, element in _elements(variable):
+        for label, element in scalar_elements(variable):
             labels.append(label)
             values.append(element)
     stacked = np.asarray(values, dtype=float).reshape(len(values), len(chains), -1)
@@ -170,7 +170,7 @@ def _cycle_values(idata, var_names: Sequence[str] | None):
 
 
 @dataclass(frozen=True)
-class _Analysis:
+class Analysis:
     """One regrouping of the posterior and its groups, shared by the diagnostic, the
     census and the figure."""
 
@@ -178,15 +178,15 @@ class _Analysis:
     values: np.ndarray  # (elements, chain x cycle, M)
     chains: np.ndarray
     cycles: np.ndarray
-    groups: _Groups
+    groups: CycleGroups
 
 
-def _analyse(idata, var_names: Sequence[str] | None) -> _Analysis:
-    labels, values, chains, cycles = _cycle_values(idata, var_names)
-    return _Analysis(labels, values, chains, cycles, _groups(values))
+def analyse(idata, var_names: Sequence[str] | None) -> Analysis:
+    labels, values, chains, cycles = cycle_values(idata, var_names)
+    return Analysis(labels, values, chains, cycles, group_cycles(values))
 
 
-def _cycle_points(analysis: _Analysis, labels: Sequence[str]):
+def cycle_points(analysis: Analysis, labels: Sequence[str]):
     """``pandas.DataFrame`` indexed by ``(variable, chain, cycle)`` for the elements
     ``labels``: each cycle's ``location`` (median draw) and ``spread`` (``s_c``), the
     diagnostic's quantities."""
@@ -195,7 +195,7 @@ def _cycle_points(analysis: _Analysis, labels: Sequence[str]):
     chains, cycles = analysis.chains, analysis.cycles
     position = {name: number for number, name in enumerate(analysis.labels)}
     values = analysis.values[[position[label] for label in labels]]
-    spread = _within_spread(values) if values.shape[-1] > 1 else np.zeros(values.shape[:2])
+    spread = within_spread(values) if values.shape[-1] > 1 else np.zeros(values.shape[:2])
     index = pd.MultiIndex.from_tuples(
         [
             (label, int(chain), int(cycle))
@@ -253,10 +253,10 @@ def cycle_diagnostic(idata, var_names: Sequence[str] | None = None):
         >>> cycle_diagnostic(idata)[["groups", "alarm"]].values.tolist()
         [[2, True]]
     """
-    return _diagnostic_table(_analyse(idata, var_names))
+    return diagnostic_table(analyse(idata, var_names))
 
 
-def _diagnostic_table(analysis: _Analysis):
+def diagnostic_table(analysis: Analysis):
     import pandas as pd
 
     groups = analysis.groups
@@ -340,10 +340,10 @@ def mode_census(idata, var_names: Sequence[str] | None = None) -> ModeCensus:
         >>> census.num_modes, int(census.modes["cycles"].sum())
         (9, 30)
     """
-    return _census(_analyse(idata, var_names))
+    return take_census(analyse(idata, var_names))
 
 
-def _census(analysis: _Analysis) -> ModeCensus:
+def take_census(analysis: Analysis) -> ModeCensus:
     import pandas as pd
 
     labels, groups = analysis.labels, analysis.groups

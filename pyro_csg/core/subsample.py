@@ -29,7 +29,7 @@ class SubsamplePlate:
 
     Example::
 
-        >>> from pyro_csg.subsample import SubsamplePlate
+        >>> from pyro_csg.core.subsample import SubsamplePlate
         >>> SubsamplePlate("data", size=1000, subsample_size=50, device="cpu")
         SubsamplePlate(name='data', size=1000, subsample_size=50, device='cpu')
     """
@@ -60,7 +60,7 @@ class EpochBatches:
     Example::
 
         >>> import torch
-        >>> from pyro_csg.subsample import EpochBatches, SubsamplePlate
+        >>> from pyro_csg.core.subsample import EpochBatches, SubsamplePlate
         >>> generator = torch.Generator().manual_seed(0)
         >>> batches = EpochBatches(SubsamplePlate("data", 6, 2, "cpu"), generator)
         >>> epoch = torch.cat([batches.next() for _ in range(3)])
@@ -136,8 +136,8 @@ def windows(plate: SubsamplePlate) -> list[tuple[int, int]]:
 
     Example::
 
-        >>> from pyro_csg.subsample import windows
-        >>> from pyro_csg.subsample import SubsamplePlate
+        >>> from pyro_csg.core.subsample import windows
+        >>> from pyro_csg.core.subsample import SubsamplePlate
         >>> windows(SubsamplePlate("data", size=10, subsample_size=4, device="cpu"))
         [(0, 0), (4, 0), (6, 2)]
     """

@@ -21,10 +21,14 @@ import numpy as np
 import pyro
 import torch
 
-from .checkpoint import data_digest
-from .diagnostics import runaway_cycles
-from .likelihood import FullData
-from .store import STATS, read_store
+from ..adapter.kernels import CyclicalKernel
+from ..adapter.likelihood import FullData
+from ..core.runaway import runaway_cycles
+from ..core.version import __version__
+from ..services.checkpoint import data_digest
+from ..services.store import STATS, read_store
+from .cycles import complete_cycles, cycle_layout, regroup, scalar_elements
+from .modes import group_cycles
 
 __all__ = ["to_inference_data", "merge_runs", "cycle_summary", "ess_per_cycle"]
 
@@ -36,7 +40,6 @@ def _arviz():
 
 
 def _check_run(mcmc) -> Any:
-    from .kernels import _CyclicalSGMCMC
 
     kernel = getattr(mcmc, "kernel", None)
     if type(mcmc).__name__ == "StreamingMCMC":
@@ -51,7 +54,7 @@ def _check_run(mcmc) -> Any:
             )
             + "model=model, model_args=(...))"
         )
-    if not isinstance(kernel, _CyclicalSGMCMC):
+    if not isinstance(kernel, CyclicalKernel):
         raise TypeError(
             "to_inference_data expects a pyro.infer.MCMC run with a CyclicalSGLD or "
             f"CyclicalSGHMC kernel, got {type(mcmc).__name__}"
@@ -83,8 +86,6 @@ def _per_chain_stats(mcmc) -> dict[str, np.ndarray]:
 
 
 def _attrs(hyperparameters: dict[str, Any], group_by: str) -> dict[str, Any]:
-    from . import __version__
-
     attrs: dict[str, Any] = {
         "inference_library": "pyro",
         # str(): torch's version is a str subclass that netCDF writers cannot store.
@@ -204,22 +205,6 @@ def _warn_non_finite(pointwise: dict[str, np.ndarray], stats, diverging: np.ndar
             diverging |= bad
 
 
-def _complete_cycles(cycles: np.ndarray, per_cycle: int) -> tuple[np.ndarray, list[int]]:
-    """The draw positions of the complete cycles (same for every chain), and the others."""
-    labels, counts = np.unique(cycles, return_counts=True)
-    complete = labels[counts == per_cycle]
-    incomplete = labels[counts != per_cycle].tolist()
-    keep = np.flatnonzero(np.isin(cycles, complete))
-    return keep, incomplete
-
-
-def _regroup(array: np.ndarray, keep: np.ndarray, per_cycle: int) -> np.ndarray:
-    """``(chain, draw, ...)`` -> ``(chain * cycle, draw within cycle, ...)``."""
-    array = array[:, keep]
-    chains, draws = array.shape[:2]
-    return array.reshape(chains * (draws // per_cycle), per_cycle, *array.shape[2:])
-
-
 def to_inference_data(
     mcmc,
     *,
@@ -247,7 +232,7 @@ def to_inference_data(
       gradient's noise against the injected noise at the draw's step, measured once a
       cycle; see ``CyclicalSGLD.diagnostics``), ``temperature`` and ``diverging``
       (the draws of cycles that sampled far above the chain's typical potential, see
-      :func:`pyro_csg.diagnostics.runaway_cycles`, and those whose log-likelihood is not
+      :func:`pyro_csg.core.runaway.runaway_cycles`, and those whose log-likelihood is not
       finite, with a warning).
     * ``observed_data``: every observed site's *full* data, found by running the model
       over all of its subsampled plates' indices, window by window.
@@ -372,7 +357,7 @@ def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
     cycle_of_draw, iteration_of_draw = stats["cycle"][0], stats["iteration"][0]
     if group_by == "cycle":
         per_cycle = int(run.attrs["samples_per_cycle"])
-        keep, incomplete = _complete_cycles(cycle_of_draw, per_cycle)
+        keep, incomplete = complete_cycles(cycle_of_draw, per_cycle)
         if incomplete:
             warnings.warn(
                 f"to_inference_data(group_by='cycle'): cycle(s) {incomplete} have fewer than "
@@ -382,10 +367,10 @@ def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
             )
         if keep.size == 0:
             raise ValueError("group_by='cycle': the run has no complete cycle")
-        posterior = {k: _regroup(v, keep, per_cycle) for k, v in posterior.items()}
-        sample_stats = {k: _regroup(v, keep, per_cycle) for k, v in sample_stats.items()}
+        posterior = {k: regroup(v, keep, per_cycle) for k, v in posterior.items()}
+        sample_stats = {k: regroup(v, keep, per_cycle) for k, v in sample_stats.items()}
         if pointwise is not None:
-            pointwise = {k: _regroup(v, keep, per_cycle) for k, v in pointwise.items()}
+            pointwise = {k: regroup(v, keep, per_cycle) for k, v in pointwise.items()}
         cycles = cycle_of_draw[keep][::per_cycle]
         chain_coords = {
             "cycle": ("chain", np.tile(cycles, num_chains)),
@@ -542,72 +527,6 @@ def _merged(parts: list[_RunData], runs: Sequence) -> _RunData:
     )
 
 
-def _elements(variable) -> list[tuple[str, np.ndarray]]:
-    """``(label, values (chain, draw))`` for each scalar element of a posterior variable,
-    labelled as ``az.summary`` does (``w[0,1]``)."""
-    values = variable.transpose("chain", "draw", ...).values
-    extra = values.shape[2:]
-    flat = values.reshape(values.shape[0], values.shape[1], -1)
-    result = []
-    for element in range(flat.shape[2]):
-        label = str(variable.name)
-        if extra:
-            label += "[" + ",".join(map(str, np.unravel_index(element, extra))) + "]"
-        result.append((label, flat[:, :, element]))
-    return result
-
-
-def _cycle_layout(
-    idata, var_names: Sequence[str] | None = None
-) -> tuple[Any, np.ndarray, np.ndarray]:
-    """The posterior (its ``var_names``, default all) regrouped as (chain x cycle, draw),
-    with each group's chain and cycle."""
-    if var_names is not None:
-        missing = [name for name in var_names if name not in idata.posterior.data_vars]
-        if missing:
-            raise ValueError(
-                f"var_names {missing} are not in the posterior; "
-                f"it has {list(idata.posterior.data_vars)}"
-            )
-    posterior = idata.posterior if var_names is None else idata.posterior[list(var_names)]
-    if "cycle" not in posterior.coords:
-        raise ValueError(
-            "cycle_summary needs an InferenceData from pyro_csg.to_inference_data "
-            "(its posterior has no 'cycle' coordinate)"
-        )
-    if posterior["cycle"].dims == ("chain",):
-        return posterior, posterior["mcmc_chain"].values, posterior["cycle"].values
-    cycles = posterior["cycle"].values
-    per_cycle = int(
-        posterior.attrs.get("samples_per_cycle", np.unique(cycles, return_counts=True)[1].max())
-    )
-    keep, _ = _complete_cycles(cycles, per_cycle)
-    complete = np.unique(cycles[keep])
-    num_chains = posterior.sizes["chain"]
-    import xarray as xr
-
-    variables = {}
-    for name, variable in posterior.data_vars.items():
-        values = _regroup(variable.transpose("chain", "draw", ...).values, keep, per_cycle)
-        variables[name] = (("chain", "draw", *variable.dims[2:]), values)
-    regrouped = xr.Dataset(
-        variables,
-        coords={
-            name: posterior.coords[name]
-            for name in posterior.coords
-            if name not in ("chain", "draw", "cycle", "iteration")
-        },
-    )
-    regrouped = regrouped.assign_coords(
-        chain=np.arange(regrouped.sizes["chain"]), draw=np.arange(per_cycle)
-    )
-    return (
-        regrouped,
-        np.repeat(np.arange(num_chains), len(complete)),
-        np.tile(complete, num_chains),
-    )
-
-
 def ess_per_cycle(draws: np.ndarray) -> float:
     """How many independent draws one cycle's draws are worth, from all the cycles.
 
@@ -627,7 +546,7 @@ def ess_per_cycle(draws: np.ndarray) -> float:
     Example::
 
         >>> import numpy as np
-        >>> from pyro_csg.arviz import ess_per_cycle
+        >>> from pyro_csg.analysis.arviz import ess_per_cycle
         >>> rng = np.random.default_rng(0)
         >>> round(ess_per_cycle(rng.normal(size=(400, 4))))
         4
@@ -697,20 +616,19 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
     az = _arviz()
     import pandas as pd
 
-    regrouped, chains, cycles = _cycle_layout(idata, var_names)
+    regrouped, chains, cycles = cycle_layout(idata, var_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rhat = az.rhat(regrouped)
     noise = _cycle_noise(idata)
-    from .modes import _groups
 
     per_element = []
     for name, variable in regrouped.data_vars.items():
         rhat_flat = np.asarray(rhat[name].values).reshape(-1)
-        for element, (label, values) in enumerate(_elements(variable)):
+        for element, (label, values) in enumerate(scalar_elements(variable)):
             per_element.append((label, values, float(rhat_flat[element])))
     # the diagnostic on the draws regrouped above (pyro_csg.cycle_diagnostic's numbers)
-    groups = _groups(np.asarray([values for _, values, _ in per_element], dtype=float))
+    groups = group_cycles(np.asarray([values for _, values, _ in per_element], dtype=float))
     rows = []
     index = []
     for (label, values, rhat_value), separation, alarm in zip(

@@ -4,7 +4,7 @@ A run with ``checkpoint=`` writes every retained draw as it is made::
 
     <directory>/run.json                  the sampler, its settings, the sites
     <directory>/chain-<c>/draws/<n>.nc    draw n of chain c (n = 0, 1, ... after warm-up)
-    <directory>/chain-<c>/checkpoint.pt   the chain's state (see pyro_csg.checkpoint)
+    <directory>/chain-<c>/checkpoint.pt   the chain's state (see pyro_csg.services.checkpoint)
 
 A draw file holds each latent site's constrained value as a netCDF variable (dims
 ``<site>_dim_0, ...``, as ArviZ names them), the per-draw statistics as attributes
@@ -91,7 +91,7 @@ class DrawWriter:
 
         >>> import tempfile, torch
         >>> from pathlib import Path
-        >>> from pyro_csg.store import DrawWriter
+        >>> from pyro_csg.services.store import DrawWriter
         >>> writer = DrawWriter(Path(tempfile.mkdtemp()) / "draws", raw_sites={"scale"})
         >>> writer.write(0, {"loc": torch.zeros(2), "scale": torch.ones(())},
         ...              {"loc": torch.zeros(2), "scale": torch.zeros(())},
@@ -257,7 +257,7 @@ def read_store(directory: str | os.PathLike) -> dict[str, Any]:
         >>> import tempfile, torch, pyro, pyro.distributions as dist
         >>> from pyro.infer import MCMC
         >>> from pyro_csg import CyclicalSGLD
-        >>> from pyro_csg.store import read_store
+        >>> from pyro_csg.services.store import read_store
         >>> folder = tempfile.mkdtemp()
         >>> def model():
         ...     pyro.sample("z", dist.Normal(0.0, 1.0))

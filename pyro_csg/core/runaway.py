@@ -44,7 +44,7 @@ class RunawayReport:
     Example::
 
         >>> import numpy as np
-        >>> from pyro_csg.diagnostics import runaway_cycles
+        >>> from pyro_csg.core.runaway import runaway_cycles
         >>> cycles = np.repeat(np.arange(6), 4)
         >>> energies = np.array([10, 11, 9, 10] * 5 + [90, 80, 75, 70], dtype=float)
         >>> report = runaway_cycles(cycles, energies, num_params=2, temperature=1.0)

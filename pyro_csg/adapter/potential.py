@@ -25,11 +25,10 @@ the eager potential instead, with a warning that says why.
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pyro
 import torch
@@ -38,215 +37,18 @@ from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import SubsampleMessenger, _Subsample
 from torch.distributions import biject_to
-from torch.distributions.transforms import (
-    ComposeTransform,
-    IndependentTransform,
-    Transform,
-    _InverseTransform,
-)
+from torch.distributions.transforms import Transform
 
-from . import _graph
-from .subsample import SubsamplePlate
+from ..core.errors import ModelError
+from ..core.parameters import BasePotential, LatentSite
+from ..core.subsample import SubsamplePlate
+from . import graph as graphs
+from .full_data import full_value_and_grad
 
-__all__ = ["LatentSite", "ModelPotential", "FunctionPotential", "ModelError"]
+__all__ = ["ModelPotential", "trace_model", "subsampled_plates", "is_latent"]
 
 
-class ModelError(ValueError):
-    """A model that the stochastic-gradient kernels cannot sample, found at set-up.
-
-    Example::
-
-        >>> import torch, pyro, pyro.distributions as dist
-        >>> from pyro.infer.autoguide.initialization import init_to_median
-        >>> from pyro_csg.potential import ModelError, ModelPotential
-        >>> def observed_only(y):
-        ...     pyro.sample("obs", dist.Normal(0.0, 1.0), obs=y)
-        >>> try:
-        ...     ModelPotential(observed_only, (torch.zeros(3),), {}, init_to_median)
-        ... except ModelError as error:
-        ...     print(str(error)[:35])
-        the model has no latent sample site
-    """
-
-
-def _is_identity(transform: Transform) -> bool:
-    if isinstance(transform, _InverseTransform):
-        return _is_identity(transform.inv)
-    if isinstance(transform, IndependentTransform):
-        return _is_identity(transform.base_transform)
-    if isinstance(transform, ComposeTransform):
-        return all(_is_identity(part) for part in transform.parts)
-    return False
-
-
-@dataclass(frozen=True)
-class LatentSite:
-    """A latent sample site: its name, shapes and map to unconstrained space.
-
-    ``shape`` is the constrained value's shape, ``unconstrained_shape`` that of
-    ``transform(value)`` (the default: the same). They differ for transforms that change
-    the dimension: a ``K``-simplex has ``K - 1`` unconstrained coordinates
-    (``StickBreakingTransform``), a ``d x d`` correlation Cholesky factor ``d (d - 1) / 2``
-    (``CorrCholeskyTransform``). The flat parameter vector holds unconstrained values.
-
-    Example::
-
-        >>> import torch
-        >>> from torch.distributions import biject_to, constraints
-        >>> from pyro_csg.potential import LatentSite
-        >>> site = LatentSite("scale", torch.Size([2]), biject_to(constraints.positive).inv,
-        ...                   torch.float32)
-        >>> site.numel, site.is_identity
-        (2, False)
-        >>> weights = LatentSite("p", torch.Size([3]), biject_to(constraints.simplex).inv,
-        ...                      torch.float32, torch.Size([2]))
-        >>> weights.numel
-        2
-    """
-
-    name: str
-    shape: torch.Size
-    transform: Transform  # constrained -> unconstrained
-    dtype: torch.dtype
-    unconstrained_shape: torch.Size | None = None
-
-    def __post_init__(self) -> None:
-        if self.unconstrained_shape is None:
-            object.__setattr__(self, "unconstrained_shape", self.shape)
-
-    @property
-    def numel(self) -> int:
-        """The number of unconstrained coordinates (its length in the flat vector)."""
-        return math.prod(self.unconstrained_shape)
-
-    @property
-    def is_identity(self) -> bool:
-        return _is_identity(self.transform)
-
-
-class _FlatParameters:
-    """Packs a dict of site tensors into one flat vector and back (as views)."""
-
-    def __init__(self, sites: Sequence[LatentSite]) -> None:
-        self.sites = tuple(sites)
-        self.slices: dict[str, slice] = {}
-        start = 0
-        for site in self.sites:
-            self.slices[site.name] = slice(start, start + site.numel)
-            start += site.numel
-        self.size = start
-        self.sizes = [site.numel for site in self.sites]
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        # One split (whose backward is one concatenation), then a view per site.
-        parts = flat.split_with_sizes(self.sizes)
-        return {
-            site.name: part.view(site.unconstrained_shape).to(site.dtype)
-            for site, part in zip(self.sites, parts, strict=True)
-        }
-
-    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        missing = [site.name for site in self.sites if site.name not in params]
-        if missing:
-            raise ValueError(
-                f"initial_params is missing the latent site(s) {missing}; "
-                f"expected {[site.name for site in self.sites]}"
-            )
-        parts = []
-        for site in self.sites:
-            value = torch.as_tensor(params[site.name])
-            if value.shape != site.unconstrained_shape:
-                raise ValueError(
-                    f"initial_params['{site.name}'] has shape {tuple(value.shape)}, "
-                    f"expected {tuple(site.unconstrained_shape)} (unconstrained, one chain)"
-                )
-            parts.append(value.detach().reshape(-1))
-        if not parts:  # a potential without parameters (Pyro's HMC runs one too)
-            return torch.zeros(0)
-        return torch.cat(parts)
-
-
-class _Potential:
-    """Common interface: ``value_and_grad(theta, indices) -> (U~, grad U~)``."""
-
-    plates: tuple[SubsamplePlate, ...] = ()
-    compiled: bool = False
-
-    def __init__(self, sites: Sequence[LatentSite]) -> None:
-        self.sites = tuple(sites)
-        self.layout = _FlatParameters(self.sites)
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.layout.unflatten(flat)
-
-    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.layout.flatten(params)
-
-    def __call__(self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-        raise NotImplementedError
-
-    def eager_value_and_grad(
-        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = (), keep_from: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(U~, grad U~)`` through autograd; ``keep_from > 0`` drops the first
-        ``keep_from`` data of the (single) subsampled plate's window from the likelihood."""
-        flat = flat.detach().requires_grad_()
-        energy = self(flat, indices, keep_from) if keep_from else self(flat, indices)
-        if not energy.requires_grad:  # no parameters, or none that the potential reads
-            return energy.detach(), torch.zeros_like(flat)
-        (grad,) = torch.autograd.grad(energy, flat, allow_unused=True)
-        return energy.detach(), torch.zeros_like(flat) if grad is None else grad
-
-    def value_and_grad(
-        self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(U~(theta; indices), grad U~(theta; indices))``, both detached."""
-        return self.eager_value_and_grad(flat, indices)
-
-
-class FunctionPotential(_Potential):
-    """A user's ``potential_fn(params: dict) -> scalar``, possibly itself stochastic.
-
-    Example::
-
-        >>> import torch
-        >>> from pyro_csg.potential import FunctionPotential
-        >>> potential = FunctionPotential(lambda p: 0.5 * (p["z"] ** 2).sum(),
-        ...                               {"z": torch.zeros(2)})
-        >>> energy, grad = potential.value_and_grad(torch.tensor([1.0, 2.0]))
-        >>> float(energy), grad.tolist()
-        (2.5, [1.0, 2.0])
-    """
-
-    def __init__(
-        self, potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], initial_params
-    ) -> None:
-        sites = []
-        for name in sorted(initial_params):
-            value = torch.as_tensor(initial_params[name])
-            if not value.is_floating_point():
-                raise ValueError(
-                    f"initial_params['{name}'] must be a floating-point tensor, got {value.dtype}"
-                )
-            sites.append(LatentSite(name, value.shape, ComposeTransform([]), value.dtype))
-        super().__init__(sites)
-        self.potential_fn = potential_fn
-
-    def __call__(self, flat: torch.Tensor, indices: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-        energy = self.potential_fn(self.unflatten(flat))
-        if isinstance(energy, (int, float)) and not isinstance(energy, bool):
-            # A constant (Pyro's potential of a model without latent sites is 0).
-            energy = torch.tensor(float(energy), dtype=flat.dtype, device=flat.device)
-        if not isinstance(energy, torch.Tensor) or energy.numel() != 1:
-            raise ValueError(
-                "potential_fn must return a scalar tensor (the potential energy), got "
-                f"{type(energy).__name__}"
-                + (f" of shape {tuple(energy.shape)}" if isinstance(energy, torch.Tensor) else "")
-            )
-        return energy.reshape(())
-
-
-def _trace_model(model, args, kwargs, init_strategy=None):
+def trace_model(model, args, kwargs, init_strategy=None):
     if init_strategy is not None:
         model = InitMessenger(init_strategy)(model)
     tracer = poutine.trace(model)
@@ -269,13 +71,13 @@ def _trace_model(model, args, kwargs, init_strategy=None):
     except Exception as error:
         # A PyroModule's PyroSample weight first read inside the data plate gets the
         # plate's batch dimension, and the model then fails with a shape error.
-        local = _local_latents(tracer.msngr.trace, _subsampled_plates(tracer.msngr.trace))
+        local = _local_latents(tracer.msngr.trace, subsampled_plates(tracer.msngr.trace))
         if local:
             error.add_note(_local_latent_message(*local[0]))
         raise
 
 
-def _subsampled_plates(trace) -> dict[str, SubsamplePlate]:
+def subsampled_plates(trace) -> dict[str, SubsamplePlate]:
     plates: dict[str, SubsamplePlate] = {}
     for name, node in trace.nodes.items():
         if node["type"] == "sample" and isinstance(node["fn"], _Subsample):
@@ -302,7 +104,7 @@ def _data_device(trace, plate: str, default: torch.device) -> torch.device:
     return default
 
 
-def _is_latent(node) -> bool:
+def is_latent(node) -> bool:
     return (
         node["type"] == "sample"
         and not node["is_observed"]
@@ -314,7 +116,7 @@ def _local_latents(trace, plates) -> list[tuple[str, SubsamplePlate]]:
     """Latent sites sampled inside a subsampled plate, each with (one of) its plates."""
     local = []
     for name, node in trace.nodes.items():
-        if _is_latent(node):
+        if is_latent(node):
             inside = [frame.name for frame in node["cond_indep_stack"] if frame.name in plates]
             if inside:
                 local.append((name, plates[inside[0]]))
@@ -397,14 +199,14 @@ def _find_plates_and_latents(trace, transforms):
             f"subsample_size={length}) (the kernels then feed it a new batch every step), "
             "or drop subsample= to use all the data."
         )
-    plates = _subsampled_plates(trace)
+    plates = subsampled_plates(trace)
     local = _local_latents(trace, plates)
     if local:
         raise ModelError(_local_latent_message(*local[0]))
 
     sites = []
     for name, node in trace.nodes.items():
-        if not _is_latent(node):
+        if not is_latent(node):
             continue
         fn = node["fn"]
         if fn.support.is_discrete or getattr(fn, "has_enumerate_support", False):
@@ -437,7 +239,7 @@ def _find_plates_and_latents(trace, transforms):
     return tuple(plates.values()), sites
 
 
-class ModelPotential(_Potential):
+class ModelPotential(BasePotential):
     """The minibatch potential ``U~(theta; indices)`` of a Pyro model.
 
     :param model: the Pyro model.
@@ -451,7 +253,7 @@ class ModelPotential(_Potential):
 
         >>> import torch, pyro, pyro.distributions as dist
         >>> from pyro.infer.autoguide.initialization import init_to_median
-        >>> from pyro_csg.potential import ModelPotential
+        >>> from pyro_csg.adapter.potential import ModelPotential
         >>> y = torch.randn(100)
         >>> def model(y):
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
@@ -473,7 +275,7 @@ class ModelPotential(_Potential):
         _check_finite_data(model, self.model_args, self.model_kwargs)
         # A plain prior trace finds the structure: an init strategy may choke on the very
         # sites (discrete, local) that deserve a clear error of ours.
-        trace = _trace_model(model, self.model_args, self.model_kwargs)
+        trace = trace_model(model, self.model_args, self.model_kwargs)
         self.plates, sites = _find_plates_and_latents(trace, transforms or {})
         params = [name for name, node in trace.nodes.items() if node["type"] == "param"]
         if params:
@@ -496,7 +298,7 @@ class ModelPotential(_Potential):
     def split_batches(self, share) -> None:
         """Evaluate this rank's share of every global batch (a data-parallel chain).
 
-        ``share`` is a :class:`~pyro_csg.distributed.RankShare` of ``R`` ranks. Each
+        ``share`` is a :class:`~pyro_csg.services.distributed.RankShare` of ``R`` ranks. Each
         plate's ``subsample_size`` ``B`` stays the global batch (:attr:`plates`, which the
         batches are drawn from); this rank's potential sees ``B / R`` of its indices, with
         the likelihood scaled by ``N / (B / R)``, and :meth:`value_and_grad` returns the
@@ -563,7 +365,7 @@ class ModelPotential(_Potential):
         Tries up to ``max_tries`` draws of the strategy (each with its own minibatch).
         """
         for _ in range(max_tries):
-            trace = _trace_model(self.model, self.model_args, self.model_kwargs, self.init_strategy)
+            trace = trace_model(self.model, self.model_args, self.model_kwargs, self.init_strategy)
             flat = torch.cat(
                 [
                     site.transform(trace.nodes[site.name]["value"].detach()).reshape(-1)
@@ -600,7 +402,7 @@ class ModelPotential(_Potential):
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                graph = _graph.simplify(_graph.trace(energy_and_grad, theta.detach(), *indices))
+                graph = graphs.simplify(graphs.trace(energy_and_grad, theta.detach(), *indices))
         except Exception as error:  # noqa: BLE001 -- any tracing failure means: stay eager
             first_line = (str(error).splitlines() or [""])[0]
             return f"tracing the model failed ({type(error).__name__}: {first_line})"
@@ -678,6 +480,16 @@ class ModelPotential(_Potential):
         with torch.no_grad():
             # forward() itself: nn.Module.__call__'s hook machinery costs a few µs a step.
             return self._forward(flat, *indices)
+
+    @property
+    def deterministic(self) -> bool:
+        """Without a subsampled plate the model's potential is the exact full-data one."""
+        return not self.plates
+
+    def full_value_and_grad(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full-data ``(U, grad U)`` of a model with one subsampled plate
+        (:func:`pyro_csg.adapter.full_data.full_value_and_grad`)."""
+        return full_value_and_grad(self, flat)
 
     def vectorised(
         self, flat: torch.Tensor, windows: torch.Tensor

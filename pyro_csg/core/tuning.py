@@ -17,7 +17,7 @@ minibatch (the same batch on both sides of the difference, so its noise cancels)
 
 with Rademacher ``v``. The kernels then use ``G = 1 / h`` (floored) as a constant
 diagonal mass matrix: with ``g = G * grad U~`` and ``xi`` scaled by ``sqrt(G)`` the
-updates of :mod:`pyro_csg.diffusions` are pSGLD / preconditioned SGHMC. Because ``G``
+updates of :mod:`pyro_csg.core.diffusions` are pSGLD / preconditioned SGHMC. Because ``G``
 does not depend on ``theta`` (it is fixed for the run), the correction term ``Gamma`` of
 Li et al. (2016), which RMSprop-style preconditioners drop at the cost of a bias, is
 exactly zero here.
@@ -110,7 +110,7 @@ class StartReport:
 
     Example::
 
-        >>> from pyro_csg.tuning import StartReport
+        >>> from pyro_csg.core.tuning import StartReport
         >>> StartReport(steps=300, converged=True, energy=12.5).steps
         300
     """
@@ -138,7 +138,7 @@ def optimize_start(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import optimize_start
+        >>> from pyro_csg.core.tuning import optimize_start
         >>> def gradient(theta, indices):  # U = 50 (theta - 3)^2, noise-free
         ...     return 50 * ((theta - 3) ** 2).sum(), 100 * (theta - 3)
         >>> theta, report = optimize_start(gradient, torch.zeros(2), lambda: [])
@@ -213,7 +213,7 @@ def hessian_diagonal(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import hessian_diagonal
+        >>> from pyro_csg.core.tuning import hessian_diagonal
         >>> def gradient(theta, indices):  # U = 0.5 * (1 theta_0^2 + 100 theta_1^2)
         ...     return None, torch.tensor([1.0, 100.0]) * theta
         >>> hessian_diagonal(gradient, torch.zeros(2), lambda: [],
@@ -246,7 +246,7 @@ def exact_diagonal(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import exact_diagonal
+        >>> from pyro_csg.core.tuning import exact_diagonal
         >>> H = torch.tensor([[1.0, 3.0], [3.0, 100.0]])  # strongly coupled
         >>> exact_diagonal(lambda t, i: (None, H @ t), torch.zeros(2), lambda: [],
         ...                torch.Generator()).round()
@@ -280,7 +280,7 @@ def largest_eigenvalue(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import largest_eigenvalue
+        >>> from pyro_csg.core.tuning import largest_eigenvalue
         >>> H = torch.tensor([[2.0, 1.0], [1.0, 2.0]])
         >>> round(largest_eigenvalue(lambda t, i: (None, H @ t), torch.zeros(2), lambda: [],
         ...                          torch.Generator().manual_seed(0), torch.ones(2)), 3)
@@ -320,7 +320,7 @@ def batch_curvatures(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import batch_curvatures
+        >>> from pyro_csg.core.tuning import batch_curvatures
         >>> scales = iter([1.0, 3.0])  # two batches: curvature 1 and 3 along the axis
         >>> def gradient(theta, indices):
         ...     return None, indices[0] * theta
@@ -349,7 +349,7 @@ def gradient_noise(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import gradient_noise
+        >>> from pyro_csg.core.tuning import gradient_noise
         >>> batches = iter(range(16))
         >>> def gradient(theta, indices):  # +1 or -1: variance 16/15 (unbiased)
         ...     return None, theta + (-1.0) ** indices[0]
@@ -376,7 +376,7 @@ def noise_per_step(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import noise_per_step
+        >>> from pyro_csg.core.tuning import noise_per_step
         >>> noise_per_step(torch.tensor([4.0]), friction=0.5, temperature=2.0)
         tensor([2.])
     """
@@ -401,7 +401,7 @@ class Tuning:
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import Tuning
+        >>> from pyro_csg.core.tuning import Tuning
         >>> Tuning(0.5, torch.ones(2), 2.0, 0.01, False, None).report()["step_size"]
         0.5
     """
@@ -473,7 +473,7 @@ def tune(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.tuning import tune
+        >>> from pyro_csg.core.tuning import tune
         >>> scales = torch.tensor([1.0, 1e4])  # U = 0.5 * sum(scales * theta^2)
         >>> tuning = tune(lambda t, i: (None, scales * t), torch.zeros(2), lambda: [],
         ...               torch.Generator().manual_seed(0), first_draw_factor=0.3)

@@ -32,10 +32,11 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from . import _graph
-from .potential import ModelError, _is_latent, _subsampled_plates, _trace_model
-from .schedules import _check_int
-from .subsample import SubsamplePlate, windows
+from ..core.checks import check_int
+from ..core.errors import ModelError
+from ..core.subsample import SubsamplePlate, windows
+from . import graph as graphs
+from .potential import is_latent, subsampled_plates, trace_model
 
 __all__ = ["FullData", "ObservedSite", "DEFAULT_CHUNK_SIZE", "windows"]
 
@@ -52,7 +53,7 @@ class ObservedSite:
 
     Example::
 
-        >>> from pyro_csg.likelihood import ObservedSite
+        >>> from pyro_csg.adapter.likelihood import ObservedSite
         >>> ObservedSite("obs", plate=None, dim=None, event_dim=0).in_plate
         False
     """
@@ -87,7 +88,7 @@ class FullData:
     Example::
 
         >>> import torch, pyro, pyro.distributions as dist
-        >>> from pyro_csg.likelihood import FullData
+        >>> from pyro_csg.adapter.likelihood import FullData
         >>> y = torch.arange(10.0)
         >>> def model(y):
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
@@ -107,9 +108,9 @@ class FullData:
         self.vectorize = bool(vectorize)
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs)
-        trace = _trace_model(model, self.model_args, self.model_kwargs)
-        self.plates = tuple(_subsampled_plates(trace).values())
-        self.latent_names = sorted(name for name, node in trace.nodes.items() if _is_latent(node))
+        trace = trace_model(model, self.model_args, self.model_kwargs)
+        self.plates = tuple(subsampled_plates(trace).values())
+        self.latent_names = sorted(name for name, node in trace.nodes.items() if is_latent(node))
         # The draws (read back on the CPU) go where the model's latent values live.
         self.device = next(
             (
@@ -219,7 +220,7 @@ class FullData:
             (default :data:`DEFAULT_CHUNK_SIZE`).
         """
         chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
-        _check_int("chunk_size", chunk_size, 1)
+        check_int("chunk_size", chunk_size, 1)
         names = sorted(draws)
         missing = [name for name in self.latent_names if name not in draws]
         if missing:
@@ -334,7 +335,7 @@ class FullData:
     def _build_vectorized(self, flat: torch.Tensor) -> str | None:
         first = self._first_windows()
         try:
-            graph = _graph.trace(self._site_log_probs, flat[0], *first.values())
+            graph = graphs.trace(self._site_log_probs, flat[0], *first.values())
         except Exception as error:  # noqa: BLE001 -- any tracing failure means: stay eager
             first_line = (str(error).splitlines() or [""])[0]
             return f"tracing the model failed ({type(error).__name__}: {first_line})"

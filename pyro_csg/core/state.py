@@ -12,10 +12,10 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
 * ``rng_state``: the state of the chain's own ``torch.Generator``, from which all of its
   Langevin noise and all of its permutations are drawn;
 * ``tuning``: the automatic step size and diagonal preconditioner, once chosen
-  (:class:`~pyro_csg.tuning.Tuning`), and ``start_steps``, the optimisation stage's
+  (:class:`~pyro_csg.core.tuning.Tuning`), and ``start_steps``, the optimisation stage's
   iterations;
 * ``centre``: the control variates' centre ``theta_hat`` with the full-data ``U`` and
-  gradient there (:class:`~pyro_csg.gradients.Centre`), when control variates are on.
+  gradient there (:class:`~pyro_csg.core.estimators.Centre`), when control variates are on.
 
 The potential (the traced graph and the data) is kept apart: it is rebuilt from the model
 at set-up and never saved. :meth:`ChainState.state_dict` gives plain tensors, numbers and
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .gradients import Centre
+from .estimators import Centre
 from .tuning import Tuning
 
 __all__ = ["ChainState"]
@@ -42,8 +42,8 @@ class ChainState:
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import SGHMCState
-        >>> from pyro_csg.state import ChainState
+        >>> from pyro_csg.core.diffusions import SGHMCState
+        >>> from pyro_csg.core.state import ChainState
         >>> generator = torch.Generator().manual_seed(0)
         >>> state = ChainState(theta=torch.zeros(2), algorithm=SGHMCState(torch.ones(2)),
         ...                    energy=torch.tensor(1.5), grad=torch.ones(2), iteration=10,
@@ -92,7 +92,7 @@ class ChainState:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], algorithm_type: type) -> ChainState:
         """Rebuild a state saved by :meth:`state_dict`; ``algorithm_type`` is the
-        diffusion's state class (e.g. :class:`~pyro_csg.diffusions.SGHMCState`)."""
+        diffusion's state class (e.g. :class:`~pyro_csg.core.diffusions.SGHMCState`)."""
         fields = set(algorithm_type._fields)
         saved = set(state["algorithm"])
         if fields != saved:

@@ -4,8 +4,8 @@
 makes the kernel
 
 * write every retained draw to ``runs/bnn/chain-<c>/draws/`` as it is made (see
-  :mod:`pyro_csg.store`);
-* write the chain's state (:class:`~pyro_csg.state.ChainState`) to
+  :mod:`pyro_csg.services.store`);
+* write the chain's state (:class:`~pyro_csg.core.state.ChainState`) to
   ``runs/bnn/chain-<c>/checkpoint.pt`` at the end of every cycle, at the end of the run,
   and when the run stops early (Ctrl-C, ``NonFiniteError``, an error in the model); the
   file is written under a temporary name, flushed to the disk and renamed, so it is always
@@ -47,7 +47,7 @@ class CheckpointError(ValueError):
 
     Example::
 
-        >>> from pyro_csg.checkpoint import CheckpointError
+        >>> from pyro_csg.services.checkpoint import CheckpointError
         >>> issubclass(CheckpointError, ValueError)
         True
     """

@@ -69,7 +69,7 @@ def sgld_step(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import sgld_step
+        >>> from pyro_csg.core.diffusions import sgld_step
         >>> sgld_step(torch.tensor([1.0]), torch.tensor([2.0]), eta=0.5)
         tensor([0.])
         >>> sgld_step(torch.tensor([1.0]), torch.tensor([2.0]), eta=0.5, xi=torch.tensor([1.0]))
@@ -98,7 +98,7 @@ def sghmc_step(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import sghmc_step
+        >>> from pyro_csg.core.diffusions import sghmc_step
         >>> theta, v = sghmc_step(torch.tensor([1.0]), torch.tensor([1.0]),
         ...                       torch.tensor([2.0]), eta=0.5, friction=0.5)
         >>> theta, v
@@ -127,7 +127,7 @@ def sgld_init(theta: torch.Tensor) -> SGLDState:
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import sgld_init
+        >>> from pyro_csg.core.diffusions import sgld_init
         >>> sgld_init(torch.zeros(2))
         SGLDState()
     """
@@ -148,7 +148,7 @@ def sgld_update(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import sgld_init, sgld_update
+        >>> from pyro_csg.core.diffusions import sgld_init, sgld_update
         >>> theta = torch.tensor([1.0])
         >>> sgld_update(theta, sgld_init(theta), torch.tensor([2.0]), eta=0.5)
         (tensor([0.]), SGLDState())
@@ -162,7 +162,7 @@ def sghmc_init(theta: torch.Tensor) -> SGHMCState:
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import sghmc_init
+        >>> from pyro_csg.core.diffusions import sghmc_init
         >>> sghmc_init(torch.ones(2)).momentum
         tensor([0., 0.])
     """
@@ -184,7 +184,7 @@ def sghmc_update(
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import sghmc_init, sghmc_update
+        >>> from pyro_csg.core.diffusions import sghmc_init, sghmc_update
         >>> theta = torch.tensor([1.0])
         >>> theta, state = sghmc_update(theta, sghmc_init(theta), torch.tensor([2.0]),
         ...                             eta=0.5, friction=0.5)
@@ -201,7 +201,7 @@ def sghmc_rescale(state: SGHMCState, ratio: float) -> SGHMCState:
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import SGHMCState, sghmc_rescale
+        >>> from pyro_csg.core.diffusions import SGHMCState, sghmc_rescale
         >>> sghmc_rescale(SGHMCState(torch.tensor([2.0])), 0.25).momentum
         tensor([1.])
     """
@@ -222,7 +222,7 @@ class Diffusion:
     Example::
 
         >>> import torch
-        >>> from pyro_csg.diffusions import sghmc
+        >>> from pyro_csg.core.diffusions import sghmc
         >>> algorithm = sghmc(friction=0.5)
         >>> theta = torch.tensor([1.0])
         >>> state = algorithm.init(theta)
@@ -245,7 +245,7 @@ def sgld(temperature: float = 1.0) -> Diffusion:
 
     Example::
 
-        >>> from pyro_csg.diffusions import sgld
+        >>> from pyro_csg.core.diffusions import sgld
         >>> sgld(temperature=0.5).name
         'sgld'
     """
@@ -257,7 +257,7 @@ def sghmc(friction: float, temperature: float = 1.0) -> Diffusion:
 
     Example::
 
-        >>> from pyro_csg.diffusions import sghmc
+        >>> from pyro_csg.core.diffusions import sghmc
         >>> sghmc(friction=0.1).state_type.__name__
         'SGHMCState'
     """

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
+from .checks import check_int, check_iteration, check_positive, is_number
 
 __all__ = [
     "Schedule",
@@ -47,36 +47,6 @@ __all__ = [
 
 Schedule = Callable[[int], float]
 """A step-size schedule: a callable from the 1-based iteration ``k`` to ``eta_k > 0``."""
-
-
-def _is_number(value: object) -> bool:
-    """A real number, Python's or NumPy's (bool is an int subclass, but never a valid
-    setting here)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def _check_positive(name: str, value: float) -> float:
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    """``value`` as a Python int (NumPy integers accepted), or a clear error."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_iteration(k: int) -> None:
-    if k < 1:
-        raise ValueError(f"iterations are counted from 1, got k={k}")
 
 
 class CosineCyclical:
@@ -101,7 +71,7 @@ class CosineCyclical:
 
     Example::
 
-        >>> from pyro_csg.schedules import CosineCyclical
+        >>> from pyro_csg.core.schedules import CosineCyclical
         >>> schedule = CosineCyclical(step_size=0.1, steps_per_cycle=4)
         >>> [round(schedule(k), 4) for k in range(1, 6)]
         [0.1, 0.0854, 0.05, 0.0146, 0.1]
@@ -110,14 +80,14 @@ class CosineCyclical:
     """
 
     def __init__(self, step_size: float, steps_per_cycle: int, floor: float = 0.0) -> None:
-        self.step_size = _check_positive("step_size", step_size)
-        self.steps_per_cycle = _check_int("steps_per_cycle", steps_per_cycle, 1)
-        if not (_is_number(floor) and 0.0 <= floor <= 1.0):
+        self.step_size = check_positive("step_size", step_size)
+        self.steps_per_cycle = check_int("steps_per_cycle", steps_per_cycle, 1)
+        if not (is_number(floor) and 0.0 <= floor <= 1.0):
             raise ValueError(f"floor must be a number in [0, 1], got {floor!r}")
         self.floor = float(floor)
 
     def __call__(self, k: int) -> float:
-        _check_iteration(k)
+        check_iteration(k)
         position = (k - 1) % self.steps_per_cycle
         factor = 0.5 * (math.cos(math.pi * position / self.steps_per_cycle) + 1.0)
         return self.step_size * max(factor, self.floor)
@@ -137,16 +107,16 @@ class Constant:
 
     Example::
 
-        >>> from pyro_csg.schedules import Constant
+        >>> from pyro_csg.core.schedules import Constant
         >>> Constant(1e-3)(1000)
         0.001
     """
 
     def __init__(self, step_size: float) -> None:
-        self.step_size = _check_positive("step_size", step_size)
+        self.step_size = check_positive("step_size", step_size)
 
     def __call__(self, k: int) -> float:
-        _check_iteration(k)
+        check_iteration(k)
         return self.step_size
 
     def __repr__(self) -> str:
@@ -166,21 +136,21 @@ class PolynomialDecay:
 
     Example::
 
-        >>> from pyro_csg.schedules import PolynomialDecay
+        >>> from pyro_csg.core.schedules import PolynomialDecay
         >>> schedule = PolynomialDecay(a=0.1, b=1.0, gamma=0.55)
         >>> round(schedule(1), 5), round(schedule(100), 5)
         (0.0683, 0.0079)
     """
 
     def __init__(self, a: float, b: float = 1.0, gamma: float = 0.55) -> None:
-        self.a = _check_positive("a", a)
-        if not (_is_number(b) and math.isfinite(b) and b >= 0):
+        self.a = check_positive("a", a)
+        if not (is_number(b) and math.isfinite(b) and b >= 0):
             raise ValueError(f"b must be a finite number >= 0, got {b!r}")
         self.b = float(b)
-        self.gamma = _check_positive("gamma", gamma)
+        self.gamma = check_positive("gamma", gamma)
 
     def __call__(self, k: int) -> float:
-        _check_iteration(k)
+        check_iteration(k)
         return self.a * (self.b + k) ** (-self.gamma)
 
     def __repr__(self) -> str:
@@ -199,7 +169,7 @@ class CycleLayout:
 
     Example::
 
-        >>> from pyro_csg.schedules import CycleLayout
+        >>> from pyro_csg.core.schedules import CycleLayout
         >>> layout = CycleLayout(steps_per_cycle=10, exploration_fraction=0.6,
         ...                      samples_per_cycle=2)
         >>> layout.num_exploration_steps, layout.num_sampling_steps
@@ -216,13 +186,13 @@ class CycleLayout:
 
     def __post_init__(self) -> None:
         # Stored as Python numbers (NumPy's are accepted), which JSON and netCDF keep.
-        steps = _check_int("steps_per_cycle", self.steps_per_cycle, 1)
+        steps = check_int("steps_per_cycle", self.steps_per_cycle, 1)
         object.__setattr__(self, "steps_per_cycle", steps)
         beta = self.exploration_fraction
-        if not (_is_number(beta) and 0.0 <= beta < 1.0):
+        if not (is_number(beta) and 0.0 <= beta < 1.0):
             raise ValueError(f"exploration_fraction must be a number in [0, 1), got {beta!r}")
         object.__setattr__(self, "exploration_fraction", float(beta))
-        samples = _check_int("samples_per_cycle", self.samples_per_cycle, 1)
+        samples = check_int("samples_per_cycle", self.samples_per_cycle, 1)
         object.__setattr__(self, "samples_per_cycle", samples)
         if self.samples_per_cycle > self.num_sampling_steps:
             raise ValueError(
@@ -260,12 +230,12 @@ class CycleLayout:
 
     def cycle(self, k: int) -> int:
         """0-based cycle of the 1-based iteration ``k``."""
-        _check_iteration(k)
+        check_iteration(k)
         return (k - 1) // self.steps_per_cycle
 
     def position(self, k: int) -> int:
         """0-based position of iteration ``k`` within its cycle."""
-        _check_iteration(k)
+        check_iteration(k)
         return (k - 1) % self.steps_per_cycle
 
     def is_sampling(self, k: int) -> bool:

@@ -1,0 +1,2 @@
+"""Analysis of finished runs: ArviZ conversion, cycle diagnostics and plots.
+"""
