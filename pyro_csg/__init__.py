@@ -28,19 +28,45 @@ Then, in ArviZ, with the full data's observations and log-likelihood::
     (500,)
 """
 
-from .adapter.kernels import CyclicalSGHMC, CyclicalSGLD
-from .analysis.arviz import cycle_summary, merge_runs, to_inference_data
-from .analysis.modes import ModeCensus, cycle_diagnostic, cycle_disagreement, mode_census
-from .analysis.plotting import plot_cycle_diagnostics, plot_cycles, plot_schedule
-from .core import diffusions, schedules
-from .core.errors import ModelError, NonFiniteError
-from .core.schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
-from .core.version import __version__
-from .services.checkpoint import Checkpoint, CheckpointError
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
+from .core.version import __version__
+
+# Where each public name lives. They are imported on first use, so that the Pyro-free
+# layers (pyro_csg.core, pyro_csg.services) import without Pyro.
+_PUBLIC = {
+    "CyclicalSGHMC": "adapter.kernels",
+    "CyclicalSGLD": "adapter.kernels",
+    "CyclicalSGNHT": "adapter.kernels",
+    "NonFiniteError": "core.errors",
+    "ModelError": "core.errors",
+    "Checkpoint": "services.checkpoint",
+    "CheckpointError": "services.checkpoint",
+    "CosineCyclical": "core.schedules",
+    "Constant": "core.schedules",
+    "PolynomialDecay": "core.schedules",
+    "CycleLayout": "core.schedules",
+    "to_inference_data": "analysis.arviz",
+    "merge_runs": "analysis.arviz",
+    "cycle_summary": "analysis.arviz",
+    "cycle_diagnostic": "analysis.modes",
+    "mode_census": "analysis.modes",
+    "ModeCensus": "analysis.modes",
+    "cycle_disagreement": "analysis.modes",
+    "plot_schedule": "analysis.plotting",
+    "plot_cycles": "analysis.plotting",
+    "plot_cycle_diagnostics": "analysis.plotting",
+}
+_MODULES = {"diffusions": "core.diffusions", "schedules": "core.schedules"}
+
+# The same names, spelled out for readers and linters (tests/test_layers.py checks).
 __all__ = [
     "CyclicalSGHMC",
     "CyclicalSGLD",
+    "CyclicalSGNHT",
     "NonFiniteError",
     "ModelError",
     "Checkpoint",
@@ -63,3 +89,28 @@ __all__ = [
     "schedules",
     "__version__",
 ]
+
+if TYPE_CHECKING:  # what IDEs and type checkers see
+    from .adapter.kernels import CyclicalSGHMC, CyclicalSGLD, CyclicalSGNHT
+    from .analysis.arviz import cycle_summary, merge_runs, to_inference_data
+    from .analysis.modes import ModeCensus, cycle_diagnostic, cycle_disagreement, mode_census
+    from .analysis.plotting import plot_cycle_diagnostics, plot_cycles, plot_schedule
+    from .core import diffusions, schedules
+    from .core.errors import ModelError, NonFiniteError
+    from .core.schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
+    from .services.checkpoint import Checkpoint, CheckpointError
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{_MODULES[name]}")
+    elif name in _PUBLIC:
+        value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

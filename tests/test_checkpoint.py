@@ -26,7 +26,7 @@ from pyro_csg import (
     NonFiniteError,
     to_inference_data,
 )
-from pyro_csg.adapter.kernels import NOISE_BATCHES, NOISE_SPACING
+from pyro_csg.core.noise import NOISE_BATCHES, NOISE_SPACING
 from pyro_csg.core.state import ChainState
 from pyro_csg.services.store import read_store
 
@@ -330,7 +330,8 @@ def test_state_dict_round_trip_continues_the_chain_exactly():
     torch.save(first.kernel.state_dict(), buffer)
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)
-    state = ChainState.from_state_dict(saved["chains"][0], first.kernel._diffusion().state_type)
+    algorithm = first.kernel.build_diffusion().state_type
+    state = ChainState.from_state_dict(saved["chains"][0], algorithm)
     assert state.draws == 8 and state.iteration == 160 and state.algorithm.momentum.shape == (2,)
 
     pyro.set_rng_seed(999)  # the loaded state carries its own random stream

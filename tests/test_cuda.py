@@ -41,10 +41,11 @@ def test_a_cuda_run_end_to_end(kernel_class, tmp_path):
     draws = mcmc.get_samples()["w"]
     assert draws.device.type == "cuda"
     assert torch.isfinite(draws).all()
-    chain = kernel._chains[0]
-    assert chain.state.theta.device.type == "cuda"
-    assert chain.batches[0].next().device.type == "cuda"  # the data's device, not the plate's
-    assert chain.state.centre is not None and chain.state.centre.theta.device.type == "cuda"
+    run = kernel._chains[0]
+    assert run.state.theta.device.type == "cuda"
+    assert run.chain.batches[0].next().device.type == "cuda"  # the data's device, not the plate's
+    centre = run.state.estimator.centre
+    assert centre.theta.device.type == "cuda"
     errors = ((draws.double().mean(0).cpu() - mean) / sd).abs()
     assert errors.max() < 0.5, errors
 

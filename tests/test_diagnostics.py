@@ -45,13 +45,17 @@ def test_a_chain_that_runs_away_is_flagged_and_its_draws_marked_diverging(tmp_pa
     mcmc, notes = baseball_run(CyclicalSGHMC, 0.001, checkpoint=tmp_path / "run")
     assert mcmc.get_samples()["scale"].max() > 100
     (note,) = notes
-    assert "cycle(s) [1, 4, 5," in note and "marked diverging" in note
+    assert "marked diverging" in note
     assert "Compare runs at 10 times larger and 10 times smaller step_size" in note
+    # Which cycles run away is chaotic (it moved with the machine: 11 cycles, then 13, on
+    # the same code); that several do, whole cycles at a time, is not.
     divergences = mcmc._diagnostics[0]["divergences"]
-    assert len(divergences) == 11 * 4
+    cycles = sorted({int(mcmc._diagnostics[0]["cycle"][draw]) for draw in divergences})
+    assert f"cycle(s) {cycles}" in note
+    assert len(divergences) == 4 * len(cycles) and 5 <= len(cycles) <= 20
     idata = to_inference_data(mcmc, log_likelihood=False)
     diverging = idata.sample_stats["diverging"].values[0]
-    assert diverging.sum() == 44 and diverging[list(divergences)].all()
+    assert diverging.sum() == len(divergences) and diverging[list(divergences)].all()
     # The flagged draws are the absurd ones.
     scale = idata.posterior["scale"].values[0]
     assert np.median(scale[diverging]) > 10 * np.median(scale[~diverging])
@@ -160,32 +164,32 @@ def test_the_noise_diagnostic_stays_quiet_when_the_injected_noise_dominates():
 def test_the_noise_diagnostic_does_not_change_the_chain():
     """Its minibatches come from a generator of its own: the draws are those of a run
     without it."""
-    import pyro_csg.adapter.kernels as kernels
+    from pyro_csg.core.noise import CycleNoise
 
     first, _ = noise_run(batch=10, step_size=0.5 / 2000, control_variates=False)
-    original = kernels.CyclicalKernel._cycle_noise
-    kernels.CyclicalKernel._cycle_noise = lambda self, chain, state, cycle: 0.0
+    original = CycleNoise.measure
+    CycleNoise.measure = lambda self, gradient, potential, state, cycle: 0.0
     try:
         second, _ = noise_run(batch=10, step_size=0.5 / 2000, control_variates=False)
     finally:
-        kernels.CyclicalKernel._cycle_noise = original
+        CycleNoise.measure = original
     assert torch.equal(first.get_samples()["w"], second.get_samples()["w"])
 
 
 def test_the_noise_diagnostic_leaves_a_noisy_potential_fn_chain_alone():
     """Notebook 2's potential draws its gradient noise from torch's global generator;
     measuring that noise must not shift the chain's share of it."""
-    import pyro_csg.adapter.kernels as kernels
+    from pyro_csg.core.noise import CycleNoise
     from pyro_csg.examples.mixture import run_csgld
 
     def draws():
         return run_csgld(num_cycles=3, steps_per_cycle=200, samples_per_cycle=10, seed=4).draws
 
     first = draws()
-    original = kernels.CyclicalKernel._cycle_noise
-    kernels.CyclicalKernel._cycle_noise = lambda self, chain, state, cycle: 0.0
+    original = CycleNoise.measure
+    CycleNoise.measure = lambda self, gradient, potential, state, cycle: 0.0
     try:
         second = draws()
     finally:
-        kernels.CyclicalKernel._cycle_noise = original
+        CycleNoise.measure = original
     assert torch.equal(first, second)

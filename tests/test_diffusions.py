@@ -9,6 +9,7 @@ from pyro.infer import MCMC
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
 from pyro_csg.core.diffusions import sghmc_step, sgld_step
+from pyro_csg.core.sampler import advance
 from pyro_csg.core.schedules import CosineCyclical
 
 
@@ -59,8 +60,9 @@ def test_exploration_stage_is_noiseless_sgd_with_the_cosine_step(kernel_class):
         kernel = kernel_class(potential_fn=quadratic(curvature), **kwargs)
         kernel.initial_params = {"z": torch.tensor([1.0, -3.0])}
         kernel.setup(0)
-        kernel._start(kernel._current)
-        state = kernel._advance(kernel._current, 10)  # iterations 1..10: the exploration stage
+        run = kernel._current
+        kernel._start(run)
+        state = advance(run.chain, run.state, 10)  # iterations 1..10: the exploration stage
         ends.append(state.theta.clone())
     assert torch.equal(ends[0], ends[1])
 

@@ -21,7 +21,7 @@ from models import (
 )
 from pyro.infer import MCMC
 
-from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD, CyclicalSGNHT
 
 N, B, CYCLES = 5000, 250, 100
 PRECISION = float(N)  # posterior precision of each weight, up to the prior's 1
@@ -39,8 +39,9 @@ def regression():
     [
         (CyclicalSGLD, {"step_size": 0.2 / PRECISION}),
         (CyclicalSGHMC, {"step_size": 0.02 / PRECISION, "friction": 0.1}),
+        (CyclicalSGNHT, {"step_size": 0.02 / PRECISION, "diffusion": 0.1}),
     ],
-    ids=["cSGLD", "cSGHMC"],
+    ids=["cSGLD", "cSGHMC", "cSGNHT"],
 )
 def test_linear_regression_matches_the_exact_posterior(regression, kernel_class, settings):
     x, y, mean, sd = regression
@@ -62,14 +63,19 @@ def test_linear_regression_matches_the_exact_posterior(regression, kernel_class,
     assert ((sd_ratio >= 0.7) & (sd_ratio <= 1.4)).all(), sd_ratio
 
 
-def test_constrained_site_matches_its_gamma_posterior():
+@pytest.mark.parametrize(
+    "kernel_class, settings",
+    [(CyclicalSGLD, {"step_size": 0.2 / 1000}), (CyclicalSGNHT, {"step_size": 0.02 / 1000})],
+    ids=["cSGLD", "cSGNHT"],
+)
+def test_constrained_site_matches_its_gamma_posterior(kernel_class, settings):
     y = gamma_normal_data(n=2000)
     post_mean, post_sd = gamma_normal_posterior(y)
     pyro.set_rng_seed(1)
     # U is about (N / 2) * (log tau)^2-curved in the unconstrained log tau: lambda ~ 1000.
-    kernel = CyclicalSGLD(
+    kernel = kernel_class(
         gamma_normal,
-        step_size=0.2 / 1000,
+        **settings,
         steps_per_cycle=400,
         exploration_fraction=0.5,
         samples_per_cycle=4,

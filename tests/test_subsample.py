@@ -177,7 +177,7 @@ def test_the_kernel_feeds_the_model_one_permutation_per_epoch(monkeypatch):
     assert len(SEEN) == 10 and all(len(batch) == 10 for batch in SEEN)
     assert sorted(torch.cat(SEEN).tolist()) == list(range(100))
     for _ in range(3):  # 27 more batches: epochs 2 and 3, and the start of epoch 4
-        kernel.sample(kernel._current.last_draw)
+        kernel.sample(kernel._current.record.last_draw)
     for epoch in (1, 2):
         batches = SEEN[10 * epoch : 10 * (epoch + 1)]
         assert sorted(torch.cat(batches).tolist()) == list(range(100))

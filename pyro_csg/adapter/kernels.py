@@ -1,311 +1,109 @@
-"""Cyclical SG-MCMC kernels for :class:`pyro.infer.MCMC`."""
+"""Cyclical SG-MCMC kernels for :class:`pyro.infer.MCMC`: an adapter over the core sampler.
+
+:class:`CyclicalKernel` builds the model's potential and a
+:class:`~pyro_csg.core.sampler.SamplerConfig` at ``setup``, drives
+:func:`~pyro_csg.core.sampler.start` and :func:`~pyro_csg.core.sampler.advance` in
+``sample``, and records every draw with a :class:`~pyro_csg.services.resume.ChainRecord`
+(which also resumes from checkpoints). A subclass only chooses its diffusion.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from ..core.checks import check_positive, is_number
-from ..core.diffusions import Diffusion, sghmc, sgld
-from ..core.errors import NonFiniteError
-from ..core.estimators import Centre, centre_at, control_variates
-from ..core.parameters import FunctionPotential
+from ..core.checks import is_number
+from ..core.diffusions import Diffusion, sghmc, sgld, sgnht
+from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import runaway_cycles
-from ..core.schedules import CosineCyclical, CycleLayout, Schedule
-from ..core.state import ChainState
-from ..core.subsample import EpochBatches
-from ..core.tuning import gradient_noise, noise_per_step, optimize_start, tune
-from ..services.checkpoint import (
-    ChainFiles,
-    Checkpoint,
-    CheckpointError,
-    as_checkpoint,
-    compare_settings,
-    data_digest,
-)
-from ..services.distributed import RankShare, resolve_process_group
+from ..core.sampler import Chain, advance, init_chain, start
+from ..core.schedules import Schedule
+from ..services.checkpoint import Checkpoint
+from ..services.distributed import RankShare
+from ..services.resume import ChainRecord, verify_potential
 from ..services.store import STATS
-from .full_data import full_value_and_grad, single_plate
+from .chain_setup import (
+    build_potential,
+    compile_model_potential,
+    fixed_hyperparameters,
+    resume_settings,
+    sampler_config,
+)
+from .options import as_initial_params, kernel_options
 from .potential import ModelPotential
+from .pyro_runner import Divergences, check_run_arguments, runner_chain
 
-__all__ = ["CyclicalSGLD", "CyclicalSGHMC", "NonFiniteError"]
-
-# Minibatches at which each cycle's gradient noise is measured (at its first kept draw).
-NOISE_BATCHES = 8
-NOISE_SPACING = 50 * NOISE_BATCHES
-"""Iterations between two noise measurements at the least (at most 2% extra gradients)."""
-
-# The noise_ratio at the sampling stage's first step above which the kernels warn.
-NOISE_WARNING = 1.0
-
-# How many iterations may pass before the potential energies are checked for NaN/inf.
-# Checking reads a value back from the device, so it is batched rather than per step.
-_CHECK_EVERY = 100
+__all__ = ["CyclicalKernel", "CyclicalSGLD", "CyclicalSGHMC", "CyclicalSGNHT"]
 
 
-class _Divergences(list):
-    """The retained draws flagged as diverging: those of cycles that ran away (see
-    :mod:`pyro_csg.core.runaway`), as draw indices, the form Pyro's ``MCMC.summary`` counts.
+@dataclass
+class _ChainRun:
+    """One chain of the run in progress: the core chain (working parts), its record
+    (committed state, kept draws, resume), its noise measurement, and how far the
+    kernel got with it."""
 
-    It refuses to become a NumPy array, which is what ``az.from_pyro`` does with it: that
-    converter would take the observed data and the log-likelihood from one random
-    minibatch, so it fails instead, with a pointer to :func:`pyro_csg.to_inference_data`.
-    """
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError(
-            "arviz.from_pyro cannot convert a run of CyclicalSGLD or CyclicalSGHMC: it would "
-            "take the observed data and the log-likelihood from one random minibatch, not "
-            "the full data. Use pyro_csg.to_inference_data(mcmc) instead."
-        )
-
-
-@contextmanager
-def _aside_from_global_rng(state: ChainState):
-    """Run a measurement with torch's global generator forked and reseeded from the
-    chain's state, and restored after: a ``potential_fn`` that draws its own noise
-    from the global generator (notebook 2's) then gets fresh noise for the measurement
-    and leaves the chain's draws as they would be without it."""
-    device = state.theta.device
-    devices = [device.index or 0] if device.type == "cuda" else []
-    digest = hashlib.blake2b(state.rng_state.cpu().numpy().tobytes(), digest_size=8, salt=b"aside")
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int.from_bytes(digest.digest(), "little") >> 2)
-        yield
-
-
-def _spare_batches(state: ChainState, plates) -> Callable[[], list[torch.Tensor]]:
-    """Random minibatches (one per plate a call) that leave the chain alone.
-
-    They come from a generator seeded by a hash of the chain's state, not from the
-    chain's batches or generator, so the measurements that use them (the automatic
-    step's batch curvatures, the noise diagnostic) do not change the chain's draws.
-    """
-    device = state.theta.device
-    digest = hashlib.blake2b(state.rng_state.cpu().numpy().tobytes(), digest_size=8)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int.from_bytes(digest.digest(), "little") >> 2)
-
-    def batches() -> list[torch.Tensor]:
-        result = []
-        for plate in plates:
-            size, batch = plate.size, plate.subsample_size
-            if size <= 2**16:
-                index = torch.randperm(size, generator=generator, device=device)[:batch]
-            else:  # a permutation of millions per batch costs more than it is worth
-                index = torch.randint(size, (batch,), generator=generator, device=device)
-            result.append(index.to(plate.device))
-        return result
-
-    return batches
-
-
-def _runner_frame():
-    """The frame of ``pyro.infer.mcmc.api._gen_samples`` that called ``setup``, if any."""
-    frame = sys._getframe(2)
-    for _ in range(6):
-        frame = frame.f_back
-        if frame is None:
-            return None
-        if frame.f_code.co_name == "_gen_samples" and frame.f_globals.get("__name__") == (
-            "pyro.infer.mcmc.api"
-        ):
-            return frame
-    return None
-
-
-def _runner_num_samples() -> int | None:
-    """The ``num_samples`` Pyro's runner will ask for (None outside Pyro's runner)."""
-    frame = _runner_frame()
-    return None if frame is None else frame.f_locals.get("num_samples")
-
-
-def _runner_chain() -> tuple[int, int | None]:
-    """``(chain index, number of chains)`` of the ``pyro.infer.MCMC`` chain being set up.
-
-    Pyro does not tell a kernel which chain it runs, but a checkpointed chain needs its
-    own folder. ``setup`` is called from ``pyro.infer.mcmc.api._gen_samples``, itself
-    called by ``_UnarySampler.run`` (chains one after another in this process; its local
-    ``i`` is the chain) or by ``_Worker.run`` (one process per chain; ``self.chain_id``,
-    and the number of chains is not known there). Outside Pyro's runner: chain 0 of an
-    unknown number.
-    """
-    frame = _runner_frame()
-    if frame is not None:
-        caller = frame.f_back
-        runner = caller.f_locals.get("self") if caller is not None else None
-        if type(runner).__name__ == "_UnarySampler":
-            return int(caller.f_locals.get("i", 0)), int(runner.num_chains)
-        if type(runner).__name__ == "_Worker":
-            return int(runner.chain_id), None
-    return 0, None
-
-
-class _Chain:
-    """One chain's run-time objects around its :class:`~pyro_csg.core.state.ChainState`.
-
-    The state is replaced, never modified, once per draw: the hot loop works on local
-    variables and the new state is committed only after the draw is stored, so an
-    interruption at any moment leaves the last committed state consistent with the store.
-    """
-
-    def __init__(
-        self,
-        index: int,
-        potential,
-        generator: torch.Generator,
-        batches: list[EpochBatches],
-        state: ChainState,
-        warmup_steps: int,
-        update: Callable,
-    ) -> None:
-        self.index = index
-        self.potential = potential
-        self.sites = potential.sites
-        self.layout = potential.layout
-        # The gradient estimator: (theta, batch indices) -> (U~, grad U~). A seam: the
-        # control-variate estimator wraps the potential's (see use_centre).
-        self.raw_gradient = potential.value_and_grad
-        self.gradient = potential.value_and_grad
-        self.schedule: Schedule | None = None  # the kernel's, or the tuned one
-        self.generator = generator
-        self.batches = batches
-        self.state = state
-        self.warmup_steps = warmup_steps
-        self.draws_at_start = state.draws  # > 0 when continuing a loaded state
-        self.replay_until = 0  # calls answered from the store after a resume
-        self.replayed = 0
-        self.files: ChainFiles | None = None
-        self.verify_potential = False
-        self.kept_thetas: list[torch.Tensor] | None = []  # in memory, when no store
-        self.stats: dict[str, list] = {key: [] for key in STATS}
-        self.last_draw: dict[str, torch.Tensor] | None = None
-        self.checkpointed_at = -1  # state.draws at the last checkpoint
-        self.ready = False  # compiled, verified and with a first gradient
-        self.runaway_reported = False
-        self.update = update  # the diffusion's update, its hyperparameters bound
-        self.rescale: Callable | None = None  # the diffusion's, for a new step size
-        self.settings: dict[str, Any] = {}
-        self.backend = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
-        # (cycle, its noise per unit step, the iteration it was measured at)
-        self.cycle_noise: tuple[int, float, int] | None = None
-        self.noise_reported = False
+    chain: Chain
+    record: ChainRecord
+    noise: CycleNoise
+    backend: str = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
+    ready: bool = False  # compiled, verified and started
+    runaway_reported: bool = False
+    noise_reported: bool = False
 
     @property
-    def calls(self) -> int:
-        """``sample`` calls answered in this run."""
-        if self.replayed < self.replay_until:
-            return self.replayed
-        return self.state.draws - self.draws_at_start
+    def state(self):
+        return self.record.state
 
-    @property
-    def kept(self) -> int:
-        """Retained (post-warm-up) draws of this run so far."""
-        return max(0, self.calls - self.warmup_steps)
-
-    def use_centre(self, centre: Centre | None) -> None:
-        """Estimate gradients with control variates around ``centre`` (None: without)."""
-        if centre is None:
-            self.gradient = self.raw_gradient
-        else:
-            self.gradient = control_variates(self.raw_gradient, centre)
-
-    def next_indices(self) -> list[torch.Tensor]:
-        """The next minibatch of every subsampled plate."""
-        return [cursor.next() for cursor in self.batches]
-
-    def restore(self, saved: dict[str, Any], algorithm_type: type) -> None:
-        """Replace the state by a saved one, moved to this chain's device and dtype."""
-        state = ChainState.from_state_dict(saved, algorithm_type)
-        theta = self.state.theta
-        if state.theta.shape != theta.shape:
-            raise CheckpointError(
-                f"the saved state has {state.theta.numel()} parameters, this model has "
-                f"{theta.numel()}"
-            )
-        if len(state.batches) != len(self.batches):
-            raise CheckpointError(
-                f"the saved state has {len(state.batches)} subsampled plate(s), this model "
-                f"has {len(self.batches)}"
-            )
-
-        def move(value):
-            return None if value is None else value.to(device=theta.device, dtype=theta.dtype)
-
-        self.generator.set_state(state.rng_state)
-        for cursor, saved_cursor in zip(self.batches, state.batches, strict=True):
-            cursor.load_state_dict(saved_cursor)
-        tuning = state.tuning
-        if tuning is not None:
-            tuning = replace(
-                tuning, preconditioner=move(tuning.preconditioner), noise=move(tuning.noise)
-            )
-        self.state = replace(
-            state,
-            theta=move(state.theta),
-            grad=move(state.grad),
-            energy=move(state.energy),
-            algorithm=type(state.algorithm)(*(move(v) for v in state.algorithm)),
-            tuning=tuning,
-            centre=None if state.centre is None else state.centre.to(theta),
-        )
-        self.draws_at_start = self.state.draws
-
-    def rebased(self, theta: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor) -> ChainState:
-        """The state moved to ``theta``, with ``U~`` and its gradient on a batch just drawn."""
-        return replace(
-            self.state,
-            theta=theta,
-            energy=energy,
-            grad=grad,
-            batches=tuple(cursor.state_dict() for cursor in self.batches),
-            rng_state=self.generator.get_state(),
+    def progress(self, layout) -> OrderedDict:
+        """What Pyro's progress bar shows: the cycle, stage, step size and ``U~``."""
+        state = self.state
+        if state.iteration == 0:
+            return OrderedDict()
+        return OrderedDict(
+            [
+                ("cycle", layout.cycle(state.iteration)),
+                ("stage", layout.stage(state.iteration)),
+                ("step size", f"{state.step_size:.2e}"),
+                ("potential", f"{state.energy.item():.4g}"),
+            ]
         )
 
-    def constrained_draws(self) -> dict[str, torch.Tensor]:
-        """The retained draws so far, constrained, stacked along a leading draw dim."""
-        kept = self.kept
-        if self.files is not None:
-            rows = [self.files.writer.read(n)[0] for n in range(kept)]
-            return {
-                site.name: torch.as_tensor(np.stack([row[site.name] for row in rows]))
-                if rows
-                else torch.zeros((0, *site.shape), dtype=site.dtype)
-                for site in self.sites
-            }
-        thetas = self.kept_thetas[:kept]
-        flat = torch.stack(thetas) if thetas else self.state.theta.new_zeros((0, self.layout.size))
-        parts = flat.split(self.layout.sizes, dim=-1)
-        return {
-            site.name: site.transform.inv(
-                part.reshape(kept, *site.unconstrained_shape).to(site.dtype)
+    def report(self, stats: dict[str, list], kernel: CyclicalKernel):
+        """The chain's runaway cycles; the first time, warn about them and about a
+        minibatch noise that dominated the injected noise."""
+        record = self.record
+        size, per_cycle = record.flat.size, kernel.samples_per_cycle
+        report = runaway_cycles(stats["cycle"], stats["potential_energy"], size, kernel.temperature)
+        if report.cycles and not self.runaway_reported:
+            self.runaway_reported = True
+            warnings.warn(report.message(record.index, per_cycle), stacklevel=3)
+        if not self.noise_reported and (kernel.schedule is not None or self.state.tuning):
+            self.noise_reported = True
+            message = noise_warning(
+                f"{type(kernel).__name__}: chain {record.index}",
+                stats,
+                kernel.layout,
+                self.chain.schedule(self.state),
+                len(self.chain.batches),  # one cursor per subsampled plate
+                kernel.control_variates is False,
             )
-            for site, part in zip(self.sites, parts, strict=True)
-        }
-
-    def release(self) -> None:
-        """Drop what holds the data and the traced graph (after the run)."""
-        self.potential = None
-        self.gradient = None
-        self.raw_gradient = None
+            if message:
+                warnings.warn(message, stacklevel=3)
+        return report
 
 
 class CyclicalKernel(MCMCKernel):
-    """Shared machinery of the cyclical kernels; a subclass only names its diffusion."""
+    """The machinery the cyclical kernels share; a subclass names its diffusion
+    (:meth:`build_diffusion`). Its arguments are :class:`CyclicalSGLD`'s."""
 
     # False from a run's set-up until its clean-up: MCMC keeps the draws of its last
     # *finished* run, but the arguments of its last run (None: never set up here).
@@ -331,106 +129,31 @@ class CyclicalKernel(MCMCKernel):
         optimize_start: bool | None = None,
         process_group: Any = None,
     ) -> None:
-        if (model is None) == (potential_fn is None):
-            raise ValueError("give exactly one of model or potential_fn")
-        if model is not None and not callable(model):
-            raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-        if potential_fn is not None and not callable(potential_fn):
-            raise TypeError(
-                f"potential_fn must be a callable taking a dict of unconstrained tensors, "
-                f"got {type(potential_fn).__name__}"
-            )
-        self.layout = CycleLayout(steps_per_cycle, exploration_fraction, samples_per_cycle)
-        if compile_potential not in (True, False, "graph", "inductor") or not isinstance(
-            compile_potential, (bool, np.bool_, str)
-        ):
-            raise TypeError(
-                "compile_potential must be True (the traced graph, default), 'inductor' (the "
-                "traced graph built by torch.compile) or False (eager), got "
-                f"{compile_potential!r}"
-            )
-        for name, value in (
-            ("control_variates", control_variates),
-            ("preconditioner", preconditioner),
-            ("optimize_start", optimize_start),
-        ):
-            if value is not None and not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{name} must be True, False or None (automatic), got {value!r}")
-        if not (
-            process_group is None
-            or isinstance(process_group, (bool, np.bool_))
-            or hasattr(process_group, "size")  # a torch.distributed ProcessGroup
-        ):
-            raise TypeError(
-                "process_group must be None (data-parallel when torch.distributed is "
-                "initialised with several ranks), False (never) or a torch.distributed "
-                f"ProcessGroup, got {process_group!r}"
-            )
-        if control_variates and potential_fn is not None:
-            raise ValueError(
-                "control_variates=True needs a model with a subsampled plate, not a "
-                "potential_fn: the full-data gradient is the model's plate walked window by "
-                "window"
-            )
-        # No step size and no schedule: the step size is chosen at the start of the run.
-        self.auto_step_size = step_size is None and schedule is None
-        if preconditioner is None:
-            preconditioner = self.auto_step_size
-        if preconditioner and schedule is not None:
-            raise ValueError(
-                "preconditioner=True works with the cosine schedule (step_size or the "
-                "automatic step size), not with a custom schedule"
-            )
-        if schedule is None:
-            if step_size is not None:
-                schedule = CosineCyclical(step_size, steps_per_cycle)
-        else:
-            if step_size is not None:
-                raise ValueError(
-                    "give either step_size (for the default cosine schedule) or schedule, not both"
-                )
-            if not callable(schedule):
-                raise TypeError(
-                    f"schedule must be a callable k -> step size, got {type(schedule).__name__}"
-                )
-            if isinstance(schedule, CosineCyclical) and schedule.steps_per_cycle != steps_per_cycle:
-                raise ValueError(
-                    f"schedule has steps_per_cycle={schedule.steps_per_cycle} but the kernel "
-                    f"has steps_per_cycle={steps_per_cycle}: the cycles would not line up"
-                )
-        if not callable(init_strategy):
-            raise TypeError("init_strategy must be a Pyro init_to_* strategy (a callable)")
-        if transforms is not None and not isinstance(transforms, dict):
-            raise TypeError("transforms must be a dict {site name: Transform} or None")
-        self.model = model
-        self.potential_fn = potential_fn
-        self.schedule = schedule  # None: chosen per chain at its start (auto_step_size)
-        # None: on for models with exactly one subsampled plate (see _uses_centre).
-        self.control_variates = None if control_variates is None else bool(control_variates)
-        self.preconditioner = bool(preconditioner)
-        # None: on for models with a subsampled plate (see _optimizes).
-        self.optimize_start = None if optimize_start is None else bool(optimize_start)
-        self.temperature = check_positive("temperature", temperature)
-        self.init_strategy = init_strategy
-        # None (eager), "graph" or "inductor".
-        self.compile_potential = (
-            compile_potential
-            if isinstance(compile_potential, str)
-            else ("graph" if compile_potential else None)
-        )
-        self.checkpoint = as_checkpoint(checkpoint)
-        self.process_group = process_group
-        self._share: RankShare | None = None  # this rank's share, data-parallel
-        self._user_transforms = transforms
+        # Every argument, checked before any work (a clear error naming the first bad one).
+        options = kernel_options(**{k: v for k, v in locals().items() if k != "self"})
+        self.options = options
+        self.model, self.potential_fn = options.model, options.potential_fn
+        self.layout, self.schedule = options.layout, options.schedule
+        self.auto_step_size, self.temperature = options.auto_step_size, options.temperature
+        self.control_variates = options.control_variates  # None: per model (_config)
+        self.preconditioner, self.optimize_start = options.preconditioner, options.optimize_start
+        self.init_strategy, self.compile_potential = init_strategy, options.compile_potential
+        self.checkpoint, self.process_group = options.checkpoint, process_group
         # As in Pyro's HMC: None until set-up, then {site: constrained -> unconstrained}.
         self.transforms = None if potential_fn is None or transforms is None else transforms
+        self._share: RankShare | None = None  # this rank's share, data-parallel
         self._initial_params: dict[str, torch.Tensor] | None = None
-        self._chains: dict[int, _Chain] = {}
-        self._current: _Chain | None = None
+        self._chains: dict[int, _ChainRun] = {}
+        self._current: _ChainRun | None = None
         self._loaded: dict[str, Any] | None = None
 
-    def _diffusion(self) -> Diffusion:  # pragma: no cover - abstract
+    def build_diffusion(self) -> Diffusion:  # pragma: no cover - abstract
+        """The diffusion this kernel runs, its hyperparameters bound."""
         raise NotImplementedError
+
+    def _fixed(self) -> dict[str, Any]:
+        """The constructor's settings (what a resumed run must share)."""
+        return fixed_hyperparameters(self.options, self.build_diffusion(), type(self).__name__)
 
     # -- hyperparameters, for reports ------------------------------------------------------
     @property
@@ -452,10 +175,10 @@ class CyclicalKernel(MCMCKernel):
         (``None`` before its start)."""
         if self.schedule is not None:
             return self.schedule(1)
-        chain = self._current or (self._chains[max(self._chains)] if self._chains else None)
-        if chain is None or chain.state.tuning is None:
+        run = self._current or (self._chains[max(self._chains)] if self._chains else None)
+        if run is None or run.state.tuning is None:
             return None
-        return chain.state.tuning.step_size
+        return run.state.tuning.step_size
 
     def hyperparameters(self) -> dict[str, Any]:
         """The sampler's settings, for reports and ArviZ ``attrs``.
@@ -466,59 +189,20 @@ class CyclicalKernel(MCMCKernel):
             >>> CyclicalSGLD(lambda: None, step_size=0.01).hyperparameters()["schedule"]
             'CosineCyclical(step_size=0.01, steps_per_cycle=1000)'
         """
-        settings = self._fixed_hyperparameters()
-        tuned = [chain.state for _, chain in sorted(self._chains.items())]
+        settings = self._fixed()
+        runs = [run for _, run in sorted(self._chains.items())]
         if self.auto_step_size:  # with an explicit step, the tuning's step is not used
-            settings["tuned_step_size"] = [
-                math.nan if state.tuning is None else state.tuning.step_size for state in tuned
-            ]
-            settings["noise_ratio"] = [
-                math.nan if state.tuning is None else state.tuning.noise_ratio for state in tuned
-            ]
+            tunings = [run.state.tuning for run in runs]
+            settings["tuned_step_size"] = [math.nan if t is None else t.step_size for t in tunings]
+            settings["noise_ratio"] = [math.nan if t is None else t.noise_ratio for t in tunings]
         if self.optimize_start is not False:
-            settings["start_steps"] = [state.start_steps for state in tuned]
-        if tuned:
+            settings["start_steps"] = [run.state.start_steps for run in runs]
+        if runs:
             # One string (netCDF attrs keep no lists of strings): each chain's, if they differ.
-            backends = [chain.backend for _, chain in sorted(self._chains.items())]
-            settings["potential_backend"] = ", ".join(dict.fromkeys(backends))
+            settings["potential_backend"] = ", ".join(dict.fromkeys(run.backend for run in runs))
         if self._share is not None:
             settings["data_parallel_ranks"] = self._share.world_size
         return settings
-
-    def _fixed_hyperparameters(self) -> dict[str, Any]:
-        """The settings given to the constructor (what a resumed run must share)."""
-        fixed = self.schedule is not None
-        return {
-            "sampler": type(self).__name__,
-            "step_size": self.schedule(1) if fixed else "auto",
-            "steps_per_cycle": self.steps_per_cycle,
-            "exploration_fraction": self.exploration_fraction,
-            "samples_per_cycle": self.samples_per_cycle,
-            "temperature": self.temperature,
-            "schedule": repr(self.schedule) if fixed else "CosineCyclical(step_size=auto)",
-            "control_variates": "auto" if self.control_variates is None else self.control_variates,
-            "preconditioner": self.preconditioner,
-            "optimize_start": "auto" if self.optimize_start is None else self.optimize_start,
-        }
-
-    def _settings(self, potential, warmup_steps, num_chains, args, kwargs, theta) -> dict:
-        """What a saved state must agree on to be resumed here (JSON-able)."""
-        return {
-            **self._fixed_hyperparameters(),
-            "warmup_steps": warmup_steps,
-            "num_chains": num_chains,
-            "latent sites": [
-                f"{site.name} {list(site.shape)} {type(site.transform).__name__}"
-                for site in potential.sites
-            ],
-            "subsampled plates": [
-                f"{plate.name}: {plate.subsample_size} of {plate.size}"
-                for plate in potential.plates
-            ],
-            "data": data_digest(args, kwargs),
-            "dtype": str(theta.dtype),
-            "device type": theta.device.type,
-        }
 
     # -- the MCMCKernel interface ----------------------------------------------------------
     @property
@@ -527,223 +211,64 @@ class CyclicalKernel(MCMCKernel):
 
     @initial_params.setter
     def initial_params(self, params: dict[str, torch.Tensor] | None) -> None:
-        if params is not None:
-            if not isinstance(params, dict):
-                raise TypeError(
-                    "initial_params must be a dict {site name: unconstrained value}, got "
-                    f"{type(params).__name__}"
-                )
-            # Python numbers and integer tensors mean floats: convert, as torch would.
-            params = {
-                name: value
-                if isinstance(value, torch.Tensor) and value.is_floating_point()
-                else torch.as_tensor(value).to(torch.get_default_dtype())
-                for name, value in params.items()
-            }
-        self._initial_params = params
+        self._initial_params = as_initial_params(params)
 
     def setup(self, warmup_steps: int, *args, **kwargs) -> None:
         """Trace the model once, find its subsampled plates, pick the start, give the chain
         its own generator, and resume from a checkpoint or a loaded state if there is one."""
-        num_samples = _runner_num_samples()
-        if num_samples is not None:  # a run of Pyro's runner (not MCMC's transforms probe)
+        warmup_steps, in_runner = check_run_arguments(warmup_steps, self.samples_per_cycle)
+        if in_runner:  # a run of Pyro's runner (not MCMC's transforms probe)
             self._run_complete = False
-        if (
-            isinstance(warmup_steps, (bool, np.bool_))
-            or not isinstance(warmup_steps, (int, np.integer))
-            or warmup_steps < 0
-        ):
-            raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-        warmup_steps = int(warmup_steps)
-        if num_samples == 0:
-            raise ValueError(
-                "MCMC(num_samples=0) keeps no draw (Pyro would fail after the run with "
-                "'stack expects a non-empty TensorList'): give num_samples >= 1, e.g. "
-                f"num_cycles * samples_per_cycle = 10 * {self.samples_per_cycle}"
-            )
-        if warmup_steps % self.samples_per_cycle:
-            warnings.warn(
-                f"warmup_steps={warmup_steps} is not a multiple of samples_per_cycle="
-                f"{self.samples_per_cycle}: warm-up counts retained draws, so the first kept "
-                "cycle is a partial one. Pass warmup_steps=0 or whole cycles "
-                "(num_cycles * samples_per_cycle).",
-                stacklevel=2,
-            )
-        index, num_chains = _runner_chain()
-        if self.model is not None:
-            potential = ModelPotential(
-                self.model, args, kwargs, self.init_strategy, self._user_transforms
-            )
+        index, num_chains = runner_chain()
+        name = type(self).__name__
+        params = self._initial_params
+        potential, theta, share = build_potential(self.options, params, args, kwargs, name)
+        if isinstance(potential, ModelPotential):
             self.transforms = potential.transforms
-            self._share = self._data_parallel(potential)
-            if self._share is not None:
-                potential.split_batches(self._share)
-            if self.control_variates:  # asked for explicitly: say why it cannot be
-                single_plate(potential)
-            if self._initial_params is None:
-                theta = potential.initial_theta()
-            else:
-                theta = potential.flatten(self._initial_params)
-        else:
-            if self._initial_params is None:
-                raise ValueError(
-                    "with potential_fn, pass initial_params to MCMC (a dict of unconstrained "
-                    "tensors, one entry per latent site), as with Pyro's HMC"
-                )
-            potential = FunctionPotential(self.potential_fn, self._initial_params)
-            theta = potential.flatten(self._initial_params)
-            self._share = self._data_parallel(potential)
-        if not torch.isfinite(theta).all():
-            bad = [
-                name
-                for name, value in potential.unflatten(theta).items()
-                if not torch.isfinite(value).all()
-            ]
-            raise ValueError(f"initial_params has non-finite values at site(s) {bad}")
-
+        self._share = share
         # The chain's own generator, seeded from Pyro's (global) RNG: pyro.set_rng_seed
         # fixes it, and no other code that draws random numbers can shift its stream.
-        generator = torch.Generator(device=theta.device)
         seed = torch.randint(0, 2**62, (), device=theta.device)
-        share = self._share
         if share is not None:  # one chain on every rank: rank 0's seed and start
             seed = share.broadcast(seed)
             theta = share.broadcast(theta.clone())
-        generator.manual_seed(int(seed.item()))
-        diffusion = self._diffusion()
-        batches = [EpochBatches(plate, generator) for plate in potential.plates]
-        state = ChainState(
-            theta=theta,
-            algorithm=diffusion.init(theta),
-            energy=None,
-            grad=None,
-            iteration=0,
-            draws=0,
-            step_size=math.nan,
-            batches=tuple(cursor.state_dict() for cursor in batches),
-            rng_state=generator.get_state(),
-        )
-        chain = _Chain(index, potential, generator, batches, state, warmup_steps, diffusion.update)
-        chain.rescale = diffusion.rescale
-        chain.schedule = self.schedule
+        config = sampler_config(self.options, self.build_diffusion(), potential, name)
+        chain, state = init_chain(potential, theta, config, int(seed.item()))
+        record = ChainRecord(index, potential.sites, state, warmup_steps, share)
+        run = _ChainRun(chain, record, CycleNoise(config.diffusion.friction, self.temperature))
         if index == 0 or index in self._chains:
             self._chains = {}  # a new run
-        self._chains[index] = chain
-        self._current = chain
-
-        settings = self._settings(potential, warmup_steps, num_chains, args, kwargs, theta)
-        chain.settings = settings
-        if share is not None:
-            share.check_same(settings, "model, data and settings")
-        if self.checkpoint is not None:
-            if self._loaded is not None:
-                raise ValueError(
-                    "this kernel has both a loaded state (load_state_dict) and checkpoint=; "
-                    "give one: a checkpoint resumes by itself"
-                )
-            if share is None:
-                self._open_checkpoint(chain, settings, diffusion)
-            else:
-                self._open_shared_checkpoint(chain, settings, diffusion, share)
-        elif self._loaded is not None:
-            self._continue_loaded(chain, settings, diffusion)
-        if chain.verify_potential:
-            # Check now that the saved chain fits this model, before any draw is replayed.
-            self._start(chain)
-            chain.ready = True
-        self._initial_params = potential.unflatten(chain.state.theta)
-        chain.last_draw = self._initial_params
-
-    def _open_checkpoint(self, chain: _Chain, settings: dict, diffusion: Diffusion) -> None:
-        raw_sites = frozenset(site.name for site in chain.sites if not site.is_identity)
-        manifest = {
-            "sites": [site.name for site in chain.sites],
-            "num_params": chain.layout.size,
-            "hyperparameters": self._fixed_hyperparameters(),
-        }
-        files = ChainFiles(self.checkpoint, chain.index, settings, manifest, raw_sites)
-        chain.files = files
-        chain.kept_thetas = None  # the store keeps the draws
-        saved = files.load() if self.checkpoint.resume else None
-        if saved is None:
-            files.writer.truncate(0)
-            return
-        chain.restore(saved["state"], diffusion.state_type)
-        chain.draws_at_start = 0
-        kept = int(saved["kept"])
-        on_disk = files.writer.count()
-        if on_disk < kept:
-            raise CheckpointError(
-                f"the checkpoint in {files.folder} counts {kept} draws but only {on_disk} "
-                "are on disk: the folder was changed by hand. Start over with "
-                f"checkpoint=pyro_csg.Checkpoint({str(files.root)!r}, resume=False)."
-            )
-        files.writer.truncate(kept)  # draws made after the checkpoint are made again
-        chain.replay_until = chain.state.draws
-        chain.checkpointed_at = chain.state.draws
-        chain.verify_potential = chain.state.started
-
-    def _open_shared_checkpoint(
-        self, chain: _Chain, settings: dict, diffusion: Diffusion, share: RankShare
-    ) -> None:
-        """Data-parallel: rank 0 owns the store and hands the others what it resumed."""
-        if share.writes:
-            try:
-                self._open_checkpoint(chain, settings, diffusion)
-            except Exception as error:
-                share.broadcast_object({"error": f"{type(error).__name__}: {error}"})
-                raise
-            resumed = chain.replay_until > 0 or chain.state.draws > 0
-            share.broadcast_object(
-                {"state": chain.state.state_dict() if resumed else None, "error": None}
-            )
-            return
-        received = share.broadcast_object(None)
-        if received["error"] is not None:
-            raise CheckpointError(f"rank 0 could not open the checkpoint: {received['error']}")
-        if received["state"] is not None:
-            chain.restore(received["state"], diffusion.state_type)
-            chain.draws_at_start = 0
-            chain.replay_until = chain.state.draws
-            chain.checkpointed_at = chain.state.draws
-            chain.verify_potential = chain.state.started
-
-    def _data_parallel(self, potential) -> RankShare | None:
-        share = resolve_process_group(self.process_group)
-        if share is None or potential.plates:
-            return share
-        message = (
-            f"{type(self).__name__}: torch.distributed runs {share.world_size} ranks but the "
-            "model has no subsampled plate to share out"
+        self._chains[index] = self._current = run
+        fixed = self._fixed()
+        record.settings = resume_settings(
+            fixed, potential, warmup_steps, num_chains, args, kwargs, theta
         )
-        if self.process_group is not None:
+        if share is not None:
+            share.check_same(record.settings, "model, data and settings")
+        if self.checkpoint is not None and self._loaded is not None:
             raise ValueError(
-                message + ": pass process_group=False, or a model whose data "
-                "plate has subsample_size"
+                "this kernel has both a loaded state (load_state_dict) and checkpoint=; "
+                "give one: a checkpoint resumes by itself"
             )
-        warnings.warn(message + ": each rank runs its own chain.", stacklevel=3)
-        return None
-
-    def _continue_loaded(self, chain: _Chain, settings: dict, diffusion: Diffusion) -> None:
-        loaded = self._loaded
-        chains = loaded["chains"]
-        if chain.index not in chains:
-            raise ValueError(
-                f"the loaded state_dict has chain(s) {sorted(chains)}, not chain {chain.index}"
-            )
-        current = {k: v for k, v in settings.items() if k not in ("warmup_steps", "num_chains")}
-        compare_settings(loaded["settings"], current, Path("the loaded state_dict"))
-        chain.restore(chains[chain.index], diffusion.state_type)
-        chain.verify_potential = chain.state.started
+        manifest = {"sites": [site.name for site in potential.sites], "num_params": theta.numel()}
+        record.resume(
+            self.checkpoint,
+            self._loaded,
+            {**manifest, "hyperparameters": fixed},
+            lambda saved: chain.restore(saved, like=theta),
+        )
+        if record.verify:  # check now that the saved chain fits this model, before a replay
+            self._start(run)
+        self._initial_params = potential.unflatten(record.state.theta)
+        record.last_draw = self._initial_params
 
     def cleanup(self) -> None:
         """After a chain's last draw: write its final checkpoint; free the potential."""
-        chain = self._current
+        run = self._current
         self._run_complete = True
-        if chain is not None and chain.potential is not None:
-            if chain.files is not None and chain.checkpointed_at != chain.state.draws:
-                self._save_checkpoint(chain)
-            chain.release()
+        if run is not None and run.chain.potential is not None:
+            run.record.finish()
+            run.chain.release()
         self._current = None
         self._initial_params = None
 
@@ -782,8 +307,8 @@ class CyclicalKernel(MCMCKernel):
             )
         return {
             "format": 1,
-            "settings": next(iter(self._chains.values())).settings,
-            "chains": {index: chain.state.state_dict() for index, chain in self._chains.items()},
+            "settings": next(iter(self._chains.values())).record.settings,
+            "chains": {index: run.state.state_dict() for index, run in self._chains.items()},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -795,475 +320,64 @@ class CyclicalKernel(MCMCKernel):
         """
         if not isinstance(state_dict, dict) or "chains" not in state_dict:
             raise TypeError(
-                "load_state_dict expects a dict from CyclicalSGLD/CyclicalSGHMC.state_dict()"
+                "load_state_dict expects a dict from a cyclical kernel's state_dict()"
             )
         self._loaded = state_dict
 
     # -- sampling --------------------------------------------------------------------------
-    def _start(self, chain: _Chain) -> None:
-        """First call of ``sample`` after the replay: compile the potential, then ``U~``
-        and its gradient (unless the state already has them)."""
-        potential = chain.potential
+    def _start(self, run: _ChainRun) -> None:
+        """First ``sample`` after the replay (or a resume's check at set-up): compile the
+        potential, check a resumed state against the model, and start the chain."""
+        potential = run.chain.potential
         if self.compile_potential and isinstance(potential, ModelPotential):
-            reason = potential.compile(chain.state.theta, self.compile_potential)
-            chain.backend = potential.backend or "eager"
-            if reason is not None:
-                fallback = (
-                    "the traced graph" if potential.compiled else "the eager (slower) potential"
-                )
-                warnings.warn(
-                    f"{type(self).__name__}: using {fallback}: {reason}. "
-                    "Pass compile_potential=False to skip the attempt.",
-                    stacklevel=3,
-                )
-        state = chain.state
-        if state.started:  # resumed: the tuning and the centre come with the state
-            chain.use_centre(state.centre)
-            if state.tuning is not None and self.auto_step_size:
-                chain.schedule = self._auto_schedule(state.tuning.step_size)
-        if chain.verify_potential:
-            self._verify_potential(chain)
-        if state.started:
-            return
-        theta = state.theta
-        start_steps = 0
-        if self._optimizes(chain):
-            try:
-                theta, report = optimize_start(chain.raw_gradient, theta, chain.next_indices)
-            except FloatingPointError as error:
-                raise NonFiniteError(
-                    f"{type(self).__name__}: {error}. Check the model's likelihood, or pass "
-                    "optimize_start=False with initial_params."
-                ) from None
-            start_steps = report.steps
-            if not report.converged:
-                warnings.warn(
-                    f"{type(self).__name__}: the optimisation stage before the first cycle "
-                    f"stopped after {report.steps} iterations with the potential still "
-                    "falling: the first cycles may still be travelling (check "
-                    "pyro_csg.cycle_summary, or discard them with warmup_steps).",
-                    stacklevel=3,
-                )
-        centre = None
-        if self._uses_centre(chain):
-            centre = centre_at(chain.potential, theta)
-            chain.use_centre(centre)
-        tuning = None
-        if self.auto_step_size or self.preconditioner:
-            # The noise is bounded where the sampling stage starts, its largest step.
-            first = self.layout.num_exploration_steps + 1
-            factor = CosineCyclical(1.0, self.steps_per_cycle)(first)
-            try:
-                tuning = tune(
-                    chain.gradient,
-                    theta,
-                    chain.next_indices,
-                    chain.generator,
-                    first_draw_factor=factor,
-                    friction=getattr(self, "friction", 1.0),
-                    temperature=self.temperature,
-                    precondition=self.preconditioner,
-                    batches_per_epoch=min(
-                        (plate.batches_per_epoch for plate in chain.potential.plates),
-                        default=None,
-                    ),
-                    spare_batches=_spare_batches(chain.state, chain.potential.plates),
-                )
-            except FloatingPointError as error:
-                raise NonFiniteError(f"{type(self).__name__}: {error}") from None
-            if self.auto_step_size:
-                chain.schedule = self._auto_schedule(tuning.step_size)
-                if tuning.step_size * tuning.lambda_max < 0.1:  # ten times below curvature's
-                    warnings.warn(self._noise_message(tuning), stacklevel=3)
-        energy, grad = chain.gradient(theta, chain.next_indices())
-        if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
-            raise NonFiniteError(
-                f"{type(self).__name__}: the potential energy or its gradient is non-finite at "
-                "the initial parameters. Check initial_params and the model's supports."
+            run.backend = compile_model_potential(
+                potential, run.state.theta, self.compile_potential, type(self).__name__
             )
-        chain.state = replace(
-            chain.rebased(theta, energy, grad),
-            tuning=tuning,
-            centre=centre,
-            start_steps=start_steps,
-        )
-
-    def _auto_schedule(self, step_size: float) -> CosineCyclical:
-        """The cosine schedule at the tuned ``eta_1``."""
-        return CosineCyclical(step_size, self.steps_per_cycle)
-
-    def _uses_centre(self, chain: _Chain) -> bool:
-        """Whether the chain's gradients use control variates: by default for models with
-        exactly one subsampled plate (the benchmark's finding: without them the minibatch
-        noise decides the posterior's spread once ``N / B`` reaches the hundreds)."""
-        if self.control_variates is not None:
-            return self.control_variates
-        return len(getattr(chain.potential, "plates", ())) == 1
-
-    def _optimizes(self, chain: _Chain) -> bool:
-        """Whether the chain starts with the optimisation stage: by default only for
-        models with a subsampled plate. There the posterior is narrow and far from any
-        init strategy's draw; a small model's first cycle finds its bulk by itself, and
-        its MAP may lie where no posterior mass is (a hierarchical scale at 0)."""
-        if self.optimize_start is not None:
-            return self.optimize_start
-        return bool(getattr(chain.potential, "plates", ()))
-
-    def _noise_message(self, tuning) -> str:
-        advice = (
-            "use a larger subsample_size"
-            if self.control_variates is not False
-            else "drop control_variates=False (their variance shrinks near the mode), or use "
-            "a larger subsample_size"
-        )
-        return (
-            f"{type(self).__name__}: the minibatch gradient's noise limited the automatic "
-            f"step size to {tuning.step_size:.3g} (curvature alone allowed "
-            f"{1.0 / tuning.lambda_max:.3g}): larger steps would inflate the posterior's "
-            "variance. The chain will mix slowly; " + advice + "."
-        )
-
-    def _verify_potential(self, chain: _Chain) -> None:
-        """A resumed chain: the potential at the saved parameters, on the saved batch,
-        must be what was saved (else the model or its data changed)."""
-        chain.verify_potential = False
-        potential = chain.potential
-        if not getattr(potential, "compiled", False):
-            return  # an eager potential may be stochastic: nothing to compare
-        state = chain.state
-        if state.centre is not None:
-            # Control variates: U~ at the state differs from the raw U~ by U(theta_hat)
-            # minus its estimate, and a changed prior may cancel out of it; the full-data
-            # potential at the centre does not hide such a change.
-            energy, _ = full_value_and_grad(potential, state.centre.theta)
-            saved = state.centre.energy
-        else:
-            energy, _ = chain.gradient(state.theta, [cursor.last() for cursor in chain.batches])
-            saved = state.energy
-        if not torch.allclose(energy, saved, rtol=1e-4, atol=1e-6 * float(saved.abs()) + 1e-6):
-            raise CheckpointError(
-                f"the potential at the saved parameters is {float(energy):.6g} with this model "
-                f"and data, but was {float(saved):.6g} when the state was saved: the model "
-                "changed, so the saved chain cannot go on with it. Start over (for a "
-                "checkpoint: resume=False, or another folder)."
-            )
+        record = run.record
+        if record.verify:
+            record.verify = False
+            verify_potential(run.chain, record.state)
+        record.state = start(run.chain, record.state)  # a started state is kept as it is
+        run.ready = True
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run up to the next retained iteration and return that draw (unconstrained)."""
-        chain = self._current
-        if chain is None or chain.potential is None:
+        run = self._current
+        if run is None or run.chain.potential is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before sample()")
         try:
-            if chain.replayed < chain.replay_until:
-                return self._replay(chain)
-            return self._sample(chain, params)
+            if run.record.replaying:
+                return run.record.replay()
+            return self._sample(run, params)
         except BaseException as error:
-            self._stopped_early(chain, error)
+            run.record.stopped_early(error, self.samples_per_cycle)
             raise
 
-    def _replay(self, chain: _Chain) -> dict[str, torch.Tensor]:
-        """A resumed run: hand ``MCMC`` the draw the first run made, read from the store."""
-        call = chain.replayed
-        if call < chain.warmup_steps:
-            draw = chain.last_draw  # thrown away by MCMC
-        else:
-            row = None
-            if chain.files is not None:
-                _, unconstrained, stats = chain.files.writer.read(call - chain.warmup_steps)
-                row = (unconstrained, stats)
-            if self._share is not None:  # rank 0 reads the store for every rank
-                row = self._share.broadcast_object(row)
-            unconstrained, stats = row
-            theta = chain.state.theta
-            draw = {
-                site.name: torch.from_numpy(unconstrained[site.name]).to(theta.device)
-                for site in chain.sites
-            }
-            if chain.kept_thetas is not None:
-                chain.kept_thetas.append(chain.potential.flatten(draw))
-            for key in STATS:
-                chain.stats[key].append(stats[key])
-        chain.replayed += 1
-        chain.last_draw = draw
-        return draw
-
-    def _sample(self, chain: _Chain, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if not chain.ready:
-            self._start(chain)
-            chain.ready = True
-        state = chain.state
-        if params is not chain.last_draw:
+    def _sample(self, run: _ChainRun, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not run.ready:
+            self._start(run)
+        chain, record = run.chain, run.record
+        state = record.state
+        if params is not record.last_draw:
             # Someone handed us other parameters than our last draw: continue from them.
             theta = chain.potential.flatten(params).to(state.theta)
-            energy, grad = chain.gradient(theta, [cursor.next() for cursor in chain.batches])
-            state = chain.state = chain.rebased(theta, energy, grad)
-        target = self.layout.retained_iteration(state.draws)
-        new = self._advance(chain, target)
-        if not torch.isfinite(new.theta).all():
-            self._raise_non_finite(new.iteration, "the parameters", chain.schedule)
+            energy, grad = chain.gradient(state)(theta, chain.next_indices())
+            state = record.state = chain.snapshot(state, theta, energy, grad)
+        new = advance(chain, state, self.layout.retained_iteration(state.draws))
         draw = chain.potential.unflatten(new.theta)
-        if chain.calls >= chain.warmup_steps:
+        if record.calls >= record.warmup_steps:
             cycle = self.layout.cycle(new.iteration)
+            noise = run.noise.measure(chain.gradient(new), chain.potential, new, cycle)
             stats = {
                 "cycle": cycle,
                 "iteration": new.iteration,
                 "step_size": new.step_size,
                 "potential_energy": new.energy.item(),
-                "noise_ratio": new.step_size * self._cycle_noise(chain, new, cycle),
+                "noise_ratio": new.step_size * noise,
             }
-            if chain.files is not None:
-                constrained = {
-                    site.name: site.transform.inv(value)
-                    for site, value in zip(chain.sites, draw.values(), strict=True)
-                }
-                chain.files.writer.write(
-                    chain.kept, constrained, draw, {"chain": chain.index, **stats}
-                )
-            else:
-                del chain.kept_thetas[chain.kept :]
-                chain.kept_thetas.append(new.theta)
-            for key in STATS:
-                del chain.stats[key][chain.kept :]
-                chain.stats[key].append(stats[key])
-        chain.state = new  # the commit: from here on the draw counts
-        chain.last_draw = draw
-        if chain.files is not None and new.draws % self.samples_per_cycle == 0:
-            self._save_checkpoint(chain)
+            record.keep(new, draw, stats)
+        record.commit(new, draw, self.samples_per_cycle)
         return draw
-
-    def _cycle_noise(self, chain: _Chain, state: ChainState, cycle: int) -> float:
-        """The minibatch gradient's noise per unit step, ``mean(V) / (2 alpha T)``, of the
-        gradient the chain uses (with control variates if on, preconditioned if so), at the
-        cycle's first kept draw, from :data:`NOISE_BATCHES` extra minibatches.
-
-        Short cycles reuse the last measurement until :data:`NOISE_SPACING` iterations
-        have passed, so that it never costs more than 2% of the run's gradient
-        evaluations (plain SGLD as cycles of 10 steps had paid 80%).
-
-        The batches come from a generator seeded by a hash of the chain's state, and
-        torch's global generator is set aside meanwhile, so the measurement neither moves
-        the chain's own batches nor draws from its generator or the global one (which a
-        ``potential_fn`` may use): the chain is the same with or without it. A model
-        without a subsampled plate has an exact gradient (0); a ``potential_fn`` may be
-        stochastic and is measured.
-        """
-        if chain.cycle_noise is not None:
-            last_cycle, last_value, measured_at = chain.cycle_noise
-            if last_cycle == cycle or state.iteration - measured_at < NOISE_SPACING:
-                return last_value
-        potential = chain.potential
-        plates = tuple(getattr(potential, "plates", ()))
-        if isinstance(potential, ModelPotential) and not plates:
-            value = 0.0
-        else:
-            theta = state.theta
-            tuning = state.tuning
-            mass = tuning.preconditioner if tuning is not None else None
-            root = torch.ones_like(theta) if mass is None else mass.sqrt()
-            with _aside_from_global_rng(state):
-                variance = gradient_noise(
-                    chain.gradient,
-                    theta,
-                    _spare_batches(state, plates),
-                    root,
-                    batches=NOISE_BATCHES,
-                )
-            per_step = noise_per_step(
-                variance,
-                friction=getattr(self, "friction", 1.0),
-                temperature=self.temperature,
-                batches_per_epoch=min((p.batches_per_epoch for p in plates), default=None),
-            )
-            value = float(per_step.mean())
-        chain.cycle_noise = (cycle, value, state.iteration)
-        return value
-
-    def _noise_warning(self, chain: _Chain, stats: dict[str, list]) -> str | None:
-        """A warning when the minibatch noise dominates the injected noise at the sampling
-        stage's first step (its largest), in the median cycle."""
-        ratios = {}
-        for cycle, step, ratio in zip(
-            stats["cycle"], stats["step_size"], stats["noise_ratio"], strict=True
-        ):
-            if cycle not in ratios and ratio == ratio and step > 0:
-                first = cycle * self.steps_per_cycle + self.layout.num_exploration_steps + 1
-                ratios[cycle] = ratio / step * chain.schedule(first)
-        if len(ratios) < 2:
-            return None
-        median = float(np.median(list(ratios.values())))
-        if not median > NOISE_WARNING:
-            return None
-        step = chain.schedule(1)
-        plates = tuple(getattr(chain.potential, "plates", ()) or ())
-        batch = (
-            f" or a subsample_size about {median / 0.5:.3g} times larger (the noise's "
-            "variance falls as 1 / subsample_size)"
-            if plates
-            else ""
-        )
-        return (
-            f"{type(self).__name__}: chain {chain.index}: the minibatch gradient's noise was "
-            f"{median:.3g} times the injected Langevin noise at the sampling stage's first "
-            "step (median over cycles; sample_stats['noise_ratio'] per draw), so it, not "
-            "the sampler, sets the spread of the draws: the posterior's variance is "
-            f"inflated. Use a step_size about {median / 0.5:.3g} times smaller (about "
-            f"{step * 0.5 / median:.3g} for its largest step){batch}"
-            + (
-                ", or control_variates=True."
-                if self.control_variates is False and len(plates) == 1
-                else "."
-            )
-        )
-
-    def _save_checkpoint(self, chain: _Chain) -> None:
-        state = chain.state
-        chain.files.save(state.state_dict(), kept=chain.kept)
-        chain.checkpointed_at = state.draws
-
-    def _advance(self, chain: _Chain, target: int) -> ChainState:
-        """Run iterations ``k + 1, ..., target`` from the committed state (the hot loop);
-        return the new state, uncommitted."""
-        state = chain.state
-        schedule, layout = chain.schedule, self.layout
-        steps_per_cycle = layout.steps_per_cycle
-        exploration_steps = layout.num_exploration_steps
-        # The centre moves after the last exploration step (the end of a cycle if none).
-        recentre_at = (exploration_steps - 1) % steps_per_cycle if state.centre is not None else -1
-        # The new centre is the mean of the last tenth of the exploration stage's iterates:
-        # SGD's last iterate wanders by its gradient noise, the mean of its iterates less
-        # (Polyak averaging), and the control variates' noise grows with the distance from
-        # the centre to the mode.
-        averaged = max(1, exploration_steps // 10) if exploration_steps else 1
-        average_from = (recentre_at - averaged + 1) % steps_per_cycle
-        total, summed = None, 0
-        centre = state.centre
-        update, rescale = chain.update, chain.rescale
-        gradient, batches, generator = chain.gradient, chain.batches, chain.generator
-        theta, algorithm, grad, energy = state.theta, state.algorithm, state.grad, state.energy
-        shape, dtype, device = theta.shape, theta.dtype, theta.device
-        mass = None if state.tuning is None else state.tuning.preconditioner
-        root = None if mass is None else mass.sqrt()
-        # The noise correction: the injected noise less the minibatch's (measured) noise.
-        noise = None if state.tuning is None else state.tuning.noise
-        eta = state.step_size
-        energies: list[torch.Tensor] = []
-        for k in range(state.iteration + 1, target + 1):
-            previous, eta = eta, schedule(k)
-            try:
-                valid = 0.0 < eta < math.inf
-            except TypeError:  # None, a string, a tensor of several values...
-                valid = False
-            if not valid:
-                raise ValueError(
-                    f"the schedule {schedule!r} gave step size {eta!r} at iteration {k}; "
-                    "step sizes must be finite and > 0"
-                )
-            if rescale is not None and previous == previous and eta != previous:
-                algorithm = rescale(algorithm, eta / previous)
-            position = (k - 1) % steps_per_cycle
-            sampling = position >= exploration_steps
-            xi = (
-                torch.randn(shape, generator=generator, dtype=dtype, device=device)
-                if sampling
-                else None
-            )
-            if noise is not None and xi is not None:
-                xi = xi * (1.0 - eta * noise).clamp_min(0.0).sqrt()
-            if mass is not None:  # preconditioned: G * grad, and sqrt(G) * xi
-                grad = grad * mass
-                xi = None if xi is None else xi * root
-            theta, algorithm = update(theta, algorithm, grad, eta, xi)
-            if recentre_at >= 0 and average_from <= position <= recentre_at:
-                if position == average_from or total is None:
-                    total, summed = theta.clone(), 1
-                else:
-                    total, summed = total.add_(theta), summed + 1
-            if position == recentre_at:
-                centre = centre_at(chain.potential, total / summed)
-                total = None
-                chain.use_centre(centre)
-                gradient = chain.gradient
-            energy, grad = gradient(theta, [cursor.next() for cursor in batches])
-            energies.append(energy)
-            if len(energies) == _CHECK_EVERY or k == target:
-                values = torch.stack(energies)
-                if not torch.isfinite(values).all():
-                    offset = int((~torch.isfinite(values)).nonzero()[0, 0])
-                    self._raise_non_finite(
-                        k - len(energies) + 1 + offset, "the potential", schedule
-                    )
-                energies.clear()
-        return replace(
-            chain.rebased(theta, energy, grad),
-            algorithm=algorithm,
-            iteration=max(target, state.iteration),
-            draws=state.draws + 1,
-            step_size=eta,
-            centre=centre,
-        )
-
-    def _raise_non_finite(self, iteration: int, what: str, schedule: Schedule) -> None:
-        eta = schedule(iteration)
-        stage = self.layout.stage(iteration)
-        raise NonFiniteError(
-            f"{type(self).__name__}: {what} became NaN or infinite after the update of "
-            f"iteration {iteration} (cycle {self.layout.cycle(iteration)}, {stage} stage, "
-            f"step size {eta:.3g}). The step size is most likely too large for this model "
-            "(a larger step is taken at the start of every cycle): try a step_size 10 times "
-            "smaller; also check that the model's likelihood is finite for all parameter "
-            "values it can reach."
-        )
-
-    def _stopped_early(self, chain: _Chain, error: BaseException) -> None:
-        """Keep what the run made: checkpoint the last committed state, say where the
-        draws are, and hand them over on a NonFiniteError."""
-        if getattr(error, "_pyro_csg_noted", False):
-            return
-        kept = chain.kept
-        files = chain.files
-        if files is not None and chain.state.started and chain.checkpointed_at != chain.state.draws:
-            try:
-                self._save_checkpoint(chain)
-            except Exception as failure:  # noqa: BLE001 -- report, keep the first error
-                error.add_note(f"pyro-csg: writing the checkpoint failed too: {failure!r}")
-        cycles = kept // self.samples_per_cycle
-        note = (
-            f"pyro-csg: chain {chain.index} stopped after {kept} retained draw(s) "
-            f"({cycles} complete cycle(s) of {self.samples_per_cycle})."
-        )
-        if kept:
-            note += " kernel.get_samples() returns them"
-            if files is not None:
-                note += (
-                    f"; they are also on disk in {files.folder}, and "
-                    f"pyro_csg.to_inference_data({str(files.root)!r}) reads them"
-                )
-            note += "."
-        warmup = " of the chain, warm-up included" if chain.warmup_steps else ""
-        if files is not None and chain.checkpointed_at >= 0:
-            if isinstance(error, KeyboardInterrupt):
-                note += (
-                    " Run the same script again to resume after draw "
-                    f"{chain.checkpointed_at}{warmup} (the checkpoint {files.path})."
-                )
-            else:
-                note += (
-                    f" The checkpoint {files.path} is after draw {chain.checkpointed_at}"
-                    f"{warmup}: a run "
-                    "with the same settings resumes there; one with other settings (say a "
-                    "smaller step_size) needs another folder or "
-                    "pyro_csg.Checkpoint(..., resume=False)."
-                )
-        elif files is None:
-            note += (
-                " Pass checkpoint='<folder>' to the kernel to stream the draws to disk and "
-                "resume after a stop."
-            )
-        error.add_note(note)
-        error._pyro_csg_noted = True
-        if isinstance(error, NonFiniteError):
-            error.samples = chain.constrained_draws()
-            error.num_draws = kept
 
     def get_samples(self, chain: int | None = None) -> dict[str, torch.Tensor]:
         """The retained draws of a chain, constrained, as ``{site: tensor (draws, ...)}``,
@@ -1295,21 +409,11 @@ class CyclicalKernel(MCMCKernel):
             found = self._chains[chain]
         else:
             raise ValueError(f"chain must be one of {sorted(self._chains)}, got {chain!r}")
-        return found.constrained_draws()
+        return found.record.constrained_draws()
 
     def logging(self) -> OrderedDict:
-        chain = self._current
-        if chain is None or chain.state.iteration == 0:
-            return OrderedDict()
-        state = chain.state
-        return OrderedDict(
-            [
-                ("cycle", self.layout.cycle(state.iteration)),
-                ("stage", self.layout.stage(state.iteration)),
-                ("step size", f"{state.step_size:.2e}"),
-                ("potential", f"{state.energy.item():.4g}"),
-            ]
-        )
+        run = self._current
+        return OrderedDict() if run is None else run.progress(self.layout)
 
     def diagnostics(self) -> dict[str, list]:
         """Per retained (post-warm-up) draw: cycle, iteration, step size, ``U~``, the
@@ -1318,9 +422,10 @@ class CyclicalKernel(MCMCKernel):
         ``noise_ratio`` is the minibatch gradient's noise against the injected Langevin
         noise at the draw's step size, ``eta_k * mean(V) / (2 alpha T)``, with ``V`` the
         per-coordinate variance of the gradient the chain uses, measured at each cycle's
-        first kept draw on a few extra minibatches; the first call after a chain's last
-        draw warns when, at the sampling stage's first step, it exceeds 1 in the median
-        cycle (with the step size or batch size that would bring it to 0.5).
+        first kept draw on a few extra minibatches (:mod:`pyro_csg.core.noise`); the first
+        call after a chain's last draw warns when, at the sampling stage's first step, it
+        exceeds 1 in the median cycle (with the step size or batch size that would bring
+        it to 0.5).
 
         ``potential_energy`` is the minibatch estimate ``U~`` at the draw (on the batch
         of the following iteration), so ``-potential_energy`` estimates the log joint.
@@ -1330,22 +435,13 @@ class CyclicalKernel(MCMCKernel):
         draw warns about them. It also makes ``az.from_pyro`` fail with a pointer to
         :func:`pyro_csg.to_inference_data`.
         """
-        chain = self._current
-        if chain is None:
-            return {**{key: [] for key in STATS}, "divergences": _Divergences()}
-        stats = {key: list(values[: chain.kept]) for key, values in chain.stats.items()}
-        report = runaway_cycles(
-            stats["cycle"], stats["potential_energy"], chain.layout.size, self.temperature
-        )
-        if report.cycles and not chain.runaway_reported:
-            chain.runaway_reported = True
-            warnings.warn(report.message(chain.index, self.samples_per_cycle), stacklevel=2)
-        if not chain.noise_reported and chain.schedule is not None:
-            chain.noise_reported = True
-            message = self._noise_warning(chain, stats)
-            if message:
-                warnings.warn(message, stacklevel=2)
-        return {**stats, "divergences": _Divergences(report.draws)}
+        run = self._current
+        if run is None:
+            return {**{key: [] for key in STATS}, "divergences": Divergences()}
+        record = run.record
+        stats = {key: list(values[: record.kept]) for key, values in record.stats.items()}
+        report = run.report(stats, self)
+        return {**stats, "divergences": Divergences(report.draws)}
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -1470,7 +566,7 @@ class CyclicalSGLD(CyclicalKernel):
         torch.Size([20])
     """
 
-    def _diffusion(self) -> Diffusion:
+    def build_diffusion(self) -> Diffusion:
         return sgld(self.temperature)
 
 
@@ -1520,21 +616,61 @@ class CyclicalSGHMC(CyclicalKernel):
         torch.Size([20])
     """
 
-    def __init__(
-        self,
-        model: Callable | None = None,
-        potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
-        *,
-        friction: float = 0.1,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, model=None, potential_fn=None, *, friction: float = 0.1, **kwargs) -> None:
         if not (is_number(friction) and 0.0 < friction <= 1.0):
             raise ValueError(f"friction must be a number in (0, 1], got {friction!r}")
         super().__init__(model, potential_fn, **kwargs)
         self.friction = float(friction)
 
-    def _fixed_hyperparameters(self) -> dict[str, Any]:
-        return {**super()._fixed_hyperparameters(), "friction": self.friction}
-
-    def _diffusion(self) -> Diffusion:
+    def build_diffusion(self) -> Diffusion:
         return sghmc(self.friction, self.temperature)
+
+
+class CyclicalSGNHT(CyclicalKernel):
+    r"""Cyclical stochastic-gradient Nose-Hoover thermostat (cSGNHT) for :class:`pyro.infer.MCMC`.
+
+    Ding, Fang, Babbush, Chen, Skeel and Neven, *Bayesian Sampling Using Stochastic
+    Gradient Thermostats*, NeurIPS 2014; the cyclical schedule of :class:`CyclicalSGLD`.
+
+    **Update.** With the notation of :class:`CyclicalSGLD` and ``a = diffusion``::
+
+        v     <- (1 - alpha) * v - eta_k * grad U~(theta) + [sampling] sqrt(2 * a * eta_k * T) * xi
+        theta <- theta + v
+        alpha <- [sampling] clip(alpha + mean(v ** 2) - eta_k * T, 0, 1)
+
+    SGHMC whose friction ``alpha`` is a thermostat: it rises while the momentum runs
+    hotter than ``T`` (as unmodelled minibatch noise makes it) and falls while it runs
+    colder, so the chain corrects gradient noise that the noise model does not know.
+    ``alpha`` starts at ``a``; both ``v`` and ``alpha`` are rescaled by
+    ``sqrt(eta_k / eta_{k-1})`` as the step changes, and the exploration stage is SGD
+    with momentum ``1 - alpha`` with the thermostat held. The other arguments are
+    :class:`CyclicalSGLD`'s.
+
+    :param float diffusion: ``a`` in (0, 1] (default 0.1): the injected noise's friction
+        and the thermostat's start.
+
+    Example::
+
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer import MCMC
+        >>> from pyro_csg import CyclicalSGNHT
+        >>> y = 1.0 + torch.randn(1000)
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(y), subsample_size=50) as idx:
+        ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
+        >>> mcmc = MCMC(CyclicalSGNHT(model, steps_per_cycle=200), num_samples=5 * 4,
+        ...             warmup_steps=0, disable_progbar=True)
+        >>> mcmc.run(y)
+        >>> mcmc.get_samples()["mu"].shape
+        torch.Size([20])
+    """
+
+    def __init__(self, model=None, potential_fn=None, *, diffusion: float = 0.1, **kwargs) -> None:
+        if not (is_number(diffusion) and 0.0 < diffusion <= 1.0):
+            raise ValueError(f"diffusion must be a number in (0, 1], got {diffusion!r}")
+        super().__init__(model, potential_fn, **kwargs)
+        self.diffusion = float(diffusion)
+
+    def build_diffusion(self) -> Diffusion:
+        return sgnht(self.diffusion, self.temperature)

@@ -15,27 +15,42 @@ SGHMC (Chen et al., 2014), with friction ``alpha`` and momentum ``v``::
     v'     = (1 - alpha) * v - eta * grad + sqrt(2 * alpha * eta * T) * xi
     theta' = theta + v'
 
-With ``xi = None`` they are SGD and SGD with momentum ``1 - alpha``.
+SGNHT (Ding et al., 2014), SGHMC whose friction ``alpha`` is a thermostat that adapts
+so that the momentum's kinetic energy per coordinate matches the temperature, with
+injected noise of friction ``a`` (the ``diffusion``; also ``alpha``'s start)::
+
+    v'     = (1 - alpha) * v - eta * grad + sqrt(2 * a * eta * T) * xi
+    theta' = theta + v'
+    alpha' = clip(alpha + mean(v' ** 2) - eta * T, 0, 1)
+
+With ``xi = None`` they are SGD and SGD with momentum ``1 - alpha`` (SGNHT's thermostat
+then holds still: it measures a temperature, and SGD has none).
 
 SGHMC's ``v`` is ``sqrt(eta)`` times the physical momentum ``r`` (``eta`` is the squared
 leapfrog step). When the step changes from ``eta`` to ``eta'``, :func:`sghmc_rescale`
-keeps ``r`` by ``v <- sqrt(eta' / eta) * v`` before the update. Without it a decreasing
+keeps ``r`` by ``v <- sqrt(eta' / eta) * v`` before the update (and
+:func:`sgnht_rescale` keeps the physical friction too: ``alpha <- sqrt(eta' / eta) *
+alpha``). Without it a decreasing
 step heats the chain: on a unit Gaussian, the variance of the sampling stage's draws of a
 cosine cycle came out 7-41% too large (1.07, 1.11, 1.16, 1.41 by position; SGLD, which
 has no momentum, 1.03 at every position).
 
 Each algorithm is also an ``(init, update)`` pair of pure functions over its own state
-(a ``NamedTuple`` of tensors: SGLD has none, SGHMC its momentum), bundled by
-:func:`sgld` and :func:`sghmc` as a :class:`Diffusion`, in the manner of BlackJAX's
-``sgmcmc.diffusions`` and posteriors' ``build -> (init, update)``. A new algorithm
-(pSGLD, SGNHT) is one state type and one such pair; the kernels stay as they are.
+(a ``NamedTuple`` of tensors: SGLD has none, SGHMC its momentum, SGNHT its momentum and
+thermostat), bundled by :func:`sgld`, :func:`sghmc` and :func:`sgnht` as a
+:class:`Diffusion`, in the manner of BlackJAX's ``sgmcmc.diffusions`` and posteriors'
+``build -> (init, update)``. A :class:`Diffusion` also declares its noise model
+(``friction``: the injected noise's variance is ``2 * friction * eta * T``), which the
+automatic step size and the noise diagnostic read. :func:`preconditioned` wraps any of
+them for a constant diagonal preconditioner ``G``. A new algorithm is one state type and
+one such pair; the sampler stays as it is.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import NamedTuple
 
@@ -51,9 +66,15 @@ __all__ = [
     "sghmc_init",
     "sghmc_update",
     "sghmc_rescale",
+    "SGNHTState",
+    "sgnht_init",
+    "sgnht_update",
+    "sgnht_rescale",
     "Diffusion",
     "sgld",
     "sghmc",
+    "sgnht",
+    "preconditioned",
 ]
 
 
@@ -216,7 +237,12 @@ class Diffusion:
     with the algorithm's hyperparameters (temperature, friction) already bound.
     ``state_type`` is the state's ``NamedTuple`` class, so that a saved state (a dict of
     tensors) can be rebuilt. ``rescale(state, eta' / eta)``, if not ``None``, adapts the
-    state to a new step size (SGHMC's momentum). The kernels own nothing else that is
+    state to a new step size (SGHMC's momentum). ``friction`` is the noise model: the
+    injected noise's variance per step is ``2 * friction * eta * T`` (1 for SGLD).
+    ``settings`` are the hyperparameters to report (``{"friction": 0.1}``).
+    ``with_mass(mass)``, if not ``None``, builds the preconditioned update itself (for an
+    algorithm that needs ``G``, as SGNHT's thermostat does); otherwise
+    :func:`preconditioned` wraps ``update``. The sampler owns nothing else that is
     specific to one algorithm.
 
     Example::
@@ -238,6 +264,9 @@ class Diffusion:
     update: Callable[..., tuple[torch.Tensor, NamedTuple]]
     state_type: type
     rescale: Callable[[NamedTuple, float], NamedTuple] | None = None
+    friction: float = 1.0
+    settings: dict = field(default_factory=dict)
+    with_mass: Callable[[torch.Tensor], Callable] | None = None
 
 
 def sgld(temperature: float = 1.0) -> Diffusion:
@@ -262,4 +291,134 @@ def sghmc(friction: float, temperature: float = 1.0) -> Diffusion:
         'SGHMCState'
     """
     update = partial(sghmc_update, friction=friction, temperature=temperature)
-    return Diffusion("sghmc", sghmc_init, update, SGHMCState, sghmc_rescale)
+    return Diffusion(
+        "sghmc", sghmc_init, update, SGHMCState, sghmc_rescale, friction, {"friction": friction}
+    )
+
+
+# -- SGNHT --------------------------------------------------------------------------------
+class SGNHTState(NamedTuple):
+    """SGNHT's momentum ``v`` and thermostat ``alpha`` (a 0-d tensor: the friction of the
+    next step)."""
+
+    momentum: torch.Tensor
+    thermostat: torch.Tensor
+
+
+def sgnht_init(theta: torch.Tensor, *, diffusion: float) -> SGNHTState:
+    """SGNHT's initial state: ``v = 0`` and ``alpha = a``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.diffusions import sgnht_init
+        >>> sgnht_init(torch.zeros(2), diffusion=0.1).thermostat
+        tensor(0.1000)
+    """
+    return SGNHTState(torch.zeros_like(theta), theta.new_tensor(diffusion))
+
+
+def sgnht_update(
+    theta: torch.Tensor,
+    state: SGNHTState,
+    grad: torch.Tensor,
+    eta: float,
+    xi: torch.Tensor | None = None,
+    *,
+    diffusion: float,
+    temperature: float = 1.0,
+    mass: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, SGNHTState]:
+    """One SGNHT step (see the module docstring); with a preconditioner ``G`` (``mass``;
+    ``grad`` and ``xi`` already scaled by ``G`` and ``sqrt(G)``) the kinetic energy is
+    ``mean(v' ** 2 / G)``, the momentum's in the preconditioned coordinates.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.diffusions import SGNHTState, sgnht_update
+        >>> state = SGNHTState(torch.tensor([1.0]), torch.tensor(0.5))
+        >>> theta, state = sgnht_update(torch.tensor([1.0]), state, torch.tensor([2.0]),
+        ...                             eta=0.25, xi=torch.tensor([0.0]), diffusion=0.5)
+        >>> theta, state.momentum, state.thermostat  # alpha + 0.0 ** 2 - 0.25
+        (tensor([1.]), tensor([0.]), tensor(0.2500))
+    """
+    alpha = state.thermostat
+    momentum = torch.mul(state.momentum, 1.0 - alpha).add_(grad, alpha=-eta)
+    if xi is None:
+        return theta + momentum, SGNHTState(momentum, alpha)
+    momentum.add_(xi, alpha=math.sqrt(2.0 * diffusion * eta * temperature))
+    squared = momentum * momentum if mass is None else momentum * momentum / mass
+    alpha = (alpha + squared.mean() - eta * temperature).clamp(0.0, 1.0)
+    return theta + momentum, SGNHTState(momentum, alpha)
+
+
+def sgnht_rescale(state: SGNHTState, ratio: float) -> SGNHTState:
+    """For a step size changed by ``ratio``: ``v`` and ``alpha`` times ``sqrt(ratio)``
+    (both are ``sqrt(eta)`` times a physical quantity; ``alpha`` at most 1).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.diffusions import SGNHTState, sgnht_rescale
+        >>> sgnht_rescale(SGNHTState(torch.tensor([2.0]), torch.tensor(0.4)), 0.25)
+        SGNHTState(momentum=tensor([1.]), thermostat=tensor(0.2000))
+    """
+    root = math.sqrt(ratio)
+    return SGNHTState(state.momentum * root, (state.thermostat * root).clamp(max=1.0))
+
+
+def sgnht(diffusion: float = 0.1, temperature: float = 1.0) -> Diffusion:
+    """SGNHT as a :class:`Diffusion`, with injected-noise friction ``a`` at temperature ``T``.
+
+    Example::
+
+        >>> from pyro_csg.core.diffusions import sgnht
+        >>> sgnht(diffusion=0.1).settings
+        {'diffusion': 0.1}
+    """
+    update = partial(sgnht_update, diffusion=diffusion, temperature=temperature)
+
+    def with_mass(mass: torch.Tensor) -> Callable:
+        return _preconditioned_update(partial(update, mass=mass), mass)
+
+    return Diffusion(
+        "sgnht",
+        partial(sgnht_init, diffusion=diffusion),
+        update,
+        SGNHTState,
+        sgnht_rescale,
+        diffusion,
+        {"diffusion": diffusion},
+        with_mass,
+    )
+
+
+# -- a constant diagonal preconditioner ------------------------------------------------------
+def _preconditioned_update(update: Callable, mass: torch.Tensor) -> Callable:
+    root = mass.sqrt()
+
+    def preconditioned_update(theta, state, grad, eta, xi):
+        return update(theta, state, grad * mass, eta, None if xi is None else xi * root)
+
+    return preconditioned_update
+
+
+def preconditioned(diffusion: Diffusion, mass: torch.Tensor | None) -> Diffusion:
+    """``diffusion`` with a constant diagonal preconditioner ``G`` (``mass``): its update
+    takes ``G * grad`` and ``sqrt(G) * xi`` (pSGLD, preconditioned SGHMC; no correction
+    term, since ``G`` does not depend on ``theta``). ``None``: ``diffusion`` itself.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.diffusions import preconditioned, sgld
+        >>> step = preconditioned(sgld(), torch.tensor([4.0])).update
+        >>> step(torch.tensor([1.0]), (), torch.tensor([0.5]), 0.25, None)[0]
+        tensor([0.5000])
+    """
+    if mass is None:
+        return diffusion
+    if diffusion.with_mass is not None:
+        return replace(diffusion, update=diffusion.with_mass(mass))
+    return replace(diffusion, update=_preconditioned_update(diffusion.update, mass))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ModelError", "NonFiniteError"]
+__all__ = ["ModelError", "NonFiniteError", "StateMismatchError"]
 
 
 class ModelError(ValueError):
@@ -52,3 +52,8 @@ class NonFiniteError(RuntimeError):
 
     samples: dict[str, torch.Tensor] | None = None
     num_draws: int = 0
+
+
+class StateMismatchError(ValueError):
+    """A saved chain state that does not fit this chain (another number of parameters or
+    of subsampled plates); the resume service reports it as a checkpoint error."""

@@ -19,19 +19,48 @@ variates for stochastic gradient MCMC*, Statistics and Computing 2019). Around a
 (and the same for ``U~cv``). It is unbiased for every centre, and its variance scales
 with ``|theta - theta_hat|^2`` instead of with the spread of the per-datum gradients, so
 near the centre it is small however large ``N / B`` is. Each step costs two minibatch
-gradients; moving the centre costs one full-data pass. The kernels move it to where each
-cycle's exploration stage ends, so the variance reduction follows the chain from mode to
-mode.
+gradients; moving the centre costs one full-data pass. :class:`ControlVariates` moves it
+to where each cycle's exploration stage ends, so the variance reduction follows the
+chain from mode to mode.
+
+**Estimators as objects.** The sampler (:mod:`pyro_csg.core.sampler`) sees a gradient
+estimator through a small protocol (:class:`GradientEstimator`), in the manner of
+BlackJAX's ``grad_estimator`` argument:
+
+* ``init(potential, theta) -> state``: the estimator's own state at the start (``None``
+  for the plain minibatch estimator, the centre for control variates);
+* ``bind(potential, state) -> Gradient``: the function ``(theta, indices) -> (U~, grad
+  U~)`` the hot loop calls;
+* ``refresh_window(layout) -> (first, last)``: the positions within a cycle (0-based) at
+  which ``refresh(potential, state, theta, starts, ends) -> state`` wants to see the
+  iterate (``(0, -1)``: never; ``starts`` and ``ends`` flag the window's first and last
+  position), so that the estimator owns its re-centring;
+* ``load_state(saved, like)``: a state saved by its ``state_dict()`` (plain tensors),
+  back onto the device and dtype of ``like``.
+
+A new estimator is one such class; the sampler's loop does not change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
-__all__ = ["Gradient", "Centre", "centre_at", "control_variates"]
+from .schedules import CycleLayout
+
+__all__ = [
+    "Gradient",
+    "GradientEstimator",
+    "Minibatch",
+    "ControlVariates",
+    "CentreState",
+    "Centre",
+    "centre_at",
+    "control_variates",
+]
 
 Gradient = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 """A gradient estimator: ``(theta, batch indices) -> (U~, grad U~)``."""
@@ -113,3 +142,122 @@ def control_variates(gradient: Gradient, centre: Centre) -> Gradient:
         return energy - energy_0 + energy_hat, grad - grad_0 + grad_hat
 
     return estimate
+
+
+class GradientEstimator(Protocol):
+    """What the sampler needs of a gradient estimator (see the module docstring)."""
+
+    name: str
+
+    def init(self, potential, theta: torch.Tensor) -> Any: ...
+
+    def bind(self, potential, state: Any) -> Gradient: ...
+
+    def refresh_window(self, layout: CycleLayout) -> tuple[int, int]: ...
+
+    def refresh(
+        self, potential, state: Any, theta: torch.Tensor, starts: bool, ends: bool
+    ) -> Any: ...
+
+    def load_state(self, saved: dict | None, like: torch.Tensor) -> Any: ...
+
+
+class Minibatch:
+    """The plain minibatch estimator ``grad U~(theta; b)``: no state, no refresh.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.estimators import Minibatch
+        >>> from pyro_csg.core.parameters import GradientPotential
+        >>> potential = GradientPotential(lambda theta, indices: (theta.sum(), theta))
+        >>> Minibatch().bind(potential, None)(torch.ones(2), [])[1]
+        tensor([1., 1.])
+    """
+
+    name = "minibatch"
+
+    def init(self, potential, theta: torch.Tensor) -> None:
+        return None
+
+    def bind(self, potential, state: None) -> Gradient:
+        return potential.value_and_grad
+
+    def refresh_window(self, layout: CycleLayout) -> tuple[int, int]:
+        return 0, -1
+
+    def refresh(self, potential, state: None, theta: torch.Tensor, starts: bool, ends: bool):
+        return None
+
+    def load_state(self, saved: dict | None, like: torch.Tensor) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "Minibatch()"
+
+
+@dataclass(frozen=True)
+class CentreState:
+    """Control variates' state: the ``centre``, and while the exploration stage's last
+    iterates are being averaged for the next one, their running ``total`` and ``count``
+    (never at a draw, so never saved)."""
+
+    centre: Centre
+    total: torch.Tensor | None = None
+    count: int = 0
+
+    def state_dict(self) -> dict:
+        """``{"centre": ...}``: the running average is never pending at a draw."""
+        return {"centre": self.centre.state_dict()}
+
+
+class ControlVariates:
+    """Control variates around a centre moved to the mean of the last tenth of every
+    exploration stage's iterates (see the module docstring). The potential must have
+    ``full_value_and_grad(theta)``.
+
+    Why the mean: SGD's last iterate wanders by its gradient noise, the mean of its
+    iterates less (Polyak averaging), and the estimator's noise grows with the distance
+    from the centre to the mode.
+
+    Example::
+
+        >>> from pyro_csg.core.estimators import ControlVariates
+        >>> from pyro_csg.core.schedules import CycleLayout
+        >>> ControlVariates().refresh_window(CycleLayout(100, 0.5, 4))  # positions 45-49
+        (45, 49)
+    """
+
+    name = "control_variates"
+
+    def init(self, potential, theta: torch.Tensor) -> CentreState:
+        return CentreState(centre_at(potential, theta))
+
+    def bind(self, potential, state: CentreState) -> Gradient:
+        return control_variates(potential.value_and_grad, state.centre)
+
+    def refresh_window(self, layout: CycleLayout) -> tuple[int, int]:
+        steps, exploration = layout.steps_per_cycle, layout.num_exploration_steps
+        # The centre moves after the last exploration step (the end of a cycle if none).
+        last = (exploration - 1) % steps
+        averaged = max(1, exploration // 10) if exploration else 1
+        return (last - averaged + 1) % steps, last
+
+    def refresh(
+        self, potential, state: CentreState, theta: torch.Tensor, starts: bool, ends: bool
+    ) -> CentreState:
+        if starts or state.total is None:
+            total, count = theta.clone(), 1
+        else:
+            total, count = state.total.add_(theta), state.count + 1
+        if ends:
+            return CentreState(centre_at(potential, total / count))
+        return CentreState(state.centre, total, count)
+
+    def load_state(self, saved: dict | None, like: torch.Tensor) -> CentreState | None:
+        if saved is None:
+            return None
+        return CentreState(Centre.from_state_dict(saved["centre"]).to(like))
+
+    def __repr__(self) -> str:
+        return "ControlVariates()"

@@ -14,12 +14,17 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
 * ``tuning``: the automatic step size and diagonal preconditioner, once chosen
   (:class:`~pyro_csg.core.tuning.Tuning`), and ``start_steps``, the optimisation stage's
   iterations;
-* ``centre``: the control variates' centre ``theta_hat`` with the full-data ``U`` and
-  gradient there (:class:`~pyro_csg.core.estimators.Centre`), when control variates are on.
+* ``estimator``: the gradient estimator's own state (``None`` for the plain minibatch
+  estimator; for control variates their centre ``theta_hat`` with the full-data ``U`` and
+  gradient there, :class:`~pyro_csg.core.estimators.CentreState`).
 
 The potential (the traced graph and the data) is kept apart: it is rebuilt from the model
 at set-up and never saved. :meth:`ChainState.state_dict` gives plain tensors, numbers and
 dicts, so ``torch.save`` writes it and ``torch.load(..., weights_only=True)`` reads it.
+
+**Save format.** :data:`STATE_FORMAT` 2 stores the estimator's state under
+``"estimator"``; format 1 (no ``"format"`` key, before the estimators became objects)
+stored the control variates' centre under ``"centre"`` and is still read.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .estimators import Centre
 from .tuning import Tuning
 
-__all__ = ["ChainState"]
+__all__ = ["ChainState", "STATE_FORMAT"]
+
+STATE_FORMAT = 2
+"""The version of :meth:`ChainState.state_dict`'s layout."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class ChainState:
         ...                    draws=2, step_size=0.01, batches=(),
         ...                    rng_state=generator.get_state())
         >>> saved = state.state_dict()
+        >>> saved["format"]
+        2
         >>> ChainState.from_state_dict(saved, SGHMCState).algorithm.momentum
         tensor([1., 1.])
     """
@@ -64,7 +73,7 @@ class ChainState:
     batches: tuple[dict, ...]
     rng_state: torch.Tensor
     tuning: Tuning | None = None
-    centre: Centre | None = None
+    estimator: Any = None
     start_steps: int = 0
 
     @property
@@ -75,6 +84,7 @@ class ChainState:
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors, numbers and dicts (the tensors are not copied)."""
         return {
+            "format": STATE_FORMAT,
             "theta": self.theta,
             "algorithm": dict(self.algorithm._asdict()),
             "energy": self.energy,
@@ -85,14 +95,34 @@ class ChainState:
             "batches": [dict(cursor) for cursor in self.batches],
             "rng_state": self.rng_state,
             "tuning": None if self.tuning is None else self.tuning.state_dict(),
-            "centre": None if self.centre is None else self.centre.state_dict(),
+            "estimator": None if self.estimator is None else self.estimator.state_dict(),
             "start_steps": self.start_steps,
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], algorithm_type: type) -> ChainState:
+    def from_state_dict(
+        cls,
+        state: dict[str, Any],
+        algorithm_type: type,
+        estimator: Any = None,
+        like: torch.Tensor | None = None,
+    ) -> ChainState:
         """Rebuild a state saved by :meth:`state_dict`; ``algorithm_type`` is the
-        diffusion's state class (e.g. :class:`~pyro_csg.core.diffusions.SGHMCState`)."""
+        diffusion's state class (e.g. :class:`~pyro_csg.core.diffusions.SGHMCState`) and
+        ``estimator`` the gradient estimator that rebuilds its own state
+        (``load_state(saved, like)``, on the device and dtype of ``like``, by default the
+        saved ``theta``'s; ``None``: a state without one)."""
+        format = state.get("format", 1)
+        if format not in (1, STATE_FORMAT):
+            raise ValueError(
+                f"the saved chain state has format {format!r}; this version of pyro-csg "
+                f"reads formats 1 and {STATE_FORMAT}"
+            )
+        saved_estimator = state.get("estimator")
+        if format == 1 and state.get("centre") is not None:  # control variates' centre
+            saved_estimator = {"centre": state["centre"]}
+        if saved_estimator is not None and estimator is None:
+            raise ValueError("the saved state has a gradient estimator's state: pass estimator")
         fields = set(algorithm_type._fields)
         saved = set(state["algorithm"])
         if fields != saved:
@@ -111,6 +141,8 @@ class ChainState:
             batches=tuple(dict(cursor) for cursor in state["batches"]),
             rng_state=state["rng_state"],
             tuning=None if state.get("tuning") is None else Tuning.from_state_dict(state["tuning"]),
-            centre=None if state.get("centre") is None else Centre.from_state_dict(state["centre"]),
+            estimator=None
+            if saved_estimator is None
+            else estimator.load_state(saved_estimator, state["theta"] if like is None else like),
             start_steps=int(state.get("start_steps", 0)),
         )

@@ -1,0 +1,170 @@
+"""What a kernel's ``setup`` builds for one chain from its options and the run's arguments.
+
+The potential (a Pyro model's, or a ``potential_fn``'s) and the chain's start
+(:func:`build_potential`), this rank's share of a data-parallel run, the sampler's
+settings for this model (:func:`sampler_config`, where the per-model defaults are
+decided), and the settings a resumed chain must agree on (:func:`resume_settings`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from ..core.diffusions import Diffusion
+from ..core.estimators import ControlVariates, Minibatch
+from ..core.parameters import FunctionPotential
+from ..core.sampler import SamplerConfig
+from ..services.checkpoint import data_digest
+from ..services.distributed import RankShare, resolve_process_group
+from .full_data import single_plate
+from .options import KernelOptions
+from .potential import ModelPotential
+
+__all__ = [
+    "build_potential",
+    "compile_model_potential", "sampler_config", "fixed_hyperparameters", "resume_settings"]
+
+
+def _data_parallel(options: KernelOptions, potential, name: str) -> RankShare | None:
+    share = resolve_process_group(options.process_group)
+    if share is None or potential.plates:
+        return share
+    message = (
+        f"{name}: torch.distributed runs {share.world_size} ranks but the "
+        "model has no subsampled plate to share out"
+    )
+    if options.process_group is not None:
+        raise ValueError(
+            message + ": pass process_group=False, or a model whose data "
+            "plate has subsample_size"
+        )
+    warnings.warn(message + ": each rank runs its own chain.", stacklevel=5)
+    return None
+
+
+def build_potential(
+    options: KernelOptions,
+    params: dict[str, torch.Tensor] | None,
+    args: tuple,
+    kwargs: dict,
+    name: str,
+) -> tuple[Any, torch.Tensor, RankShare | None]:
+    """The potential, the chain's start (``params`` if given, else the model's init
+    strategy) and this rank's share of a data-parallel run (``None``: one process)."""
+    if options.model is not None:
+        potential = ModelPotential(
+            options.model, args, kwargs, options.init_strategy, options.transforms
+        )
+        share = _data_parallel(options, potential, name)
+        if share is not None:
+            potential.split_batches(share)
+        if options.control_variates:  # asked for explicitly: say why it cannot be
+            single_plate(potential)
+        theta = potential.initial_theta() if params is None else potential.flatten(params)
+    else:
+        if params is None:
+            raise ValueError(
+                "with potential_fn, pass initial_params to MCMC (a dict of unconstrained "
+                "tensors, one entry per latent site), as with Pyro's HMC"
+            )
+        potential = FunctionPotential(options.potential_fn, params)
+        theta = potential.flatten(params)
+        share = _data_parallel(options, potential, name)
+    if not torch.isfinite(theta).all():
+        bad = [k for k, v in potential.unflatten(theta).items() if not torch.isfinite(v).all()]
+        raise ValueError(f"initial_params has non-finite values at site(s) {bad}")
+    return potential, theta, share
+
+
+def compile_model_potential(
+    potential: ModelPotential, theta: torch.Tensor, backend: str, name: str
+) -> str:
+    """Trace (and with ``"inductor"`` compile) the model's potential at ``theta``; warn,
+    naming the fallback and why, when it cannot be. Returns the backend in use."""
+    reason = potential.compile(theta, backend)
+    if reason is not None:
+        fallback = "the traced graph" if potential.compiled else "the eager (slower) potential"
+        warnings.warn(
+            f"{name}: using {fallback}: {reason}. "
+            "Pass compile_potential=False to skip the attempt.",
+            stacklevel=5,
+        )
+    return potential.backend or "eager"
+
+
+def sampler_config(
+    options: KernelOptions, diffusion: Diffusion, potential, name: str
+) -> SamplerConfig:
+    """The sampler's settings for this model. By default, control variates for models
+    with exactly one subsampled plate (without them the minibatch noise decides the
+    posterior's spread once ``N / B`` reaches the hundreds), and the optimisation stage
+    only for models with a subsampled plate: there the posterior is narrow and far from
+    any init strategy's draw, while a small model's first cycle finds its bulk by itself,
+    and its MAP may lie where no posterior mass is (a hierarchical scale at 0)."""
+    plates = tuple(potential.plates)
+    centre, optimize = options.control_variates, options.optimize_start
+    uses_centre = len(plates) == 1 if centre is None else centre
+    return SamplerConfig(
+        layout=options.layout,
+        diffusion=diffusion,
+        temperature=options.temperature,
+        schedule=options.schedule,
+        preconditioner=options.preconditioner,
+        estimator=ControlVariates() if uses_centre else Minibatch(),
+        optimize_start=bool(plates) if optimize is None else optimize,
+        name=name,
+        suggest_control_variates=centre is False,
+    )
+
+
+def fixed_hyperparameters(options: KernelOptions, diffusion: Diffusion, name: str) -> dict:
+    """The settings given to the kernel's constructor (reported, and what a resumed run
+    must share), with the diffusion's own (``friction``, ``diffusion``)."""
+    schedule = options.schedule
+    layout = options.layout
+    return {
+        "sampler": name,
+        "step_size": "auto" if schedule is None else schedule(1),
+        "steps_per_cycle": layout.steps_per_cycle,
+        "exploration_fraction": layout.exploration_fraction,
+        "samples_per_cycle": layout.samples_per_cycle,
+        "temperature": options.temperature,
+        "schedule": "CosineCyclical(step_size=auto)" if schedule is None else repr(schedule),
+        "control_variates": "auto"
+        if options.control_variates is None
+        else options.control_variates,
+        "preconditioner": options.preconditioner,
+        "optimize_start": "auto" if options.optimize_start is None else options.optimize_start,
+        **diffusion.settings,
+    }
+
+
+def resume_settings(
+    fixed: dict[str, Any],
+    potential,
+    warmup_steps: int,
+    num_chains: int | None,
+    args: tuple,
+    kwargs: dict,
+    theta: torch.Tensor,
+) -> dict[str, Any]:
+    """What a saved state must agree on to be resumed (JSON-able): the kernel's
+    ``fixed`` hyperparameters, the warm-up, the chains, the sites, plates and data."""
+    return {
+        **fixed,
+        "warmup_steps": warmup_steps,
+        "num_chains": num_chains,
+        "latent sites": [
+            f"{site.name} {list(site.shape)} {type(site.transform).__name__}"
+            for site in potential.sites
+        ],
+        "subsampled plates": [
+            f"{plate.name}: {plate.subsample_size} of {plate.size}" for plate in potential.plates
+        ],
+        "data": data_digest(args, kwargs),
+        "dtype": str(theta.dtype),
+        "device type": theta.device.type,
+    }

@@ -1,0 +1,195 @@
+"""The kernels' constructor arguments, checked once and held as a frozen record.
+
+Every refusal names the argument and what would be valid, before any work is done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.checks import check_positive
+from ..core.schedules import CosineCyclical, CycleLayout, Schedule
+from ..services.checkpoint import Checkpoint, as_checkpoint
+
+__all__ = ["KernelOptions", "kernel_options", "as_initial_params"]
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """The checked settings of a cyclical kernel (see
+    :class:`~pyro_csg.adapter.kernels.CyclicalSGLD` for what each means).
+
+    ``schedule`` is ``None`` with the automatic step size; ``control_variates`` and
+    ``optimize_start`` are ``None`` for "decided per model"; ``compile_potential`` is
+    ``None`` (eager), ``"graph"`` or ``"inductor"``.
+    """
+
+    model: Callable | None
+    potential_fn: Callable | None
+    layout: CycleLayout
+    schedule: Schedule | None
+    auto_step_size: bool
+    control_variates: bool | None
+    preconditioner: bool
+    optimize_start: bool | None
+    temperature: float
+    init_strategy: Callable
+    transforms: dict | None
+    compile_potential: str | None
+    checkpoint: Checkpoint | None
+    process_group: Any
+
+
+def _check_flags(
+    control_variates, preconditioner, optimize_start, compile_potential, potential_fn
+) -> None:
+    if compile_potential not in (True, False, "graph", "inductor") or not isinstance(
+        compile_potential, (bool, np.bool_, str)
+    ):
+        raise TypeError(
+            "compile_potential must be True (the traced graph, default), 'inductor' (the "
+            "traced graph built by torch.compile) or False (eager), got "
+            f"{compile_potential!r}"
+        )
+    for name, value in (
+        ("control_variates", control_variates),
+        ("preconditioner", preconditioner),
+        ("optimize_start", optimize_start),
+    ):
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True, False or None (automatic), got {value!r}")
+    if control_variates and potential_fn is not None:
+        raise ValueError(
+            "control_variates=True needs a model with a subsampled plate, not a "
+            "potential_fn: the full-data gradient is the model's plate walked window by "
+            "window"
+        )
+
+
+def _check_callables(model, potential_fn, init_strategy, transforms, process_group) -> None:
+    if (model is None) == (potential_fn is None):
+        raise ValueError("give exactly one of model or potential_fn")
+    if model is not None and not callable(model):
+        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    if potential_fn is not None and not callable(potential_fn):
+        raise TypeError(
+            f"potential_fn must be a callable taking a dict of unconstrained tensors, "
+            f"got {type(potential_fn).__name__}"
+        )
+    if not (
+        process_group is None
+        or isinstance(process_group, (bool, np.bool_))
+        or hasattr(process_group, "size")  # a torch.distributed ProcessGroup
+    ):
+        raise TypeError(
+            "process_group must be None (data-parallel when torch.distributed is "
+            "initialised with several ranks), False (never) or a torch.distributed "
+            f"ProcessGroup, got {process_group!r}"
+        )
+    if not callable(init_strategy):
+        raise TypeError("init_strategy must be a Pyro init_to_* strategy (a callable)")
+    if transforms is not None and not isinstance(transforms, dict):
+        raise TypeError("transforms must be a dict {site name: Transform} or None")
+
+
+def _resolve_schedule(step_size, schedule, steps_per_cycle: int) -> Schedule | None:
+    """The step-size schedule (``None``: automatic, chosen at the start)."""
+    if schedule is None:
+        return None if step_size is None else CosineCyclical(step_size, steps_per_cycle)
+    if step_size is not None:
+        raise ValueError(
+            "give either step_size (for the default cosine schedule) or schedule, not both"
+        )
+    if not callable(schedule):
+        kind = type(schedule).__name__
+        raise TypeError(f"schedule must be a callable k -> step size, got {kind}")
+    if isinstance(schedule, CosineCyclical) and schedule.steps_per_cycle != steps_per_cycle:
+        raise ValueError(
+            f"schedule has steps_per_cycle={schedule.steps_per_cycle} but the kernel "
+            f"has steps_per_cycle={steps_per_cycle}: the cycles would not line up"
+        )
+    return schedule
+
+
+def kernel_options(
+    model: Callable | None,
+    potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
+    *,
+    step_size: float | None,
+    steps_per_cycle: int,
+    exploration_fraction: float,
+    samples_per_cycle: int,
+    temperature: float,
+    init_strategy: Callable,
+    transforms: dict | None,
+    schedule: Schedule | None,
+    compile_potential: bool | str,
+    checkpoint: str | os.PathLike | Checkpoint | None,
+    control_variates: bool | None,
+    preconditioner: bool | None,
+    optimize_start: bool | None,
+    process_group: Any,
+) -> KernelOptions:
+    """Check the constructor's arguments (a clear error naming the first bad one) and
+    resolve what they imply.
+
+    Example::
+
+        >>> from pyro_csg import CyclicalSGLD
+        >>> options = CyclicalSGLD(lambda: None).options  # built by kernel_options
+        >>> options.auto_step_size, options.preconditioner, options.compile_potential
+        (True, True, 'graph')
+    """
+    _check_callables(model, potential_fn, init_strategy, transforms, process_group)
+    layout = CycleLayout(steps_per_cycle, exploration_fraction, samples_per_cycle)
+    _check_flags(control_variates, preconditioner, optimize_start, compile_potential, potential_fn)
+    auto_step_size = step_size is None and schedule is None
+    if preconditioner is None:
+        preconditioner = auto_step_size
+    if preconditioner and schedule is not None:
+        raise ValueError(
+            "preconditioner=True works with the cosine schedule (step_size or the "
+            "automatic step size), not with a custom schedule"
+        )
+    return KernelOptions(
+        model=model,
+        potential_fn=potential_fn,
+        layout=layout,
+        schedule=_resolve_schedule(step_size, schedule, steps_per_cycle),
+        auto_step_size=auto_step_size,
+        control_variates=None if control_variates is None else bool(control_variates),
+        preconditioner=bool(preconditioner),
+        optimize_start=None if optimize_start is None else bool(optimize_start),
+        temperature=check_positive("temperature", temperature),
+        init_strategy=init_strategy,
+        transforms=transforms,
+        compile_potential=compile_potential
+        if isinstance(compile_potential, str)
+        else ("graph" if compile_potential else None),
+        checkpoint=as_checkpoint(checkpoint),
+        process_group=process_group,
+    )
+
+
+def as_initial_params(params: Any) -> dict[str, torch.Tensor] | None:
+    """``MCMC(initial_params=...)`` as a dict of floating-point tensors (Python numbers
+    and integer tensors mean floats, as torch would convert them), or a clear error."""
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise TypeError(
+            "initial_params must be a dict {site name: unconstrained value}, got "
+            f"{type(params).__name__}"
+        )
+    return {
+        name: value
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+        else torch.as_tensor(value).to(torch.get_default_dtype())
+        for name, value in params.items()
+    }

@@ -1,0 +1,105 @@
+"""What a kernel reads of Pyro's MCMC runner, which tells a kernel little.
+
+Pyro's ``MCMC`` calls ``kernel.setup`` from ``pyro.infer.mcmc.api._gen_samples`` without
+saying which chain it sets up or how many draws it will ask for; a checkpointed chain
+needs its own folder, and ``num_samples=0`` must be refused before the run. They are read
+from the runner's frames (:func:`runner_chain`, :func:`runner_num_samples`). And
+``MCMC.summary`` counts ``diagnostics()["divergences"]``: :class:`Divergences` is that
+list, made so that ``arviz.from_pyro`` cannot take it for a real run's.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Divergences", "runner_chain", "runner_num_samples", "check_run_arguments"]
+
+
+class Divergences(list):
+    """The retained draws flagged as diverging: those of cycles that ran away (see
+    :mod:`pyro_csg.core.runaway`), as draw indices, the form Pyro's ``MCMC.summary`` counts.
+
+    It refuses to become a NumPy array, which is what ``az.from_pyro`` does with it: that
+    converter would take the observed data and the log-likelihood from one random
+    minibatch, so it fails instead, with a pointer to :func:`pyro_csg.to_inference_data`.
+    """
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError(
+            "arviz.from_pyro cannot convert a run of CyclicalSGLD or CyclicalSGHMC: it would "
+            "take the observed data and the log-likelihood from one random minibatch, not "
+            "the full data. Use pyro_csg.to_inference_data(mcmc) instead."
+        )
+
+
+def _runner_frame():
+    """The frame of ``pyro.infer.mcmc.api._gen_samples`` that called ``setup``, if any."""
+    frame = sys._getframe(2)
+    for _ in range(6):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        if frame.f_code.co_name == "_gen_samples" and frame.f_globals.get("__name__") == (
+            "pyro.infer.mcmc.api"
+        ):
+            return frame
+    return None
+
+
+def runner_num_samples() -> int | None:
+    """The ``num_samples`` Pyro's runner will ask for (None outside Pyro's runner)."""
+    frame = _runner_frame()
+    return None if frame is None else frame.f_locals.get("num_samples")
+
+
+def runner_chain() -> tuple[int, int | None]:
+    """``(chain index, number of chains)`` of the ``pyro.infer.MCMC`` chain being set up.
+
+    Pyro does not tell a kernel which chain it runs, but a checkpointed chain needs its
+    own folder. ``setup`` is called from ``pyro.infer.mcmc.api._gen_samples``, itself
+    called by ``_UnarySampler.run`` (chains one after another in this process; its local
+    ``i`` is the chain) or by ``_Worker.run`` (one process per chain; ``self.chain_id``,
+    and the number of chains is not known there). Outside Pyro's runner: chain 0 of an
+    unknown number.
+    """
+    frame = _runner_frame()
+    if frame is not None:
+        caller = frame.f_back
+        runner = caller.f_locals.get("self") if caller is not None else None
+        if type(runner).__name__ == "_UnarySampler":
+            return int(caller.f_locals.get("i", 0)), int(runner.num_chains)
+        if type(runner).__name__ == "_Worker":
+            return int(runner.chain_id), None
+    return 0, None
+
+
+def check_run_arguments(warmup_steps: Any, samples_per_cycle: int) -> tuple[int, bool]:
+    """``warmup_steps`` as an int, and whether Pyro's runner is running the chain (not
+    ``MCMC``'s probe of the transforms); refuses ``num_samples=0`` and warns about a
+    warm-up that is not whole cycles."""
+    num_samples = runner_num_samples()
+    if (
+        isinstance(warmup_steps, (bool, np.bool_))
+        or not isinstance(warmup_steps, (int, np.integer))
+        or warmup_steps < 0
+    ):
+        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    if num_samples == 0:
+        raise ValueError(
+            "MCMC(num_samples=0) keeps no draw (Pyro would fail after the run with "
+            "'stack expects a non-empty TensorList'): give num_samples >= 1, e.g. "
+            f"num_cycles * samples_per_cycle = 10 * {samples_per_cycle}"
+        )
+    if warmup_steps % samples_per_cycle:
+        warnings.warn(
+            f"warmup_steps={warmup_steps} is not a multiple of samples_per_cycle="
+            f"{samples_per_cycle}: warm-up counts retained draws, so the first kept "
+            "cycle is a partial one. Pass warmup_steps=0 or whole cycles "
+            "(num_cycles * samples_per_cycle).",
+            stacklevel=4,
+        )
+    return int(warmup_steps), num_samples is not None

@@ -1,0 +1,461 @@
+"""The cyclical SG-MCMC sampler: a chain's working parts, its start and its hot loop.
+
+With ``U~`` the minibatch potential, ``k = 1, 2, ...`` the iteration, ``L`` the cycle's
+length and ``beta`` its exploration fraction, iteration ``k`` is::
+
+    eta_k  = schedule(k)                      (cosine: (eta_1 / 2) (cos(pi mod(k-1, L) / L) + 1))
+    state  <- rescale(state, eta_k / eta_{k-1})     (the diffusion's, if it has one)
+    xi     = [mod(k - 1, L) >= beta L] * N(0, I) * sqrt(max(0, 1 - eta_k V))
+    theta, state <- update(theta, state, g, eta_k, xi)
+    U~, g  <- estimator(theta; next minibatch)
+
+``update`` is the diffusion's (:mod:`pyro_csg.core.diffusions`), preconditioned by ``G``
+when the tuning chose one; ``V`` is the measured minibatch noise per unit step (the noise
+correction, :mod:`pyro_csg.core.tuning`); the estimator (:mod:`pyro_csg.core.estimators`)
+may refresh itself at fixed positions of every cycle (control variates re-centre there).
+The ``n``-th draw is the state after iteration ``layout.retained_iteration(n)``.
+
+The functions work on a frozen :class:`~pyro_csg.core.state.ChainState` and return a new
+one; nothing is committed here. :func:`run` is the whole loop without Pyro; the kernels
+of :mod:`pyro_csg.adapter.kernels` call :func:`init_chain`, :func:`start` and
+:func:`advance` and record the draws themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from .diffusions import Diffusion, preconditioned
+from .errors import NonFiniteError, StateMismatchError
+from .estimators import Gradient, GradientEstimator, Minibatch
+from .noise import noise_limited_message, spare_batches
+from .parameters import Potential, as_potential
+from .schedules import CosineCyclical, CycleLayout, Schedule
+from .state import ChainState
+from .subsample import EpochBatches
+from .tuning import optimize_start, tune
+
+__all__ = ["SamplerConfig", "Chain", "RunResult", "init_chain", "start", "advance", "run"]
+
+CHECK_EVERY = 100
+"""Iterations between two checks of the potential for NaN/inf: a check reads a value back
+from the device, so it is batched rather than per step."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """What a chain runs: the cycles, the diffusion, the temperature, the step size
+    (``schedule``; ``None``: chosen at the start, with the diagonal preconditioner), the
+    gradient estimator and whether an optimisation stage finds the start.
+
+    ``name`` begins every message; ``suggest_control_variates`` makes the noise warnings
+    name control variates (the user turned them off).
+
+    Example::
+
+        >>> from pyro_csg.core.diffusions import sgld
+        >>> from pyro_csg.core.sampler import SamplerConfig
+        >>> from pyro_csg.core.schedules import CycleLayout
+        >>> config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld())
+        >>> config.auto_step_size, config.preconditioner
+        (True, True)
+    """
+
+    layout: CycleLayout
+    diffusion: Diffusion
+    temperature: float = 1.0
+    schedule: Schedule | None = None
+    preconditioner: bool | None = None
+    estimator: GradientEstimator = field(default_factory=Minibatch)
+    optimize_start: bool = False
+    name: str = "sampler"
+    suggest_control_variates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.preconditioner is None:  # by default with the automatic step size
+            object.__setattr__(self, "preconditioner", self.schedule is None)
+
+    @property
+    def auto_step_size(self) -> bool:
+        return self.schedule is None
+
+
+class Chain:
+    """One chain's working parts: potential, settings, generator and minibatch cursors.
+
+    It records nothing (the kernels and :func:`run` keep the draws); what changes from
+    draw to draw is in the :class:`~pyro_csg.core.state.ChainState` handed in and out.
+    """
+
+    def __init__(
+        self,
+        potential: Potential,
+        config: SamplerConfig,
+        generator: torch.Generator,
+        batches: list[EpochBatches],
+    ) -> None:
+        self.potential = potential
+        self.config = config
+        self.generator = generator
+        self.batches = batches
+        self.window = config.estimator.refresh_window(config.layout)
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    def next_indices(self) -> list[torch.Tensor]:
+        """The next minibatch of every subsampled plate."""
+        return [cursor.next() for cursor in self.batches]
+
+    def _cached(self, name: str, key: Any, build):
+        held = self._cache.get(name)
+        if held is None or held[0] is not key:
+            held = self._cache[name] = (key, build())
+        return held[1]
+
+    def schedule(self, state: ChainState) -> Schedule:
+        """The config's schedule, or the cosine schedule at the tuned ``eta_1``."""
+        if self.config.schedule is not None:
+            return self.config.schedule
+        if state.tuning is None:
+            raise RuntimeError("the automatic step size is chosen by start()")
+        steps = self.config.layout.steps_per_cycle
+        return self._cached(
+            "schedule", state.tuning, lambda: CosineCyclical(state.tuning.step_size, steps)
+        )
+
+    def diffusion(self, state: ChainState) -> Diffusion:
+        """The config's diffusion, preconditioned by the tuned ``G`` if there is one."""
+        mass = None if state.tuning is None else state.tuning.preconditioner
+        return self._cached(
+            "diffusion", mass, lambda: preconditioned(self.config.diffusion, mass)
+        )
+
+    def gradient(self, state: ChainState) -> Gradient:
+        """The estimator's gradient function for the state's estimator state."""
+        estimator = self.config.estimator
+        return self._cached(
+            "gradient", state.estimator, lambda: estimator.bind(self.potential, state.estimator)
+        )
+
+    def release(self) -> None:
+        """Drop what holds the data and the traced graph (after the run)."""
+        self.potential = None
+        self._cache.clear()
+
+    def snapshot(
+        self, state: ChainState, theta: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor
+    ) -> ChainState:
+        """``state`` moved to ``theta``, with ``U~`` and its gradient on a batch just
+        drawn, and the cursors and generator as they are now."""
+        return replace(
+            state,
+            theta=theta,
+            energy=energy,
+            grad=grad,
+            batches=tuple(cursor.state_dict() for cursor in self.batches),
+            rng_state=self.generator.get_state(),
+        )
+
+    def restore(self, saved: dict[str, Any], like: torch.Tensor) -> ChainState:
+        """A saved state (``ChainState.state_dict()``) on the device and dtype of
+        ``like``, with the generator and the cursors set to it."""
+        config = self.config
+        state = ChainState.from_state_dict(
+            saved, config.diffusion.state_type, config.estimator, like=like
+        )
+        if state.theta.shape != like.shape:
+            raise StateMismatchError(
+                f"the saved state has {state.theta.numel()} parameters, this model has "
+                f"{like.numel()}"
+            )
+        if len(state.batches) != len(self.batches):
+            raise StateMismatchError(
+                f"the saved state has {len(state.batches)} subsampled plate(s), this model "
+                f"has {len(self.batches)}"
+            )
+
+        def move(value):
+            return None if value is None else value.to(device=like.device, dtype=like.dtype)
+
+        self.generator.set_state(state.rng_state)
+        for cursor, saved_cursor in zip(self.batches, state.batches, strict=True):
+            cursor.load_state_dict(saved_cursor)
+        tuning = state.tuning
+        if tuning is not None:
+            tuning = replace(
+                tuning, preconditioner=move(tuning.preconditioner), noise=move(tuning.noise)
+            )
+        algorithm = type(state.algorithm)(*(move(value) for value in state.algorithm))
+        return replace(
+            state,
+            theta=move(state.theta),
+            grad=move(state.grad),
+            energy=move(state.energy),
+            algorithm=algorithm,
+            tuning=tuning,
+        )
+
+
+def init_chain(
+    potential: Potential, theta: torch.Tensor, config: SamplerConfig, seed: int
+) -> tuple[Chain, ChainState]:
+    """A chain at ``theta`` whose generator (all its noise and minibatch permutations)
+    is seeded with ``seed``, and its state before the start.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.diffusions import sghmc
+        >>> from pyro_csg.core.sampler import SamplerConfig, init_chain
+        >>> from pyro_csg.core.schedules import CycleLayout
+        >>> config = SamplerConfig(CycleLayout(10, 0.5, 2), sghmc(0.1))
+        >>> chain, state = init_chain(lambda t, i: ((t**2).sum() / 2, t), torch.ones(2),
+        ...                           config, seed=0)
+        >>> state.iteration, state.started
+        (0, False)
+    """
+    potential = as_potential(potential)
+    generator = torch.Generator(device=theta.device)
+    generator.manual_seed(int(seed))
+    batches = [EpochBatches(plate, generator) for plate in potential.plates]
+    state = ChainState(
+        theta=theta,
+        algorithm=config.diffusion.init(theta),
+        energy=None,
+        grad=None,
+        iteration=0,
+        draws=0,
+        step_size=math.nan,
+        batches=tuple(cursor.state_dict() for cursor in batches),
+        rng_state=generator.get_state(),
+    )
+    return Chain(potential, config, generator, batches), state
+
+
+def _converged_start(chain: Chain, theta: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The optimisation stage (Adam on ``U~``) from ``theta``: the start and its steps."""
+    name = chain.config.name
+    try:
+        theta, report = optimize_start(chain.potential.value_and_grad, theta, chain.next_indices)
+    except FloatingPointError as error:
+        raise NonFiniteError(
+            f"{name}: {error}. Check the model's likelihood, or pass "
+            "optimize_start=False with initial_params."
+        ) from None
+    if not report.converged:
+        warnings.warn(
+            f"{name}: the optimisation stage before the first cycle "
+            f"stopped after {report.steps} iterations with the potential still "
+            "falling: the first cycles may still be travelling (check "
+            "pyro_csg.cycle_summary, or discard them with warmup_steps).",
+            stacklevel=4,
+        )
+    return theta, report.steps
+
+
+def _tuning(chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Gradient):
+    """The automatic step size and preconditioner at ``theta``, measured with the chain's
+    gradient; spare batches come from ``state`` (the state before the start)."""
+    config = chain.config
+    plates = chain.potential.plates
+    # The noise is bounded where the sampling stage starts, its largest step.
+    first = config.layout.num_exploration_steps + 1
+    try:
+        tuning = tune(
+            gradient,
+            theta,
+            chain.next_indices,
+            chain.generator,
+            first_draw_factor=CosineCyclical(1.0, config.layout.steps_per_cycle)(first),
+            friction=config.diffusion.friction,
+            temperature=config.temperature,
+            precondition=config.preconditioner,
+            batches_per_epoch=min((plate.batches_per_epoch for plate in plates), default=None),
+            spare_batches=spare_batches(state, plates),
+        )
+    except FloatingPointError as error:
+        raise NonFiniteError(f"{config.name}: {error}") from None
+    if config.auto_step_size and tuning.step_size * tuning.lambda_max < 0.1:
+        message = noise_limited_message(config.name, tuning, config.suggest_control_variates)
+        warnings.warn(message, stacklevel=4)
+    return tuning
+
+
+def start(chain: Chain, state: ChainState) -> ChainState:
+    """The state before the first cycle: the optimisation stage (if the config asks for
+    it), the estimator's state, the automatic step size and preconditioner (if asked
+    for), and ``U~`` with its gradient at the start. A started state is returned as it is.
+    """
+    if state.started:
+        return state
+    config = chain.config
+    theta, start_steps = state.theta, 0
+    if config.optimize_start:
+        theta, start_steps = _converged_start(chain, theta)
+    estimator_state = config.estimator.init(chain.potential, theta)
+    gradient = config.estimator.bind(chain.potential, estimator_state)
+    tuning = None
+    if config.auto_step_size or config.preconditioner:
+        tuning = _tuning(chain, state, theta, gradient)
+    energy, grad = gradient(theta, chain.next_indices())
+    if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
+        raise NonFiniteError(
+            f"{config.name}: the potential energy or its gradient is non-finite at "
+            "the initial parameters. Check initial_params and the model's supports."
+        )
+    return replace(
+        chain.snapshot(state, theta, energy, grad),
+        tuning=tuning,
+        estimator=estimator_state,
+        start_steps=start_steps,
+    )
+
+
+def non_finite_error(config: SamplerConfig, schedule: Schedule, k: int, what: str):
+    """The :class:`NonFiniteError` for ``what`` becoming NaN/inf at iteration ``k``."""
+    layout = config.layout
+    return NonFiniteError(
+        f"{config.name}: {what} became NaN or infinite after the update of "
+        f"iteration {k} (cycle {layout.cycle(k)}, {layout.stage(k)} stage, "
+        f"step size {schedule(k):.3g}). The step size is most likely too large for this model "
+        "(a larger step is taken at the start of every cycle): try a step_size 10 times "
+        "smaller; also check that the model's likelihood is finite for all parameter "
+        "values it can reach."
+    )
+
+
+def _step_size(schedule: Schedule, k: int) -> float:
+    eta = schedule(k)
+    try:
+        valid = 0.0 < eta < math.inf
+    except TypeError:  # None, a string, a tensor of several values...
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"the schedule {schedule!r} gave step size {eta!r} at iteration {k}; "
+            "step sizes must be finite and > 0"
+        )
+    return eta
+
+
+class _FiniteWatch:
+    """Collects ``U~`` and checks it for NaN/inf every :data:`CHECK_EVERY` iterations."""
+
+    def __init__(self, config: SamplerConfig, schedule: Schedule) -> None:
+        self.config, self.schedule, self.energies = config, schedule, []
+
+    def add(self, k: int, energy: torch.Tensor, last: bool) -> None:
+        energies = self.energies
+        energies.append(energy)
+        if len(energies) == CHECK_EVERY or last:
+            values = torch.stack(energies)
+            if not torch.isfinite(values).all():
+                offset = int((~torch.isfinite(values)).nonzero()[0, 0])
+                k = k - len(energies) + 1 + offset
+                raise non_finite_error(self.config, self.schedule, k, "the potential")
+            energies.clear()
+
+
+def advance(chain: Chain, state: ChainState, target: int) -> ChainState:
+    """Run iterations ``k + 1, ..., target`` from ``state`` (the hot loop; see the module
+    docstring) and return the new state, one draw further, uncommitted."""
+    config, potential, estimator = chain.config, chain.potential, chain.config.estimator
+    schedule, diffusion = chain.schedule(state), chain.diffusion(state)
+    update, rescale = diffusion.update, diffusion.rescale
+    steps, exploration = config.layout.steps_per_cycle, config.layout.num_exploration_steps
+    first, last = chain.window
+    batches, generator = chain.batches, chain.generator
+    estimate, gradient = state.estimator, chain.gradient(state)
+    theta, algorithm, energy, grad = state.theta, state.algorithm, state.energy, state.grad
+    shape, dtype, device = theta.shape, theta.dtype, theta.device
+    # The noise correction: the injected noise less the minibatch's (measured) noise.
+    noise = None if state.tuning is None else state.tuning.noise
+    watch, eta = _FiniteWatch(config, schedule), state.step_size
+    for k in range(state.iteration + 1, target + 1):
+        previous, eta = eta, _step_size(schedule, k)
+        if rescale is not None and previous == previous and eta != previous:
+            algorithm = rescale(algorithm, eta / previous)
+        position = (k - 1) % steps
+        xi = None
+        if position >= exploration:
+            xi = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+            if noise is not None:
+                xi = xi * (1.0 - eta * noise).clamp_min(0.0).sqrt()
+        theta, algorithm = update(theta, algorithm, grad, eta, xi)
+        if first <= position <= last:
+            ends = position == last
+            estimate = estimator.refresh(potential, estimate, theta, position == first, ends)
+            gradient = estimator.bind(potential, estimate)
+        energy, grad = gradient(theta, [cursor.next() for cursor in batches])
+        watch.add(k, energy, k == target)
+    new = replace(
+        chain.snapshot(state, theta, energy, grad),
+        algorithm=algorithm,
+        iteration=max(target, state.iteration),
+        draws=state.draws + 1,
+        step_size=eta,
+        estimator=estimate,
+    )
+    if not torch.isfinite(new.theta).all():
+        raise non_finite_error(config, schedule, new.iteration, "the parameters")
+    return new
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` made: the draws ``(num_draws, D)`` of the flat ``theta``, each
+    draw's ``cycle``, ``iteration``, ``step_size`` and ``potential_energy`` (``U~``),
+    and the chain's last state (to continue it, or to save it)."""
+
+    draws: torch.Tensor
+    stats: dict[str, list]
+    state: ChainState
+
+
+def run(
+    potential: Potential,
+    theta: torch.Tensor,
+    config: SamplerConfig,
+    num_draws: int,
+    *,
+    seed: int | None = None,
+) -> RunResult:
+    """Run one chain from ``theta`` for ``num_draws`` draws, without Pyro.
+
+    ``potential`` is anything :func:`~pyro_csg.core.parameters.as_potential` accepts (a
+    plain function ``(theta, indices) -> (U~, grad U~)`` included). ``seed`` seeds the
+    chain's generator; ``None`` draws it from torch's global generator, as the kernels
+    do, so that ``torch.manual_seed(s)`` then ``run(...)`` equals ``pyro.set_rng_seed(s)``
+    then ``MCMC(CyclicalSGLD(potential_fn=...), warmup_steps=0)``, bit for bit.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.diffusions import sgld
+        >>> from pyro_csg.core.sampler import SamplerConfig, run
+        >>> from pyro_csg.core.schedules import CycleLayout
+        >>> def gaussian(theta, indices):  # U = |theta|^2 / 2
+        ...     return (theta**2).sum() / 2, theta.clone()
+        >>> config = SamplerConfig(CycleLayout(200, 0.5, 4), sgld())
+        >>> result = run(gaussian, torch.zeros(2), config, num_draws=400, seed=0)
+        >>> result.draws.shape, bool(abs(result.draws.std(0) - 1).max() < 0.2)
+        (torch.Size([400, 2]), True)
+    """
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (), device=theta.device).item())
+    chain, state = init_chain(potential, theta, config, seed)
+    state = start(chain, state)
+    draws, stats = [], {"cycle": [], "iteration": [], "step_size": [], "potential_energy": []}
+    for _ in range(num_draws):
+        state = advance(chain, state, config.layout.retained_iteration(state.draws))
+        draws.append(state.theta)
+        stats["cycle"].append(config.layout.cycle(state.iteration))
+        stats["iteration"].append(state.iteration)
+        stats["step_size"].append(state.step_size)
+        stats["potential_energy"].append(state.energy.item())
+    empty = theta.new_zeros((0, theta.numel()))
+    return RunResult(torch.stack(draws) if draws else empty, stats, state)
