@@ -70,7 +70,7 @@ def one_rank(args) -> None:
     per_iteration = (stamps[-1] - stamps[0]) / (iterations[-1] - iterations[0])
     reduce_s = 0.0
     if world > 1:
-        buffer = torch.zeros(kernel._chains[0].layout.size + 1, device=device)
+        buffer = torch.zeros(kernel._chains[0].record.flat.size + 1, device=device)
         dist.barrier()
         start = time.perf_counter()
         for _ in range(1000):

@@ -14,7 +14,9 @@ time per iteration is taken between the first and the last retained draw (steady
 the one-off set-up and tracing are reported apart). The sides alternate ``--repeats``
 times and the medians are compared.
 
-Run: ``python benchmarks/overhead.py`` (about two minutes).
+Run: ``python benchmarks/overhead.py`` (about two minutes). It exits with status 1 when
+the headline ratio is above ``--max-ratio`` (default 1.10), so that ``make bench`` catches
+a slower hot loop.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +38,10 @@ from pyro.infer import MCMC
 from pyro.nn import PyroModule, PyroSample
 
 from pyro_csg import CyclicalSGHMC
+
+MAX_RATIO = 1.10
+"""The bar for the headline ratio (plain cSGHMC, like with like, against the hand-written
+loop)."""
 
 N, D, H, C, B = 10_000, 64, 100, 10, 128
 STEP_SIZE, FRICTION, TEMPERATURE = 1e-5, 0.1, 1.0
@@ -179,11 +186,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        default=MAX_RATIO,
+        help=f"exit with status 1 above this ratio to the hand-written loop (default {MAX_RATIO})",
+    )
     parser.add_argument("--eager", action="store_true", help="also time the eager potential")
     parser.add_argument(
         "--checkpoint", action="store_true", help="also time a run with checkpoint= (to disk)"
@@ -276,7 +289,17 @@ def main() -> None:
         f"ratio (pyro-csg / hand-written): {statistics.median(paired):.2f}x "
         f"(median of {len(paired)} paired repeats; range {paired[0]:.2f}-{paired[-1]:.2f})"
     )
+    return verdict(statistics.median(paired), args.max_ratio)
+
+
+def verdict(ratio: float, bar: float) -> int:
+    """The exit status: 1, with a line saying so, when ``ratio`` is above ``bar``."""
+    if ratio > bar:
+        print(f"FAIL: the ratio {ratio:.2f}x is above the bar {bar:.2f}x: the hot loop got slower")
+        return 1
+    print(f"ok: the ratio {ratio:.2f}x is within the bar {bar:.2f}x")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

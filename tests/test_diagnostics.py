@@ -80,11 +80,25 @@ def test_burn_in_is_flagged_with_the_warmup_that_drops_it():
     assert f"burn-in. Drop them with warmup_steps={4 * len(flagged)}" in note
 
 
-def test_a_sound_run_is_not_flagged():
-    # cSGLD at lr 0.01: loc -1.02 +- 0.07, scale <= 0.24 (NUTS: -1.04 +- 0.09, 0.15 +- 0.09).
+def test_sound_cycles_are_not_flagged():
+    # cSGLD at lr 0.01 (NUTS: loc -1.04 +- 0.09, scale 0.15 +- 0.09). Whether one of its
+    # 25 cycles climbs the funnel depends on the machine's rounding: on one machine none
+    # did (scale <= 0.24), on another cycle 16 sat at scale 2.2-2.6 and was flagged. What
+    # must hold on every machine: the cycles flagged are those far up the funnel, and
+    # no other.
     mcmc, notes = baseball_run(CyclicalSGLD, 0.01)
-    assert notes == [] and len(mcmc._diagnostics[0]["divergences"]) == 0
-    assert abs(float(mcmc.get_samples()["loc"].mean()) + 1.04) < 0.1
+    cycles = np.array(mcmc._diagnostics[0]["cycle"])
+    flagged = set(cycles[list(mcmc._diagnostics[0]["divergences"])].tolist())
+    scale = mcmc.get_samples()["scale"].numpy()
+    for cycle in np.unique(cycles):
+        median = float(np.median(scale[cycles == cycle]))
+        if cycle in flagged:
+            assert median > 1.0, (cycle, median)  # several NUTS sds up the funnel
+        else:
+            assert median < 0.5, (cycle, median)
+    assert len(flagged) <= 2 and (notes == []) == (not flagged)
+    sound = ~np.isin(cycles, list(flagged))
+    assert abs(float(mcmc.get_samples()["loc"].numpy()[sound].mean()) + 1.04) < 0.1
 
 
 def test_runaway_cycles_needs_five_complete_cycles_and_finite_energies():

@@ -153,10 +153,10 @@ def recording(y, subsample_size=10):
 
 def test_the_kernel_feeds_the_model_one_permutation_per_epoch(monkeypatch):
     from pyro_csg import CyclicalSGLD
-    from pyro_csg.adapter.kernels import CyclicalKernel
+    from pyro_csg.core.noise import CycleNoise
 
     # The noise diagnostic's extra batches (its own, not the chain's) are not recorded.
-    monkeypatch.setattr(CyclicalKernel, "_cycle_noise", lambda *args: 0.0)
+    monkeypatch.setattr(CycleNoise, "measure", lambda *args: 0.0)
 
     y = torch.randn(100)
     kernel = CyclicalSGLD(
@@ -185,7 +185,7 @@ def test_the_kernel_feeds_the_model_one_permutation_per_epoch(monkeypatch):
 
 
 def test_graph_trimming_keeps_values_and_drops_most_dispatches():
-    from pyro_csg import _graph
+    from pyro_csg.adapter import graph as graphs
 
     x, y = linear_regression_data(n=500, d=3)
     potential = _potential(linear_regression, (x, y), {"subsample_size": 25})
@@ -194,10 +194,10 @@ def test_graph_trimming_keeps_values_and_drops_most_dispatches():
     def energy_and_grad(flat, index):
         return potential.eager_value_and_grad(flat, [index])
 
-    graph = _graph.trace(energy_and_grad, theta, idx)
-    before = _graph.count_ops(graph)
-    _graph.simplify(graph)
-    assert _graph.count_ops(graph) < 0.6 * before, (before, _graph.count_ops(graph))
+    graph = graphs.trace(energy_and_grad, theta, idx)
+    before = graphs.count_ops(graph)
+    graphs.simplify(graph)
+    assert graphs.count_ops(graph) < 0.6 * before, (before, graphs.count_ops(graph))
     for point, index in ((theta, idx), (theta + 0.5, idx + 3)):
         expected = potential.eager_value_and_grad(point, [index])
         for want, have in zip(expected, graph(point, index), strict=True):

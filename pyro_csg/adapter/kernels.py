@@ -135,7 +135,7 @@ class CyclicalKernel(MCMCKernel):
         self.model, self.potential_fn = options.model, options.potential_fn
         self.layout, self.schedule = options.layout, options.schedule
         self.auto_step_size, self.temperature = options.auto_step_size, options.temperature
-        self.control_variates = options.control_variates  # None: per model (_config)
+        self.control_variates = options.control_variates  # None: decided per model (sampler_config)
         self.preconditioner, self.optimize_start = options.preconditioner, options.optimize_start
         self.init_strategy, self.compile_potential = init_strategy, options.compile_potential
         self.checkpoint, self.process_group = options.checkpoint, process_group
@@ -641,9 +641,12 @@ class CyclicalSGNHT(CyclicalKernel):
     SGHMC whose friction ``alpha`` is a thermostat: it rises while the momentum runs
     hotter than ``T`` (as unmodelled minibatch noise makes it) and falls while it runs
     colder, so the chain corrects gradient noise that the noise model does not know.
-    ``alpha`` starts at ``a``; both ``v`` and ``alpha`` are rescaled by
-    ``sqrt(eta_k / eta_{k-1})`` as the step changes, and the exploration stage is SGD
-    with momentum ``1 - alpha`` with the thermostat held. The other arguments are
+    ``alpha`` starts at ``a`` and is a friction per step, as SGHMC's; ``v`` is rescaled
+    by ``sqrt(eta_k / eta_{k-1})`` as the step changes, and the exploration stage is SGD
+    with momentum ``1 - alpha`` with the thermostat held. The thermostat moves by about
+    ``eta`` a step, so it adapts within a cycle with the automatic (dimensionless) step
+    size; with an explicit ``step_size`` in units of ``U`` (``lr / N``) it barely moves
+    and cSGNHT is cSGHMC at ``friction = a``. The other arguments are
     :class:`CyclicalSGLD`'s.
 
     :param float diffusion: ``a`` in (0, 1] (default 0.1): the injected noise's friction

@@ -409,7 +409,10 @@ class ModelPotential(BasePotential):
         reason = self._check_graph(graph, theta)
         if reason is not None:
             return reason
-        self._graph, self._forward = graph, graph.forward
+        self._graph, self._forward = graph, graphs.direct_forward(graph)
+        reason = self._check_graph(self._forward, theta)
+        if reason is not None:  # pragma: no cover - the same ops: it agrees
+            self._forward = graph.forward
         self.compiled, self.backend = True, "graph"
         if backend == "inductor":
             try:

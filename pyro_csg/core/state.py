@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .estimators import ControlVariates
 from .tuning import Tuning
 
 __all__ = ["ChainState", "STATE_FORMAT"]
@@ -111,7 +112,7 @@ class ChainState:
         diffusion's state class (e.g. :class:`~pyro_csg.core.diffusions.SGHMCState`) and
         ``estimator`` the gradient estimator that rebuilds its own state
         (``load_state(saved, like)``, on the device and dtype of ``like``, by default the
-        saved ``theta``'s; ``None``: a state without one)."""
+        saved ``theta``'s; ``None``: control variates' if the state has a centre)."""
         format = state.get("format", 1)
         if format not in (1, STATE_FORMAT):
             raise ValueError(
@@ -122,7 +123,12 @@ class ChainState:
         if format == 1 and state.get("centre") is not None:  # control variates' centre
             saved_estimator = {"centre": state["centre"]}
         if saved_estimator is not None and estimator is None:
-            raise ValueError("the saved state has a gradient estimator's state: pass estimator")
+            if set(saved_estimator) != {"centre"}:
+                raise ValueError(
+                    f"the saved state has a gradient estimator's state {sorted(saved_estimator)}: "
+                    "pass the estimator that reads it"
+                )
+            estimator = ControlVariates()  # the one estimator with a state in this version
         fields = set(algorithm_type._fields)
         saved = set(state["algorithm"])
         if fields != saved:
