@@ -14,7 +14,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,8 +24,8 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from ..core.checks import is_number
 from ..core.diffusions import Diffusion, sghmc, sgld, sgnht
 from ..core.noise import CycleNoise, noise_warning
-from ..core.runaway import runaway_cycles
-from ..core.sampler import Chain, advance, init_chain, start
+from ..core.runaway import diverging_draws, runaway_cycles
+from ..core.sampler import Chain, advance_safely, backoff_message, init_chain, start
 from ..core.schedules import Schedule
 from ..services.checkpoint import Checkpoint
 from ..services.distributed import RankShare
@@ -58,10 +58,21 @@ class _ChainRun:
     ready: bool = False  # compiled, verified and started
     runaway_reported: bool = False
     noise_reported: bool = False
+    backoffs: list = field(default_factory=list)  # (iteration, new eta_1) of each back-off
+    backoffs_reported: int = 0
 
     @property
     def state(self):
         return self.record.state
+
+    def advance(self, state, layout):
+        """The state at the next retained draw, the back-offs on the way recorded."""
+        target = layout.retained_iteration(state.draws)
+
+        def backed_off(error, step: float) -> None:
+            self.backoffs.append((error.iteration, step))
+
+        return advance_safely(self.chain, state, target, backed_off)
 
     def progress(self, layout) -> OrderedDict:
         """What Pyro's progress bar shows: the cycle, stage, step size and ``U~``."""
@@ -98,6 +109,10 @@ class _ChainRun:
             )
             if message:
                 warnings.warn(message, stacklevel=3)
+        if len(self.backoffs) > self.backoffs_reported:
+            self.backoffs_reported = len(self.backoffs)
+            name = f"{type(kernel).__name__}: chain {record.index}"
+            warnings.warn(backoff_message(name, self.backoffs), stacklevel=3)
         return report
 
 
@@ -195,6 +210,7 @@ class CyclicalKernel(MCMCKernel):
             tunings = [run.state.tuning for run in runs]
             settings["tuned_step_size"] = [math.nan if t is None else t.step_size for t in tunings]
             settings["noise_ratio"] = [math.nan if t is None else t.noise_ratio for t in tunings]
+            settings["backoffs"] = [run.state.backoffs for run in runs]
         if self.optimize_start is not False:
             settings["start_steps"] = [run.state.start_steps for run in runs]
         if runs:
@@ -240,11 +256,10 @@ class CyclicalKernel(MCMCKernel):
             self._chains = {}  # a new run
         self._chains[index] = self._current = run
         fixed = self._fixed()
-        record.settings = resume_settings(
-            fixed, potential, warmup_steps, num_chains, args, kwargs, theta
-        )
+        settings = resume_settings(fixed, potential, warmup_steps, num_chains, args, kwargs, theta)
+        record.settings = settings
         if share is not None:
-            share.check_same(record.settings, "model, data and settings")
+            share.check_same(settings, "model, data and settings")
         if self.checkpoint is not None and self._loaded is not None:
             raise ValueError(
                 "this kernel has both a loaded state (load_state_dict) and checkpoint=; "
@@ -363,7 +378,7 @@ class CyclicalKernel(MCMCKernel):
             theta = chain.potential.flatten(params).to(state.theta)
             energy, grad = chain.gradient(state)(theta, chain.next_indices())
             state = record.state = chain.snapshot(state, theta, energy, grad)
-        new = advance(chain, state, self.layout.retained_iteration(state.draws))
+        new = run.advance(state, self.layout)
         draw = chain.potential.unflatten(new.theta)
         if record.calls >= record.warmup_steps:
             cycle = self.layout.cycle(new.iteration)
@@ -374,6 +389,8 @@ class CyclicalKernel(MCMCKernel):
                 "step_size": new.step_size,
                 "potential_energy": new.energy.item(),
                 "noise_ratio": new.step_size * noise,
+                "backoffs": new.backoffs - state.backoffs,
+                "rejected": new.rejected - state.rejected,
             }
             record.keep(new, draw, stats)
         record.commit(new, draw, self.samples_per_cycle)
@@ -412,27 +429,27 @@ class CyclicalKernel(MCMCKernel):
         return found.record.constrained_draws()
 
     def logging(self) -> OrderedDict:
-        run = self._current
-        return OrderedDict() if run is None else run.progress(self.layout)
+        return OrderedDict() if self._current is None else self._current.progress(self.layout)
 
     def diagnostics(self) -> dict[str, list]:
         """Per retained (post-warm-up) draw: cycle, iteration, step size, ``U~``, the
-        minibatch noise ratio; and the draws flagged as diverging.
+        minibatch noise ratio, back-offs and rejections; and the draws flagged diverging.
 
-        ``noise_ratio`` is the minibatch gradient's noise against the injected Langevin
-        noise at the draw's step size, ``eta_k * mean(V) / (2 alpha T)``, with ``V`` the
-        per-coordinate variance of the gradient the chain uses, measured at each cycle's
-        first kept draw on a few extra minibatches (:mod:`pyro_csg.core.noise`); the first
-        call after a chain's last draw warns when, at the sampling stage's first step, it
-        exceeds 1 in the median cycle (with the step size or batch size that would bring
-        it to 0.5).
+        ``noise_ratio`` is the minibatch gradient's noise against the injected noise at
+        the draw's step, ``eta_k * mean(V) / (2 alpha T)`` (:mod:`pyro_csg.core.noise`,
+        measured at each cycle's first kept draw); the first call after a chain's last
+        draw warns when, at the sampling stage's first step, it exceeds 1 in the median
+        cycle (with the step size or batch size that would bring it to 0.5).
 
         ``potential_energy`` is the minibatch estimate ``U~`` at the draw (on the batch
         of the following iteration), so ``-potential_energy`` estimates the log joint.
-        ``divergences`` lists the draws of cycles that sampled far above the chain's
-        typical potential (a chain still travelling or running away; see
-        :func:`pyro_csg.core.runaway.runaway_cycles`); the first call after a chain's last
-        draw warns about them. It also makes ``az.from_pyro`` fail with a pointer to
+        ``backoffs`` and ``rejected`` count, per draw, the halvings of the automatic step
+        and the proposals rejected because the potential became NaN or infinite
+        (:func:`pyro_csg.core.sampler.advance_safely`). ``divergences`` lists the draws of
+        cycles that sampled far above the chain's typical potential (a chain still
+        travelling or running away; see :func:`pyro_csg.core.runaway.runaway_cycles`) and
+        the draws with a rejection or a halving; the first call after a chain's last draw
+        warns about them. It also makes ``az.from_pyro`` fail with a pointer to
         :func:`pyro_csg.to_inference_data`.
         """
         run = self._current
@@ -441,7 +458,7 @@ class CyclicalKernel(MCMCKernel):
         record = run.record
         stats = {key: list(values[: record.kept]) for key, values in record.stats.items()}
         report = run.report(stats, self)
-        return {**stats, "divergences": Divergences(report.draws)}
+        return {**stats, "divergences": Divergences(diverging_draws(stats, report.draws))}
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -23,7 +23,7 @@ import torch
 
 from ..adapter.kernels import CyclicalKernel
 from ..adapter.likelihood import FullData
-from ..core.runaway import runaway_cycles
+from ..core.runaway import diverging_draws, runaway_cycles
 from ..core.version import __version__
 from ..services.checkpoint import data_digest
 from ..services.store import STATS, read_store
@@ -176,7 +176,8 @@ def _from_store(folder: Path, model, model_args, model_kwargs) -> _RunData:
             manifest.get("num_params", 1),
             hyperparameters["temperature"],
         )
-        diverging[chain, report.draws] = True
+        chain_stats = {key: stats[key][chain] for key in ("rejected", "backoffs")}
+        diverging[chain, diverging_draws(chain_stats, report.draws)] = True
     return _RunData(
         stored["posterior"],
         stats,
@@ -328,6 +329,8 @@ def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
         "cycle": stats["cycle"],
         "iteration": stats["iteration"],
         "noise_ratio": stats["noise_ratio"],
+        "backoffs": stats["backoffs"],
+        "rejected": stats["rejected"],
         "temperature": np.full((num_chains, num_draws), run.attrs["temperature"]),
         "diverging": run.diverging,
     }

@@ -241,8 +241,10 @@ class Diffusion:
     ``settings`` are the hyperparameters to report (``{"friction": 0.1}``).
     ``with_mass(mass)``, if not ``None``, builds the preconditioned update itself (for an
     algorithm that needs ``G``, as SGNHT's thermostat does); otherwise
-    :func:`preconditioned` wraps ``update``. The sampler owns nothing else that is
-    specific to one algorithm.
+    :func:`preconditioned` wraps ``update``. ``reject(state)``, if not ``None``, is the
+    state after a rejected proposal (SGHMC's and SGNHT's: the momentum dropped, so that
+    the chain does not run into the same wall again). The sampler owns nothing else that
+    is specific to one algorithm.
 
     Example::
 
@@ -266,6 +268,7 @@ class Diffusion:
     friction: float = 1.0
     settings: dict = field(default_factory=dict)
     with_mass: Callable[[torch.Tensor], Callable] | None = None
+    reject: Callable[[NamedTuple], NamedTuple] | None = None
 
 
 def sgld(temperature: float = 1.0) -> Diffusion:
@@ -291,7 +294,14 @@ def sghmc(friction: float, temperature: float = 1.0) -> Diffusion:
     """
     update = partial(sghmc_update, friction=friction, temperature=temperature)
     return Diffusion(
-        "sghmc", sghmc_init, update, SGHMCState, sghmc_rescale, friction, {"friction": friction}
+        "sghmc",
+        sghmc_init,
+        update,
+        SGHMCState,
+        sghmc_rescale,
+        friction,
+        {"friction": friction},
+        reject=lambda state: SGHMCState(torch.zeros_like(state.momentum)),
     )
 
 
@@ -395,6 +405,7 @@ def sgnht(diffusion: float = 0.1, temperature: float = 1.0) -> Diffusion:
         diffusion,
         {"diffusion": diffusion},
         with_mass,
+        lambda state: SGNHTState(torch.zeros_like(state.momentum), state.thermostat),
     )
 
 

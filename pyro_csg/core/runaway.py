@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RunawayReport", "runaway_cycles", "RUNAWAY_THRESHOLD"]
+__all__ = ["RunawayReport", "runaway_cycles", "diverging_draws", "RUNAWAY_THRESHOLD"]
 
 RUNAWAY_THRESHOLD = 12.0
 """How many ``scale`` units above the chain's typical level flags a cycle."""
@@ -124,3 +124,20 @@ def runaway_cycles(
     flagged = [c for c, value in excess.items() if value > threshold]
     draws = np.flatnonzero(np.isin(cycles, flagged)).tolist()
     return RunawayReport(flagged, excess, scale, draws)
+
+
+def diverging_draws(stats: dict, runaway: list[int]) -> list[int]:
+    """The draws to mark diverging: those of ``runaway`` cycles, and those whose
+    iterations had a proposal rejected or the step halved (``stats["rejected"]``,
+    ``stats["backoffs"]``), as NUTS marks a divergent transition.
+
+    Example::
+
+        >>> from pyro_csg.core.runaway import diverging_draws
+        >>> diverging_draws({"rejected": [0, 2, 0, 0], "backoffs": [0, 0, 0, 1]}, [0])
+        [0, 1, 3]
+    """
+    rejected = stats.get("rejected", ())
+    backoffs = stats.get("backoffs", ())
+    marked = {i for i, (r, b) in enumerate(zip(rejected, backoffs, strict=True)) if r or b}
+    return sorted(marked | set(runaway))

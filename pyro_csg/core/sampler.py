@@ -15,6 +15,10 @@ correction, :mod:`pyro_csg.core.tuning`); the estimator (:mod:`pyro_csg.core.est
 may refresh itself at fixed positions of every cycle (control variates re-centre there).
 The ``n``-th draw is the state after iteration ``layout.retained_iteration(n)``.
 
+A NaN or infinite potential does not have to end the run (:func:`advance_safely`): the
+draw's iterations are undone and run again with proposals into an infinite potential
+rejected, and a chain that blew up has its automatic step halved.
+
 The functions work on a frozen :class:`~pyro_csg.core.state.ChainState` and return a new
 one; nothing is committed here. :func:`run` is the whole loop without Pyro; the kernels
 of :mod:`pyro_csg.adapter.kernels` call :func:`init_chain`, :func:`start` and
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,11 +45,25 @@ from .state import ChainState
 from .subsample import EpochBatches
 from .tuning import optimize_start, tune
 
-__all__ = ["SamplerConfig", "Chain", "RunResult", "init_chain", "start", "advance", "run"]
+__all__ = [
+    "SamplerConfig",
+    "Chain",
+    "RunResult",
+    "init_chain",
+    "start",
+    "advance",
+    "advance_safely",
+    "backoff_message",
+    "run",
+]
 
 CHECK_EVERY = 100
 """Iterations between two checks of the potential for NaN/inf: a check reads a value back
 from the device, so it is batched rather than per step."""
+
+MAX_BACKOFFS = 12
+"""How often a chain's automatic step may be halved (to ``2**-12`` of the tuned step)
+before a NaN or infinite potential ends the run."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +165,12 @@ class Chain:
         self.potential = None
         self._cache.clear()
 
+    def rewind(self, state: ChainState) -> None:
+        """Set the generator and the cursors back to where they were at ``state``."""
+        self.generator.set_state(state.rng_state)
+        for cursor, saved in zip(self.batches, state.batches, strict=True):
+            cursor.load_state_dict(saved)
+
     def snapshot(
         self, state: ChainState, theta: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor
     ) -> ChainState:
@@ -181,9 +206,7 @@ class Chain:
         def move(value):
             return None if value is None else value.to(device=like.device, dtype=like.dtype)
 
-        self.generator.set_state(state.rng_state)
-        for cursor, saved_cursor in zip(self.batches, state.batches, strict=True):
-            cursor.load_state_dict(saved_cursor)
+        self.rewind(state)
         tuning = state.tuning
         if tuning is not None:
             tuning = replace(
@@ -316,9 +339,10 @@ def start(chain: Chain, state: ChainState) -> ChainState:
 
 
 def non_finite_error(config: SamplerConfig, schedule: Schedule, k: int, what: str):
-    """The :class:`NonFiniteError` for ``what`` becoming NaN/inf at iteration ``k``."""
+    """The :class:`NonFiniteError` for ``what`` becoming NaN/inf at iteration ``k``
+    (which it carries as ``error.iteration``)."""
     layout = config.layout
-    return NonFiniteError(
+    error = NonFiniteError(
         f"{config.name}: {what} became NaN or infinite after the update of "
         f"iteration {k} (cycle {layout.cycle(k)}, {layout.stage(k)} stage, "
         f"step size {schedule(k):.3g}). The step size is most likely too large for this model "
@@ -326,6 +350,8 @@ def non_finite_error(config: SamplerConfig, schedule: Schedule, k: int, what: st
         "smaller; also check that the model's likelihood is finite for all parameter "
         "values it can reach."
     )
+    error.iteration = k
+    return error
 
 
 def _step_size(schedule: Schedule, k: int) -> float:
@@ -360,12 +386,20 @@ class _FiniteWatch:
             energies.clear()
 
 
-def advance(chain: Chain, state: ChainState, target: int) -> ChainState:
+def advance(
+    chain: Chain, state: ChainState, target: int, careful: bool = False
+) -> ChainState:
     """Run iterations ``k + 1, ..., target`` from ``state`` (the hot loop; see the module
-    docstring) and return the new state, one draw further, uncommitted."""
+    docstring) and return the new state, one draw further, uncommitted.
+
+    ``careful``: a proposal where the potential or the parameters are NaN or infinite is
+    rejected (as NUTS rejects a divergent trajectory): the chain stays, the diffusion's
+    ``reject`` drops its momentum, ``state.rejected`` counts it. Otherwise the potential
+    is checked every :data:`CHECK_EVERY` iterations; a NaN or inf raises NonFiniteError.
+    """
     config, potential, estimator = chain.config, chain.potential, chain.config.estimator
     schedule, diffusion = chain.schedule(state), chain.diffusion(state)
-    update, rescale = diffusion.update, diffusion.rescale
+    update, rescale, reject = diffusion.update, diffusion.rescale, diffusion.reject
     steps, exploration = config.layout.steps_per_cycle, config.layout.num_exploration_steps
     first, last = chain.window
     batches, generator = chain.batches, chain.generator
@@ -374,7 +408,7 @@ def advance(chain: Chain, state: ChainState, target: int) -> ChainState:
     shape, dtype, device = theta.shape, theta.dtype, theta.device
     # The noise correction: the injected noise less the minibatch's (measured) noise.
     noise = None if state.tuning is None else state.tuning.noise
-    watch, eta = _FiniteWatch(config, schedule), state.step_size
+    watch, eta, rejected = _FiniteWatch(config, schedule), state.step_size, 0
     for k in range(state.iteration + 1, target + 1):
         previous, eta = eta, _step_size(schedule, k)
         if rescale is not None and previous == previous and eta != previous:
@@ -385,13 +419,21 @@ def advance(chain: Chain, state: ChainState, target: int) -> ChainState:
             xi = torch.randn(shape, generator=generator, dtype=dtype, device=device)
             if noise is not None:
                 xi = xi * (1.0 - eta * noise).clamp_min(0.0).sqrt()
-        theta, algorithm = update(theta, algorithm, grad, eta, xi)
+        proposal, moved = update(theta, algorithm, grad, eta, xi)
+        held = estimate, gradient
         if first <= position <= last:
             ends = position == last
-            estimate = estimator.refresh(potential, estimate, theta, position == first, ends)
+            estimate = estimator.refresh(potential, estimate, proposal, position == first, ends)
             gradient = estimator.bind(potential, estimate)
-        energy, grad = gradient(theta, [cursor.next() for cursor in batches])
-        watch.add(k, energy, k == target)
+        new_energy, new_grad = gradient(proposal, [cursor.next() for cursor in batches])
+        if careful and not (torch.isfinite(new_energy) and torch.isfinite(proposal).all()):
+            rejected += 1  # stay; the estimator as it was; no momentum into the wall
+            estimate, gradient = held
+            algorithm = algorithm if reject is None else reject(algorithm)
+            continue
+        theta, algorithm, energy, grad = proposal, moved, new_energy, new_grad
+        if not careful:
+            watch.add(k, energy, k == target)
     new = replace(
         chain.snapshot(state, theta, energy, grad),
         algorithm=algorithm,
@@ -399,10 +441,79 @@ def advance(chain: Chain, state: ChainState, target: int) -> ChainState:
         draws=state.draws + 1,
         step_size=eta,
         estimator=estimate,
+        rejected=state.rejected + rejected,
     )
     if not torch.isfinite(new.theta).all():
         raise non_finite_error(config, schedule, new.iteration, "the parameters")
     return new
+
+
+MAX_REJECTED = 0.5
+"""The share of a draw's iterations whose proposals may be rejected before
+:func:`advance_safely` takes the chain for stuck where the step is unstable (a chain
+near a wall of the support has some proposals rejected, a chain that blew up has them
+all) and halves the automatic step."""
+
+
+def advance_safely(
+    chain: Chain,
+    state: ChainState,
+    target: int,
+    on_backoff: Callable[[NonFiniteError, float], None] | None = None,
+) -> ChainState:
+    """:func:`advance`, where a NaN or infinite potential does not end the run when the
+    sampler can recover.
+
+    The draw's iterations run fast; if the potential or the parameters become NaN or
+    infinite, they are undone (the generator and the minibatch cursors rewound) and run
+    again ``careful``: a proposal into a region where the potential is infinite (a wall
+    of the support) is rejected and counted, and the chain goes on. More than a share
+    :data:`MAX_REJECTED` of the draw's iterations rejected means the step is unstable
+    here: with
+    the automatic step size the iterations are undone again and the tuned ``eta_1`` is
+    halved for the rest of the run (``state.backoffs`` counts it, ``on_backoff(error,
+    new_step)`` hears of it), up to :data:`MAX_BACKOFFS` times. With a step the user
+    chose, or past that, the :class:`NonFiniteError` is raised.
+    """
+    try:
+        return advance(chain, state, target)
+    except NonFiniteError as error:
+        failure = error
+    while True:
+        chain.rewind(state)
+        new = advance(chain, state, target, careful=True)
+        if new.rejected - state.rejected <= MAX_REJECTED * (target - state.iteration):
+            return new
+        if not chain.config.auto_step_size or state.backoffs >= MAX_BACKOFFS:
+            if state.backoffs:
+                failure.add_note(
+                    f"pyro-csg: the automatic step size had been halved {state.backoffs} "
+                    f"time(s) already, to {state.tuning.step_size:.3g}."
+                )
+            raise failure
+        chain.rewind(state)
+        step = state.tuning.step_size / 2
+        tuning = replace(state.tuning, step_size=step)
+        state = replace(state, tuning=tuning, backoffs=state.backoffs + 1)
+        if on_backoff is not None:
+            on_backoff(failure, step)
+
+
+def backoff_message(name: str, backoffs: list[tuple[int, float]]) -> str:
+    """The warning after :func:`advance_safely` halved the step: ``backoffs`` holds the
+    iteration and the new ``eta_1`` of each halving; ``name`` starts the message."""
+    iterations = [iteration for iteration, _ in backoffs]
+    shown = iterations if len(iterations) <= 8 else [*iterations[:8], "..."]
+    return (
+        f"{name}: the potential became NaN or infinite {len(iterations)} time(s) with the "
+        f"automatic step size (after iteration(s) {shown}); each time the iterations "
+        f"since the last draw were undone and the step halved, from {backoffs[0][1] * 2:.3g} "
+        f"to {backoffs[-1][1]:.3g} now. The draws are those of the smaller step "
+        "(sample_stats['backoffs'] marks where it happened). A posterior whose curvature "
+        "grows away from the start (a funnel, a hierarchy's scale near 0) often does this: "
+        "reparameterise it (pyro.infer.reparam.LocScaleReparam) or check the model's "
+        "supports."
+    )
 
 
 @dataclass(frozen=True)
@@ -451,7 +562,7 @@ def run(
     state = start(chain, state)
     draws, stats = [], {"cycle": [], "iteration": [], "step_size": [], "potential_energy": []}
     for _ in range(num_draws):
-        state = advance(chain, state, config.layout.retained_iteration(state.draws))
+        state = advance_safely(chain, state, config.layout.retained_iteration(state.draws))
         draws.append(state.theta)
         stats["cycle"].append(config.layout.cycle(state.iteration))
         stats["iteration"].append(state.iteration)

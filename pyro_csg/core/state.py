@@ -12,8 +12,10 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
 * ``rng_state``: the state of the chain's own ``torch.Generator``, from which all of its
   Langevin noise and all of its permutations are drawn;
 * ``tuning``: the automatic step size and diagonal preconditioner, once chosen
-  (:class:`~pyro_csg.core.tuning.Tuning`), and ``start_steps``, the optimisation stage's
-  iterations;
+  (:class:`~pyro_csg.core.tuning.Tuning`), ``start_steps``, the optimisation stage's
+  iterations, ``backoffs``, how often the automatic step was halved after the potential
+  became NaN or infinite, and ``rejected``, how many proposals into a NaN or infinite
+  potential were rejected (:func:`~pyro_csg.core.sampler.advance_safely`);
 * ``estimator``: the gradient estimator's own state (``None`` for the plain minibatch
   estimator; for control variates their centre ``theta_hat`` with the full-data ``U`` and
   gradient there, :class:`~pyro_csg.core.estimators.CentreState`).
@@ -76,6 +78,8 @@ class ChainState:
     tuning: Tuning | None = None
     estimator: Any = None
     start_steps: int = 0
+    backoffs: int = 0
+    rejected: int = 0
 
     @property
     def started(self) -> bool:
@@ -98,6 +102,8 @@ class ChainState:
             "tuning": None if self.tuning is None else self.tuning.state_dict(),
             "estimator": None if self.estimator is None else self.estimator.state_dict(),
             "start_steps": self.start_steps,
+            "backoffs": self.backoffs,
+            "rejected": self.rejected,
         }
 
     @classmethod
@@ -151,4 +157,6 @@ class ChainState:
             if saved_estimator is None
             else estimator.load_state(saved_estimator, state["theta"] if like is None else like),
             start_steps=int(state.get("start_steps", 0)),
+            backoffs=int(state.get("backoffs", 0)),
+            rejected=int(state.get("rejected", 0)),
         )

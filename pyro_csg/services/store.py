@@ -36,7 +36,17 @@ import torch
 
 __all__ = ["DrawWriter", "read_store", "STATS"]
 
-STATS = ("cycle", "iteration", "step_size", "potential_energy", "noise_ratio")
+STATS = (
+    "cycle",
+    "iteration",
+    "step_size",
+    "potential_energy",
+    "noise_ratio",
+    "backoffs",
+    "rejected",
+)
+# Stats that draw files of older runs lack.
+_MISSING = {"noise_ratio": np.nan, "backoffs": 0, "rejected": 0}
 """The per-draw statistics a draw file carries as attributes."""
 
 _DRAW_FILE = re.compile(r"^(\d{8})\.nc$")
@@ -290,8 +300,8 @@ def read_store(directory: str | os.PathLike) -> dict[str, Any]:
                 np.stack([row[0][name] for row in rows]) if rows else None
             )
         for key in STATS:
-            # noise_ratio came later: draw files written before it read as NaN.
-            stats[key].append(np.array([row[2].get(key, np.nan) for row in rows]))
+            # noise_ratio, backoffs and rejected came later: older draw files lack them.
+            stats[key].append(np.array([row[2].get(key, _MISSING.get(key)) for row in rows]))
     if shortest == 0:
         raise ValueError(f"{directory} has no retained draw yet (draws per chain: {num_draws})")
     return {
