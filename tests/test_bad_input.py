@@ -121,6 +121,12 @@ def test_non_finite_data_names_the_argument_before_any_step(data, bad):
         run(linear_regression, x, data[1], B)
 
 
+def test_data_on_the_meta_device_is_refused_naming_the_argument(data):
+    x, y = data
+    with pytest.raises(ModelError, match=r"argument 'x' is on the 'meta' device"):
+        run(linear_regression, x.to("meta"), y, B)
+
+
 def test_a_pyro_param_is_said_to_stay_fixed(data):
     def with_param(x, y, subsample_size=None):
         w = pyro.sample("w", dist.Normal(torch.zeros(2), 1.0).to_event(1))

@@ -121,6 +121,7 @@ def _hook(iters, kernel, samples, stage, i):
 @pytest.mark.parametrize("compile_potential", [False, True])
 @pytest.mark.parametrize("num_chains", [1, 2])
 @pytest.mark.filterwarnings("ignore:num_chains")
+@pytest.mark.filterwarnings("error")  # as Pyro's own suite runs it
 def test_null_model_with_hook(run_mcmc_cls, kernel, model, compile_potential, num_chains):
     num_warmup, num_samples = 10, 10
     initial_params, potential_fn, transforms, _ = initialize_model(model, num_chains=num_chains)

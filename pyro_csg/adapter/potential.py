@@ -158,7 +158,8 @@ def _unconstraining_transform(name: str, support) -> Transform:
 
 def _check_finite_data(model, args: tuple, kwargs: dict) -> None:
     """Refuse NaN or infinite values in the model's floating-point arguments (its data):
-    they make the potential NaN, and the failure would surface later, blaming the step."""
+    they make the potential NaN, and the failure would surface later, blaming the step.
+    Refuse tensors without values (the ``meta`` device) too."""
     try:
         bound = inspect.signature(model).bind_partial(*args, **kwargs).arguments
     except (TypeError, ValueError):  # no signature, or one the arguments do not fit
@@ -166,6 +167,12 @@ def _check_finite_data(model, args: tuple, kwargs: dict) -> None:
     for name, value in bound.items():
         values = value if isinstance(value, (list, tuple)) else [value]
         for value in values:
+            if isinstance(value, torch.Tensor) and value.device.type == "meta":
+                raise ModelError(
+                    f"the model's argument '{name}' is on the 'meta' device, which holds "
+                    "shapes but no values: the kernels need the data itself. Move it to "
+                    "'cpu' or 'cuda' (tensor.to('cpu') after loading it)."
+                )
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 bad = ~torch.isfinite(value)
                 if bad.any():

@@ -138,8 +138,8 @@ class CycleNoise:
             if last_cycle == cycle or state.iteration - measured_at < NOISE_SPACING:
                 return last_value
         plates = tuple(potential.plates)
-        if getattr(potential, "deterministic", False) and not plates:
-            value = 0.0
+        if (getattr(potential, "deterministic", False) and not plates) or not state.theta.numel():
+            value = 0.0  # an exact gradient, or no parameter to be noisy
         else:
             theta = state.theta
             mass = state.tuning.preconditioner if state.tuning is not None else None

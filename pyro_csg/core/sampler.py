@@ -342,13 +342,26 @@ def non_finite_error(config: SamplerConfig, schedule: Schedule, k: int, what: st
     """The :class:`NonFiniteError` for ``what`` becoming NaN/inf at iteration ``k``
     (which it carries as ``error.iteration``)."""
     layout = config.layout
+    if config.auto_step_size:
+        advice = (
+            "The automatic step size (halved each time the chain blew up) could not keep "
+            "it finite: check that the model's potential is finite wherever the chain can "
+            "go, or reparameterise it (pyro.infer.reparam.LocScaleReparam for a "
+            "hierarchy's scale)."
+        )
+    else:
+        advice = (
+            "The step size is most likely too large for this model (a larger step is taken "
+            "at the start of every cycle): try a step_size 10 times smaller (an explicit "
+            "step_size is in units of the potential, lr / N for a learning rate on a mean "
+            "loss over N data, and runs without the preconditioner), or leave step_size out "
+            "for the automatic step; also check that the model's likelihood is finite for "
+            "all parameter values it can reach."
+        )
     error = NonFiniteError(
         f"{config.name}: {what} became NaN or infinite after the update of "
         f"iteration {k} (cycle {layout.cycle(k)}, {layout.stage(k)} stage, "
-        f"step size {schedule(k):.3g}). The step size is most likely too large for this model "
-        "(a larger step is taken at the start of every cycle): try a step_size 10 times "
-        "smaller; also check that the model's likelihood is finite for all parameter "
-        "values it can reach."
+        f"step size {schedule(k):.3g}). " + advice
     )
     error.iteration = k
     return error

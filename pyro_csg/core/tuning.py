@@ -357,6 +357,8 @@ def gradient_noise(
         ...                batches=16)
         tensor([1.0667, 1.0667, 1.0667])
     """
+    if theta.numel() == 0:  # nothing to vary (torch's var() would warn)
+        return torch.zeros_like(theta)
     grads = torch.stack([root * gradient(theta, next_indices())[1] for _ in range(batches)])
     return grads.double().var(dim=0).to(theta.dtype)
 
