@@ -113,7 +113,7 @@ def full_value_and_grad(potential, theta: torch.Tensor) -> tuple[torch.Tensor, t
 
 def _vectorised(potential, theta: torch.Tensor, plate, starts: list[int]) -> bool:
     """Whether the potential's windows can go through one vmapped call (checked once)."""
-    if getattr(potential, "_graph", None) is None or len(starts) < 2:
+    if not potential.traced or len(starts) < 2:
         return False
     if potential.windows_vectorise is None:
         offsets = torch.arange(plate.subsample_size, device=plate.device)

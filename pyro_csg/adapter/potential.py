@@ -492,6 +492,11 @@ class ModelPotential(BasePotential):
             return self._forward(flat, *indices)
 
     @property
+    def traced(self) -> bool:
+        """Whether the potential runs as a traced graph (which :meth:`vectorised` needs)."""
+        return self._graph is not None
+
+    @property
     def deterministic(self) -> bool:
         """Without a subsampled plate the model's potential is the exact full-data one."""
         return not self.plates
