@@ -14,7 +14,7 @@ from models import gamma_normal, gamma_normal_data, linear_regression, linear_re
 from pyro.infer import MCMC, Predictive
 from pyro.infer.mcmc.api import StreamingMCMC
 
-from pyro_csg import CyclicalSGHMC, CyclicalSGLD, to_inference_data
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD, CyclicalSGNHT, to_inference_data
 
 N, D, B = 400, 2, 20
 
@@ -306,3 +306,22 @@ def test_the_inductor_backend_changes_the_speed_not_the_draws(data):
     assert torch.allclose(built, graph, rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="compile_potential must be True .* 'inductor'"):
         make_kernel(compile_potential="jit")
+
+
+@pytest.mark.parametrize("kernel_class", [CyclicalSGLD, CyclicalSGHMC, CyclicalSGNHT])
+def test_help_shows_every_parameter(kernel_class):
+    import inspect
+    import pydoc
+
+    from pyro_csg.adapter.kernels import CyclicalKernel
+
+    shared = set(inspect.signature(CyclicalKernel.__init__).parameters) - {"self"}
+    own = {CyclicalSGHMC: {"friction"}, CyclicalSGNHT: {"diffusion"}}.get(kernel_class, set())
+    signature = inspect.signature(kernel_class)
+    assert set(signature.parameters) == shared | own
+    assert "kwargs" not in signature.parameters
+    text = pydoc.render_doc(kernel_class, renderer=pydoc.plaintext)
+    # help()'s first line after the class line: the constructor's signature, in full.
+    start = f" |  {kernel_class.__name__}("
+    (line,) = [line for line in text.splitlines() if line.startswith(start)]
+    assert all(f"{name}=" in line or f"{name}: " in line for name in shared | own), line

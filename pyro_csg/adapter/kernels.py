@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -116,9 +117,25 @@ class _ChainRun:
         return report
 
 
+def _full_signature(init) -> inspect.Signature:
+    """A subclass's ``__init__(model, potential_fn, *, its own, **kwargs)`` with
+    ``**kwargs`` spelled out as :class:`CyclicalKernel`'s parameters, so that ``help()``
+    and IDEs show every parameter."""
+    own = inspect.signature(init)
+    params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in params}
+    base = inspect.signature(CyclicalKernel.__init__).parameters.values()
+    return own.replace(parameters=params + [p for p in base if p.name not in names])
+
+
 class CyclicalKernel(MCMCKernel):
     """The machinery the cyclical kernels share; a subclass names its diffusion
     (:meth:`build_diffusion`). Its arguments are :class:`CyclicalSGLD`'s."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:  # its own parameters, then the shared ones
+            cls.__init__.__signature__ = _full_signature(cls.__init__)
 
     # False from a run's set-up until its clean-up: MCMC keeps the draws of its last
     # *finished* run, but the arguments of its last run (None: never set up here).
@@ -149,6 +166,9 @@ class CyclicalKernel(MCMCKernel):
         self.options = options
         self.model, self.potential_fn = options.model, options.potential_fn
         self.layout, self.schedule = options.layout, options.schedule
+        self.steps_per_cycle: int = options.layout.steps_per_cycle
+        self.exploration_fraction: float = options.layout.exploration_fraction
+        self.samples_per_cycle: int = options.layout.samples_per_cycle
         self.auto_step_size, self.temperature = options.auto_step_size, options.temperature
         self.control_variates = options.control_variates  # None: decided per model (sampler_config)
         self.preconditioner, self.optimize_start = options.preconditioner, options.optimize_start
@@ -172,22 +192,9 @@ class CyclicalKernel(MCMCKernel):
 
     # -- hyperparameters, for reports ------------------------------------------------------
     @property
-    def steps_per_cycle(self) -> int:
-        return self.layout.steps_per_cycle
-
-    @property
-    def exploration_fraction(self) -> float:
-        return self.layout.exploration_fraction
-
-    @property
-    def samples_per_cycle(self) -> int:
-        return self.layout.samples_per_cycle
-
-    @property
     def step_size(self) -> float | None:
-        """``eta_1``, the schedule's first step size (for the cosine schedule, the largest
-        step of every cycle); with the automatic step size, the current chain's choice
-        (``None`` before its start)."""
+        """``eta_1``, the schedule's first (largest) step; with the automatic step size,
+        the current chain's choice (``None`` before its start)."""
         if self.schedule is not None:
             return self.schedule(1)
         run = self._current or (self._chains[max(self._chains)] if self._chains else None)
@@ -655,16 +662,12 @@ class CyclicalSGNHT(CyclicalKernel):
         theta <- theta + v
         alpha <- [sampling] clip(alpha + mean(v ** 2) - eta_k * T, 0, 1)
 
-    SGHMC whose friction ``alpha`` is a thermostat: it rises while the momentum runs
-    hotter than ``T`` (as unmodelled minibatch noise makes it) and falls while it runs
-    colder, so the chain corrects gradient noise that the noise model does not know.
-    ``alpha`` starts at ``a`` and is a friction per step, as SGHMC's; ``v`` is rescaled
-    by ``sqrt(eta_k / eta_{k-1})`` as the step changes, and the exploration stage is SGD
-    with momentum ``1 - alpha`` with the thermostat held. The thermostat moves by about
-    ``eta`` a step, so it adapts within a cycle with the automatic (dimensionless) step
-    size; with an explicit ``step_size`` in units of ``U`` (``lr / N``) it barely moves
-    and cSGNHT is cSGHMC at ``friction = a``. The other arguments are
-    :class:`CyclicalSGLD`'s.
+    SGHMC whose friction ``alpha`` (a friction per step, starting at ``a``) is a
+    thermostat: it rises while the momentum runs hotter than ``T``, as unmodelled
+    minibatch noise makes it, and falls while it runs colder. ``v`` follows the step as
+    SGHMC's; the exploration stage holds ``alpha``. It moves by about ``eta`` a step, so
+    it adapts with the automatic (dimensionless) step; with an explicit ``step_size``
+    (``lr / N``) cSGNHT is cSGHMC at ``friction = a``. Other arguments: :class:`CyclicalSGLD`.
 
     :param float diffusion: ``a`` in (0, 1] (default 0.1): the injected noise's friction
         and the thermostat's start.
