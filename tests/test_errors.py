@@ -214,3 +214,35 @@ def test_pyro_module_weights_first_read_inside_the_plate_get_a_hint():
     notes = " ".join(getattr(failure.value, "__notes__", []))
     assert "'fc1.weight' is a latent variable inside the subsampled plate 'data'" in notes
     assert "PyroSample attribute of a PyroModule" in notes
+
+
+# -- a NUTS user's keywords ------------------------------------------------------------------
+@pytest.mark.parametrize("kernel_class", [CyclicalSGLD, CyclicalSGHMC])
+def test_every_nuts_keyword_gets_an_answer(kernel_class):
+    from pyro_csg.adapter.options import NUTS_KEYWORDS
+
+    def model():
+        pass
+
+    name = kernel_class.__name__
+    assert kernel_class(model, jit_compile=True).compile_potential == "graph"
+    assert kernel_class(model, jit_compile=False).compile_potential is None
+    for accepted in ("ignore_jit_warnings", "jit_options", "max_plate_nesting"):
+        kernel_class(model, **{accepted: True})
+    refused = [
+        key for key, meaning in NUTS_KEYWORDS.items() if meaning not in (None, "compile_potential")
+    ]
+    assert {
+        "max_tree_depth",
+        "target_accept_prob",
+        "adapt_step_size",
+        "adapt_mass_matrix",
+        "full_mass",
+        "num_steps",
+        "trajectory_length",
+    } <= set(refused)
+    for key in refused:
+        with pytest.raises(TypeError, match=rf"^{name} has no counterpart of NUTS's {key}: "):
+            kernel_class(model, **{key: 1})
+    with pytest.raises(TypeError, match=rf"^{name} got .* 'stepsize'; did you mean step_size\?"):
+        kernel_class(model, stepsize=0.1)

@@ -160,9 +160,10 @@ class CyclicalKernel(MCMCKernel):
         preconditioner: bool | None = None,
         optimize_start: bool | None = None,
         process_group: Any = None,
+        **nuts_keywords: Any,  # a NUTS user's: answered by options.NUTS_KEYWORDS
     ) -> None:
-        # Every argument, checked before any work (a clear error naming the first bad one).
-        options = kernel_options(**{k: v for k, v in locals().items() if k != "self"})
+        arguments = {k: v for k, v in locals().items() if k != "self"}  # checked, before work
+        options = kernel_options(**arguments, name=type(self).__name__)
         self.options = options
         self.model, self.potential_fn = options.model, options.potential_fn
         self.layout, self.schedule = options.layout, options.schedule

@@ -5,6 +5,8 @@ Every refusal names the argument and what would be valid, before any work is don
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,28 @@ from ..core.checks import check_positive
 from ..core.schedules import CosineCyclical, CycleLayout, Schedule
 from ..services.checkpoint import Checkpoint, as_checkpoint
 
-__all__ = ["KernelOptions", "kernel_options", "as_initial_params"]
+__all__ = ["KernelOptions", "kernel_options", "as_initial_params", "NUTS_KEYWORDS"]
+
+_NO_TRAJECTORY = "there is no trajectory: each step is one (minibatch) gradient step"
+NUTS_KEYWORDS = {
+    "jit_compile": "compile_potential",
+    "ignore_jit_warnings": None,  # accepted: the traced graph warns only when it falls back
+    "jit_options": None,
+    "max_plate_nesting": None,  # accepted: the plates are found by tracing the model
+    "max_tree_depth": _NO_TRAJECTORY,
+    "num_steps": _NO_TRAJECTORY,
+    "trajectory_length": _NO_TRAJECTORY,
+    "use_multinomial_sampling": _NO_TRAJECTORY,
+    "target_accept_prob": "there is no accept/reject step to target; the step size is "
+    "chosen at the start when step_size is left out",
+    "adapt_step_size": "the automatic step size is the counterpart: leave step_size out",
+    "adapt_mass_matrix": "preconditioner=True (the default with the automatic step size) "
+    "measures a diagonal preconditioner at the start",
+    "full_mass": "the preconditioner is diagonal; a dense one has no counterpart yet",
+    "dense_mass": "the preconditioner is diagonal; a dense one has no counterpart yet",
+}
+"""What becomes of each HMC/NUTS keyword: the setting that carries its meaning over, ``None``
+(accepted, nothing to do), or why there is no counterpart."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +140,23 @@ def _resolve_schedule(step_size, schedule, steps_per_cycle: int) -> Schedule | N
     return schedule
 
 
+def _nuts_keywords(name: str, keywords: dict[str, Any], compile_potential):
+    """A NUTS user's keywords: ``jit_compile`` carried over to ``compile_potential``, the
+    ones with nothing to do accepted, the others refused saying why."""
+    for key, value in keywords.items():
+        if key not in NUTS_KEYWORDS:
+            known = [*inspect.signature(kernel_options).parameters, *NUTS_KEYWORDS]
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise TypeError(f"{name} got an unexpected keyword argument {key!r}{hint}")
+        meaning = NUTS_KEYWORDS[key]
+        if meaning == "compile_potential":
+            compile_potential = bool(value)
+        elif meaning is not None:
+            raise TypeError(f"{name} has no counterpart of NUTS's {key}: {meaning}.")
+    return compile_potential
+
+
 def kernel_options(
     model: Callable | None,
     potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
@@ -135,6 +175,8 @@ def kernel_options(
     preconditioner: bool | None,
     optimize_start: bool | None,
     process_group: Any,
+    nuts_keywords: dict[str, Any] | None = None,
+    name: str = "the kernel",
 ) -> KernelOptions:
     """Check the constructor's arguments (a clear error naming the first bad one) and
     resolve what they imply.
@@ -146,6 +188,7 @@ def kernel_options(
         >>> options.auto_step_size, options.preconditioner, options.compile_potential
         (True, True, 'graph')
     """
+    compile_potential = _nuts_keywords(name, nuts_keywords or {}, compile_potential)
     _check_callables(model, potential_fn, init_strategy, transforms, process_group)
     layout = CycleLayout(steps_per_cycle, exploration_fraction, samples_per_cycle)
     _check_flags(control_variates, preconditioner, optimize_start, compile_potential, potential_fn)
