@@ -252,3 +252,16 @@ def test_the_demo_refuses_bad_arguments_in_one_line_before_any_work(args, messag
     lines = result.stderr.strip().splitlines()
     assert message in lines[-1] and "Traceback" not in result.stderr
     assert "==" not in result.stdout  # no part of the demo started
+
+
+# -- a NUTS habit: a large data plate without subsample_size --------------------------------
+def test_a_large_plate_without_subsample_size_is_named_with_what_a_minibatch_reads():
+    x, y = linear_regression_data(n=20_000, d=2)
+    small_step = dict(step_size=2e-5)  # about 0.4 / N
+    with pytest.warns(UserWarning, match=r"plate 'data' has 20,000 rows and no subsample_size"):
+        run(linear_regression, x, y, None, **small_step)
+    with warnings.catch_warnings(record=True) as caught:  # a subsampled or small plate
+        warnings.simplefilter("always")
+        run(linear_regression, x, y, 100, **small_step)
+        run(linear_regression, x[:400], y[:400], None)
+    assert not [w for w in caught if "no subsample_size" in str(w.message)]

@@ -88,6 +88,33 @@ def subsampled_plates(trace) -> dict[str, SubsamplePlate]:
     return plates
 
 
+FULL_PLATE_WARNING = 5_000
+"""A data plate of this many rows or more, read whole at every step, gets a warning."""
+
+
+def _warn_full_data_plates(trace, subsampled: dict) -> None:
+    """Warn about large data plates without ``subsample_size``: a NUTS habit that makes
+    every step read all the rows, and passes silently otherwise."""
+    seen = set()
+    for node in trace.nodes.values():
+        if node["type"] != "sample" or not node["is_observed"]:
+            continue
+        for frame in node["cond_indep_stack"]:
+            size = frame.full_size or frame.size
+            if frame.name in subsampled or frame.name in seen or size < FULL_PLATE_WARNING:
+                continue
+            seen.add(frame.name)
+            batch = max(100, size // 100)
+            warnings.warn(
+                f"plate '{frame.name}' has {size:,} rows and no subsample_size, so every "
+                "step reads all of them (an exact gradient; the kernels' minibatches are "
+                f"not used). pyro.plate('{frame.name}', {size}, subsample_size={batch}) "
+                f"would read {batch} rows a step ({batch / size:.1%} of the data); keep "
+                "the full plate only if a step over all the data is what you want.",
+                stacklevel=5,
+            )
+
+
 def _data_device(trace, plate: str, default: torch.device) -> torch.device:
     """Where the plate's indices should live: with the data observed in it.
 
@@ -284,6 +311,7 @@ class ModelPotential(BasePotential):
         # sites (discrete, local) that deserve a clear error of ours.
         trace = trace_model(model, self.model_args, self.model_kwargs)
         self.plates, sites = _find_plates_and_latents(trace, transforms or {})
+        _warn_full_data_plates(trace, {plate.name for plate in self.plates})
         params = [name for name, node in trace.nodes.items() if node["type"] == "param"]
         if params:
             warnings.warn(
