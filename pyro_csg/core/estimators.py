@@ -249,7 +249,8 @@ class ControlVariates:
         if starts or state.total is None:
             total, count = theta.clone(), 1
         else:
-            total, count = state.total.add_(theta), state.count + 1
+            # Out of place: a careful rerun that rejects this iterate goes back to `state`.
+            total, count = state.total + theta, state.count + 1
         if ends:
             return CentreState(centre_at(potential, total / count))
         return CentreState(state.centre, total, count)

@@ -516,7 +516,8 @@ def backoff_message(name: str, backoffs: list[tuple[int, float]]) -> str:
     """The warning after :func:`advance_safely` halved the step: ``backoffs`` holds the
     iteration and the new ``eta_1`` of each halving; ``name`` starts the message."""
     iterations = [iteration for iteration, _ in backoffs]
-    shown = iterations if len(iterations) <= 8 else [*iterations[:8], "..."]
+    distinct = list(dict.fromkeys(iterations))  # one failure may cost several halvings
+    shown = distinct if len(distinct) <= 8 else [*distinct[:8], "..."]
     return (
         f"{name}: the potential became NaN or infinite {len(iterations)} time(s) with the "
         f"automatic step size (after iteration(s) {shown}); each time the iterations "
