@@ -1,26 +1,40 @@
 # Everything a newcomer needs: `make test` and `make demo` set up .venv from scratch.
+#
+# Another Python gets its own venv: `make test PYTHON=python3.13 VENV=.venv-3.13`
+# (with pyenv: `PYENV_VERSION=3.13.0 make test VENV=.venv-3.13`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+# torch: on Python 3.11 the CPU wheel on the machines' local disk, pinned first so that
+# the package's `torch>=2.1` is already met and pip does not fetch a multi-GB CUDA build;
+# on newer Pythons (no local wheel) the newest torch pip resolves, with ArviZ 1.x.
+PY_MINOR := $(shell $(PYTHON) -c 'import sys; print(sys.version_info[1])' 2>/dev/null)
+ifeq ($(PY_MINOR),11)
+TORCH ?= torch==2.13.0
+else
+TORCH ?= torch
+endif
+
+.PHONY: install test lint demo bench clean versions
 
 install: $(STAMP)
 
-# torch is pinned to the CPU wheel first, so that the package's `torch>=2.1` is already
-# met and pip does not fetch a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --upgrade '$(TORCH)'
 	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
+
+versions: $(STAMP)
+	@$(BIN)/python -W ignore::FutureWarning -c "import sys, torch, pyro, arviz, xarray; print('python', sys.version.split()[0], '| torch', torch.__version__, '| pyro', pyro.__version__, '| arviz', arviz.__version__, '| xarray', xarray.__version__)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint versions
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
@@ -31,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/log_likelihood.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-3.* .pytest_cache .ruff_cache *.egg-info

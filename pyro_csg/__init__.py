@@ -43,6 +43,7 @@ _PUBLIC = {
     "CyclicalSGNHT": "adapter.kernels",
     "NonFiniteError": "core.errors",
     "ModelError": "core.errors",
+    "SamplerWarning": "core.errors",
     "Checkpoint": "services.checkpoint",
     "CheckpointError": "services.checkpoint",
     "CosineCyclical": "core.schedules",
@@ -69,6 +70,7 @@ __all__ = [
     "CyclicalSGNHT",
     "NonFiniteError",
     "ModelError",
+    "SamplerWarning",
     "Checkpoint",
     "CheckpointError",
     "CosineCyclical",
@@ -96,7 +98,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see
     from .analysis.modes import ModeCensus, cycle_diagnostic, cycle_disagreement, mode_census
     from .analysis.plotting import plot_cycle_diagnostics, plot_cycles, plot_schedule
     from .core import diffusions, schedules
-    from .core.errors import ModelError, NonFiniteError
+    from .core.errors import ModelError, NonFiniteError, SamplerWarning
     from .core.schedules import Constant, CosineCyclical, CycleLayout, PolynomialDecay
     from .services.checkpoint import Checkpoint, CheckpointError
 

@@ -3,12 +3,12 @@
 import logging
 import warnings
 
-import arviz as az
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from arviz_line import ARVIZ_1, az, elpd, group, group_names
 from log_likelihood import PeakTensorBytes  # benchmarks/: the benchmark's own instrument
 from models import (
     bimodal,
@@ -87,7 +87,8 @@ def full_data_log_likelihood(x, y, w, b):
 
 # -- the groups -----------------------------------------------------------------------------
 def test_groups_and_shapes(idata):
-    assert set(idata.groups()) == {"posterior", "sample_stats", "log_likelihood", "observed_data"}
+    groups = {"posterior", "sample_stats", "log_likelihood", "observed_data"}
+    assert set(group_names(idata)) == groups
     assert idata.posterior["w"].shape == (1, CYCLES * PER_CYCLE, D)
     assert idata.posterior["b"].shape == (1, CYCLES * PER_CYCLE)
     assert idata.log_likelihood["y"].shape == (1, CYCLES * PER_CYCLE, N)
@@ -151,27 +152,31 @@ def test_arviz_functions_run_and_loo_is_finite(idata, two_chains):
     assert np.isfinite(az.rhat(to_inference_data(two_chains))["b"].values)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pareto k warnings on 20 draws
-        loo = az.loo(idata)
-        waic = az.waic(idata)
-    assert np.isfinite(loo.elpd_loo) and np.isfinite(waic.elpd_waic)
+        # two chains: ArviZ 1.x's PSIS needs at least 25 draws (a tail of 5)
+        loo = az.loo(to_inference_data(two_chains))
+        if not ARVIZ_1:  # 1.x has no WAIC
+            assert np.isfinite(az.waic(idata).elpd_waic)
+    assert np.isfinite(elpd(loo))
     assert loo.n_data_points == N
     # About N * (mean log-likelihood of a fitted logistic regression): far from 0.
-    assert -0.8 * N < loo.elpd_loo < -0.2 * N
+    assert -0.8 * N < elpd(loo) < -0.2 * N
 
 
 def test_netcdf_round_trip(idata, tmp_path):
     path = tmp_path / "run.nc"
     idata.to_netcdf(str(path))
     loaded = az.from_netcdf(str(path))
-    assert set(loaded.groups()) == set(idata.groups())
-    for group in idata.groups():
-        original, reloaded = idata[group], loaded[group]
+    assert set(group_names(loaded)) == set(group_names(idata))
+    for name in group_names(idata):
+        original, reloaded = group(idata, name), group(loaded, name)
         assert set(original.data_vars) == set(reloaded.data_vars)
         for name in original.data_vars:
             np.testing.assert_array_equal(reloaded[name].values, original[name].values)
         for name in original.coords:
             np.testing.assert_array_equal(reloaded[name].values, original[name].values)
-        assert reloaded.attrs == original.attrs
+        assert set(reloaded.attrs) == set(original.attrs)
+        for key, value in original.attrs.items():  # netCDF gives lists back as arrays
+            np.testing.assert_array_equal(reloaded.attrs[key], value)
 
 
 def test_coords_and_dims_are_honoured(mcmc):
@@ -188,8 +193,8 @@ def test_coords_and_dims_are_honoured(mcmc):
 
 def test_log_likelihood_false_skips_the_group(mcmc):
     idata = to_inference_data(mcmc, log_likelihood=False)
-    assert "log_likelihood" not in idata.groups()
-    assert "observed_data" in idata.groups()
+    assert "log_likelihood" not in group_names(idata)
+    assert "observed_data" in group_names(idata)
 
 
 # -- chains and cycles ----------------------------------------------------------------------
@@ -400,6 +405,7 @@ def test_masked_and_global_observed_sites():
 
 
 # -- errors and az.from_pyro ----------------------------------------------------------------
+@pytest.mark.skipif(ARVIZ_1, reason="ArviZ 1.x has no from_pyro")
 def test_az_from_pyro_fails_with_a_pointer_to_to_inference_data(mcmc):
     with pytest.raises(TypeError, match=r"pyro_csg.to_inference_data\(mcmc\)"):
         az.from_pyro(mcmc)
@@ -439,7 +445,7 @@ def test_potential_fn_runs_convert_without_log_likelihood():
     with pytest.raises(ValueError, match="pass log_likelihood=False"):
         to_inference_data(mcmc, log_likelihood=True)
     idata = to_inference_data(mcmc)  # by default: the log-likelihood when there is a model
-    assert set(idata.groups()) == {"posterior", "sample_stats"}
+    assert set(group_names(idata)) == {"posterior", "sample_stats"}
     assert idata.posterior["z"].shape == (1, 8, 2)
 
 
@@ -500,8 +506,11 @@ def test_arviz_plots_run_on_both_groupings(two_chains):
 
     for group_by in ("chain", "cycle"):
         idata = to_inference_data(two_chains, group_by=group_by)
-        axes = az.plot_trace(idata, var_names=["b"])
-        assert axes.shape == (1, 2)
+        figure = az.plot_trace(idata, var_names=["b"])
+        if ARVIZ_1:  # arviz_plots: a PlotCollection, one trace line per chain
+            assert figure.viz["trace"]["b"].sizes["chain"] == idata.posterior.sizes["chain"]
+        else:
+            assert figure.shape == (1, 2)
         az.plot_rank(idata, var_names=["b"])
         summary = az.summary(idata, var_names=["b"])
         assert np.isfinite(summary.loc["b", "r_hat"])
@@ -644,7 +653,7 @@ def test_merge_runs_makes_the_runs_chains_of_one_inference_data(separate_runs, d
         idata.sample_stats["cycle"].values[1], alone.sample_stats["cycle"].values[0]
     )
     assert idata.posterior.attrs["merged_runs"] == 2
-    assert np.isfinite(az.loo(idata).elpd_loo)
+    assert np.isfinite(elpd(az.loo(idata)))
     assert az.rhat(idata)["w"].shape == (D,)
     by_cycle = merge_runs([first, second], group_by="cycle")
     assert by_cycle.posterior["w"].shape == (2 * CYCLES, PER_CYCLE, D)

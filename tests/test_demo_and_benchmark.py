@@ -45,7 +45,7 @@ def test_demo_module_entry_point_writes_tables_figures_and_inference_data(tmp_pa
     assert sorted(path.name for path in out.iterdir()) == sorted(WRITTEN)
     assert all((out / name).stat().st_size > 1000 for name in WRITTEN)
 
-    import arviz as az
+    from arviz_line import az
 
     idata = az.from_netcdf(out / "digits_csghmc.nc")
     assert idata.log_likelihood["obs"].shape == (1, 2 * 4, 1437)  # the full training set

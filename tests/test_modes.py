@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 
-import arviz as az
 import numpy as np
 import pytest
 import torch
+import xarray as xr
+from arviz_line import az, posterior_with_cycles
 
 import pyro_csg
 from pyro_csg import cycle_diagnostic, cycle_disagreement, mode_census
@@ -27,14 +28,14 @@ from pyro_csg.examples.mixture import MODE_MEANS, MODE_VARIANCE
 SEEDS = 20
 
 
-def _idata(draws: np.ndarray, name: str = "x") -> az.InferenceData:
-    """One run's draws ``(cycles, M, ...)`` as ``to_inference_data`` lays them out."""
+def _idata(draws: np.ndarray, name: str = "x"):
+    """One run's draws ``(cycles, M, ...)`` as ``to_inference_data`` lays out the
+    posterior."""
     cycles, per_cycle = draws.shape[:2]
-    idata = az.from_dict(posterior={name: draws.reshape(1, cycles * per_cycle, *draws.shape[2:])})
-    idata.posterior = idata.posterior.assign_coords(
-        cycle=("draw", np.repeat(np.arange(cycles), per_cycle))
+    return posterior_with_cycles(
+        {name: draws.reshape(1, cycles * per_cycle, *draws.shape[2:])},
+        np.repeat(np.arange(cycles), per_cycle),
     )
-    return idata
 
 
 def _run(
@@ -172,9 +173,9 @@ def test_no_alarm_on_notebook_1_whose_cycles_are_correlated():
     assert rate <= 0.05, separations
 
 
-def _grouped(run: np.ndarray) -> az.InferenceData:
+def _grouped(run: np.ndarray):
     """Every cycle a chain, as ``group_by="cycle"`` does."""
-    return az.from_dict(posterior={"x": run})
+    return xr.Dataset({"x": (("chain", "draw", *[f"x_dim_{i}" for i in range(run.ndim - 2)]), run)})
 
 
 def test_no_alarm_on_a_gaussian_with_one_draw_per_cycle_in_effect():

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..core.diffusions import Diffusion
+from ..core.errors import SamplerWarning
 from ..core.estimators import ControlVariates, Minibatch
 from ..core.parameters import FunctionPotential
 from ..core.sampler import SamplerConfig
@@ -25,7 +26,11 @@ from .potential import ModelPotential
 
 __all__ = [
     "build_potential",
-    "compile_model_potential", "sampler_config", "fixed_hyperparameters", "resume_settings"]
+    "compile_model_potential",
+    "sampler_config",
+    "fixed_hyperparameters",
+    "resume_settings",
+]
 
 
 def _data_parallel(options: KernelOptions, potential, name: str) -> RankShare | None:
@@ -38,10 +43,9 @@ def _data_parallel(options: KernelOptions, potential, name: str) -> RankShare | 
     )
     if options.process_group is not None:
         raise ValueError(
-            message + ": pass process_group=False, or a model whose data "
-            "plate has subsample_size"
+            message + ": pass process_group=False, or a model whose data plate has subsample_size"
         )
-    warnings.warn(message + ": each rank runs its own chain.", stacklevel=5)
+    warnings.warn(message + ": each rank runs its own chain.", SamplerWarning, stacklevel=5)
     return None
 
 
@@ -90,6 +94,7 @@ def compile_model_potential(
         warnings.warn(
             f"{name}: using {fallback}: {reason}. "
             "Pass compile_potential=False to skip the attempt.",
+            SamplerWarning,
             stacklevel=5,
         )
     return potential.backend or "eager"

@@ -24,6 +24,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ..core.checks import is_number
 from ..core.diffusions import Diffusion, sghmc, sgld, sgnht
+from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import diverging_draws, runaway_cycles
 from ..core.sampler import Chain, advance_safely, backoff_message, init_chain, start
@@ -97,7 +98,7 @@ class _ChainRun:
         report = runaway_cycles(stats["cycle"], stats["potential_energy"], size, kernel.temperature)
         if report.cycles and not self.runaway_reported:
             self.runaway_reported = True
-            warnings.warn(report.message(record.index, per_cycle), stacklevel=3)
+            warnings.warn(report.message(record.index, per_cycle), SamplerWarning, stacklevel=3)
         if not self.noise_reported and (kernel.schedule is not None or self.state.tuning):
             self.noise_reported = True
             message = noise_warning(
@@ -109,11 +110,11 @@ class _ChainRun:
                 kernel.control_variates is False,
             )
             if message:
-                warnings.warn(message, stacklevel=3)
+                warnings.warn(message, SamplerWarning, stacklevel=3)
         if len(self.backoffs) > self.backoffs_reported:
             self.backoffs_reported = len(self.backoffs)
             name = f"{type(kernel).__name__}: chain {record.index}"
-            warnings.warn(backoff_message(name, self.backoffs), stacklevel=3)
+            warnings.warn(backoff_message(name, self.backoffs), SamplerWarning, stacklevel=3)
         return report
 
 
@@ -342,9 +343,7 @@ class CyclicalKernel(MCMCKernel):
         random stream included.
         """
         if not isinstance(state_dict, dict) or "chains" not in state_dict:
-            raise TypeError(
-                "load_state_dict expects a dict from a cyclical kernel's state_dict()"
-            )
+            raise TypeError("load_state_dict expects a dict from a cyclical kernel's state_dict()")
         self._loaded = state_dict
 
     # -- sampling --------------------------------------------------------------------------

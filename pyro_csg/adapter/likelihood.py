@@ -33,7 +33,7 @@ import torch
 from pyro import poutine
 
 from ..core.checks import check_int
-from ..core.errors import ModelError
+from ..core.errors import ModelError, SamplerWarning
 from ..core.subsample import SubsamplePlate, windows
 from . import graph as graphs
 from .potential import is_latent, subsampled_plates, trace_model
@@ -328,6 +328,7 @@ class FullData:
                 warnings.warn(
                     "pyro_csg: evaluating the full-data log-likelihood one draw and one "
                     f"minibatch at a time (slower): {self.vectorized_reason}",
+                    SamplerWarning,
                     stacklevel=4,
                 )
         return self._eager if self._graph is None else self._vectorized

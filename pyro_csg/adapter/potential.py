@@ -39,7 +39,7 @@ from pyro.poutine.subsample_messenger import SubsampleMessenger, _Subsample
 from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
-from ..core.errors import ModelError
+from ..core.errors import ModelError, SamplerWarning
 from ..core.parameters import BasePotential, LatentSite
 from ..core.subsample import SubsamplePlate
 from . import graph as graphs
@@ -111,6 +111,7 @@ def _warn_full_data_plates(trace, subsampled: dict) -> None:
                 f"not used). pyro.plate('{frame.name}', {size}, subsample_size={batch}) "
                 f"would read {batch} rows a step ({batch / size:.1%} of the data); keep "
                 "the full plate only if a step over all the data is what you want.",
+                SamplerWarning,
                 stacklevel=5,
             )
 
@@ -318,6 +319,7 @@ class ModelPotential(BasePotential):
                 f"the model's pyro.param site(s) {params} will stay fixed at their current "
                 "values: the kernels sample pyro.sample sites only. To sample one, give it a "
                 "prior with pyro.sample; to fit it, use SVI.",
+                SamplerWarning,
                 stacklevel=4,
             )
         super().__init__(sites)

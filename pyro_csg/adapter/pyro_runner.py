@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import SamplerWarning
+
 __all__ = ["Divergences", "runner_chain", "runner_num_samples", "check_run_arguments"]
 
 
@@ -100,6 +102,7 @@ def check_run_arguments(warmup_steps: Any, samples_per_cycle: int) -> tuple[int,
             f"{samples_per_cycle}: warm-up counts retained draws, so the first kept "
             "cycle is a partial one. Pass warmup_steps=0 or whole cycles "
             "(num_cycles * samples_per_cycle).",
+            SamplerWarning,
             stacklevel=4,
         )
     return int(warmup_steps), num_samples is not None

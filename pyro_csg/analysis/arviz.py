@@ -23,20 +23,16 @@ import torch
 
 from ..adapter.kernels import CyclicalKernel
 from ..adapter.likelihood import FullData
+from ..core.errors import SamplerWarning
 from ..core.runaway import diverging_draws, runaway_cycles
 from ..core.version import __version__
 from ..services.checkpoint import data_digest
 from ..services.store import STATS, read_store
+from .arviz_lines import arviz, build, group, group_names, set_group
 from .cycles import complete_cycles, cycle_layout, regroup, scalar_elements
 from .modes import group_cycles
 
 __all__ = ["to_inference_data", "merge_runs", "cycle_summary", "ess_per_cycle"]
-
-
-def _arviz():
-    import arviz
-
-    return arviz
 
 
 def _check_run(mcmc) -> Any:
@@ -201,6 +197,7 @@ def _warn_non_finite(pointwise: dict[str, np.ndarray], stats, diverging: np.ndar
                 f"{int(bad.sum())} draw(s) (cycles {cycles}), so az.loo and az.waic would "
                 "return nan: those draws are marked diverging. Look at them (a chain that ran "
                 "away, or data outside the likelihood's support) before comparing models.",
+                SamplerWarning,
                 stacklevel=3,
             )
             diverging |= bad
@@ -307,7 +304,6 @@ def _run_data(mcmc, model, model_args, model_kwargs) -> _RunData:
 
 
 def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
-    az = _arviz()
     asked = log_likelihood is True
     if log_likelihood is None:
         log_likelihood = run.model is not None
@@ -366,6 +362,7 @@ def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
                 f"to_inference_data(group_by='cycle'): cycle(s) {incomplete} have fewer than "
                 f"samples_per_cycle={per_cycle} draws and are left out. Use warmup_steps and "
                 "num_samples that are multiples of samples_per_cycle.",
+                SamplerWarning,
                 stacklevel=2,
             )
         if keep.size == 0:
@@ -387,20 +384,21 @@ def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
         }
 
     attrs = _attrs(run.attrs, group_by)
-    with warnings.catch_warnings():
-        # ArviZ warns about (chain, draw) shapes with fewer than 4 draws per chain.
-        warnings.simplefilter("ignore", UserWarning)
-        idata = az.from_dict(
-            posterior=posterior,
-            sample_stats=sample_stats,
-            log_likelihood=pointwise,
-            observed_data=observed,
-            coords=coords,
-            dims=dims,
-        )
-    idata.posterior = idata.posterior.assign_coords(chain_coords)
-    for group in idata.groups():
-        idata[group].attrs.update(attrs)
+    idata = build(
+        {
+            "posterior": posterior,
+            "sample_stats": sample_stats,
+            "log_likelihood": pointwise,
+            "observed_data": observed,
+        },
+        coords=coords,
+        dims=dims,
+    )
+    set_group(idata, "posterior", group(idata, "posterior").assign_coords(chain_coords))
+    for name in group_names(idata):
+        dataset = group(idata, name)
+        dataset.attrs.update(attrs)
+        set_group(idata, name, dataset)
     return idata
 
 
@@ -498,6 +496,7 @@ def _merged(parts: list[_RunData], runs: Sequence) -> _RunData:
         warnings.warn(
             f"merge_runs: the runs have {lengths} draws per chain; all are cut to the "
             f"shortest, {shortest}.",
+            SamplerWarning,
             stacklevel=3,
         )
     for position, part in enumerate(parts[1:], start=1):
@@ -600,29 +599,29 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
     chain: even for independent draws it exceeds 1.1 one time in ten with 30 cycles of 4
     draws.
 
-    :param idata: from :func:`to_inference_data`, either ``group_by``.
+    :param idata: from :func:`to_inference_data`, either ``group_by``: an
+        ``arviz.InferenceData`` (ArviZ 0.x), an ``xarray.DataTree`` (ArviZ 1.x), or the
+        posterior alone as an ``xarray.Dataset`` with a ``cycle`` coordinate.
     :param var_names: the posterior variables to include (default: all).
     :returns: ``pandas.DataFrame`` indexed by ``(variable, chain, cycle)``.
 
     Example::
 
-        >>> import numpy as np
-        >>> import arviz as az
+        >>> import numpy as np, xarray as xr
         >>> from pyro_csg import cycle_summary
         >>> draws = np.random.default_rng(0).normal(size=(1, 12))
-        >>> idata = az.from_dict(posterior={"mu": draws})
-        >>> idata.posterior = idata.posterior.assign_coords(cycle=("draw", np.repeat([0, 1, 2], 4)))
-        >>> table = cycle_summary(idata)
+        >>> posterior = xr.Dataset({"mu": (("chain", "draw"), draws)},
+        ...                        coords={"cycle": ("draw", np.repeat([0, 1, 2], 4))})
+        >>> table = cycle_summary(posterior)
         >>> list(table.columns), len(table)
         (['mean', 'sd', 'ess', 'r_hat_between', 'noise_ratio', 'separation', 'alarm'], 3)
     """
-    az = _arviz()
     import pandas as pd
 
     regrouped, chains, cycles = cycle_layout(idata, var_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rhat = az.rhat(regrouped)
+        rhat = arviz().rhat(regrouped)
     noise = _cycle_noise(idata)
 
     per_element = []
@@ -638,19 +637,19 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
         per_element, groups.separation, groups.alarm, strict=True
     ):
         ess = ess_per_cycle(values)
-        for group, draws in enumerate(values):
+        for position, draws in enumerate(values):
             rows.append(
                 (
                     float(draws.mean()),
                     float(draws.std(ddof=1)) if len(draws) > 1 else float("nan"),
                     ess,
                     rhat_value,
-                    noise.get((int(chains[group]), int(cycles[group])), float("nan")),
+                    noise.get((int(chains[position]), int(cycles[position])), float("nan")),
                     float(separation),
                     bool(alarm),
                 )
             )
-            index.append((label, int(chains[group]), int(cycles[group])))
+            index.append((label, int(chains[position]), int(cycles[position])))
     return pd.DataFrame(
         rows,
         index=pd.MultiIndex.from_tuples(index, names=["variable", "chain", "cycle"]),
@@ -660,11 +659,11 @@ def cycle_summary(idata, var_names: Sequence[str] | None = None):
 
 def _cycle_noise(idata) -> dict[tuple[int, int], float]:
     """``{(chain, cycle): largest noise_ratio of its draws}`` from ``sample_stats``."""
-    stats = getattr(idata, "sample_stats", None)
+    stats = group(idata, "sample_stats")
     if stats is None or "noise_ratio" not in stats:
         return {}
     ratios = stats["noise_ratio"].transpose("chain", "draw").values
-    posterior = idata.posterior
+    posterior = group(idata, "posterior")
     result: dict[tuple[int, int], float] = {}
     if posterior["cycle"].dims == ("chain",):  # group_by="cycle": one cycle per chain
         for chain, cycle, values in zip(

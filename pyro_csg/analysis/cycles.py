@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .arviz_lines import group
+
 __all__ = ["complete_cycles", "regroup", "scalar_elements", "cycle_layout"]
 
 
@@ -53,14 +55,17 @@ def cycle_layout(
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """The posterior (its ``var_names``, default all) regrouped as (chain x cycle, draw),
     with each group's chain and cycle."""
+    posterior = group(idata, "posterior")
+    if posterior is None:
+        raise ValueError("the InferenceData has no posterior group")
     if var_names is not None:
-        missing = [name for name in var_names if name not in idata.posterior.data_vars]
+        missing = [name for name in var_names if name not in posterior.data_vars]
         if missing:
             raise ValueError(
                 f"var_names {missing} are not in the posterior; "
-                f"it has {list(idata.posterior.data_vars)}"
+                f"it has {list(posterior.data_vars)}"
             )
-    posterior = idata.posterior if var_names is None else idata.posterior[list(var_names)]
+        posterior = posterior[list(var_names)]
     if "cycle" not in posterior.coords:
         raise ValueError(
             "cycle_summary needs an InferenceData from pyro_csg.to_inference_data "

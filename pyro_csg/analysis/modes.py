@@ -232,7 +232,8 @@ def cycle_diagnostic(idata, var_names: Sequence[str] | None = None):
     ``tightness`` are NaN with fewer than 6 complete cycles, a single draw per cycle
     (no within-cycle spread to measure a mode's width by), or draws that never vary.
 
-    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``).
+    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``), or
+        a posterior ``xarray.Dataset`` with a ``cycle`` coordinate.
     :param var_names: the posterior variables to include (default: all).
     :returns: ``pandas.DataFrame`` indexed by element (labelled as ``az.summary`` does),
         with the columns ``separation`` (the widest gap between groups, in within-cycle
@@ -242,15 +243,15 @@ def cycle_diagnostic(idata, var_names: Sequence[str] | None = None):
 
     Example::
 
-        >>> import numpy as np, arviz as az
+        >>> import numpy as np, xarray as xr
         >>> from pyro_csg import cycle_diagnostic
         >>> rng = np.random.default_rng(0)
         >>> modes = rng.choice([-3.0, 3.0], size=20)      # 20 cycles of 5 draws, 2 modes
         >>> draws = (modes[:, None] + 0.3 * rng.normal(size=(20, 5))).reshape(1, -1)
-        >>> idata = az.from_dict(posterior={"x": draws})
         >>> cycle = np.repeat(np.arange(20), 5)
-        >>> idata.posterior = idata.posterior.assign_coords(cycle=("draw", cycle))
-        >>> cycle_diagnostic(idata)[["groups", "alarm"]].values.tolist()
+        >>> posterior = xr.Dataset({"x": (("chain", "draw"), draws)},
+        ...                        coords={"cycle": ("draw", cycle)})
+        >>> cycle_diagnostic(posterior)[["groups", "alarm"]].values.tolist()
         [[2, True]]
     """
     return diagnostic_table(analyse(idata, var_names))
@@ -283,15 +284,15 @@ class ModeCensus:
 
     Example::
 
-        >>> import numpy as np, arviz as az
+        >>> import numpy as np, xarray as xr
         >>> from pyro_csg import mode_census
         >>> rng = np.random.default_rng(0)
         >>> modes = np.repeat([-3.0, 3.0], 10)
         >>> draws = (modes[:, None] + 0.3 * rng.normal(size=(20, 5))).reshape(1, -1)
-        >>> idata = az.from_dict(posterior={"x": draws})
         >>> cycle = np.repeat(np.arange(20), 5)
-        >>> idata.posterior = idata.posterior.assign_coords(cycle=("draw", cycle))
-        >>> census = mode_census(idata)
+        >>> posterior = xr.Dataset({"x": (("chain", "draw"), draws)},
+        ...                        coords={"cycle": ("draw", cycle)})
+        >>> census = mode_census(posterior)
         >>> census.num_modes, census.modes["cycles"].tolist()
         (2, [10, 10])
     """
@@ -322,21 +323,22 @@ def mode_census(idata, var_names: Sequence[str] | None = None) -> ModeCensus:
     For a predictive model, :func:`cycle_disagreement` gives the function-space view:
     how often two cycles' predictions differ.
 
-    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``).
+    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``), or
+        a posterior ``xarray.Dataset`` with a ``cycle`` coordinate.
     :param var_names: the posterior variables to look at (default: all).
     :returns: a :class:`ModeCensus`.
 
     Example::
 
-        >>> import numpy as np, arviz as az
+        >>> import numpy as np, xarray as xr
         >>> from pyro_csg import mode_census
         >>> rng = np.random.default_rng(1)
         >>> centres = rng.choice([-4.0, 0.0, 4.0], size=(30, 1, 2))   # 9 modes in 2-D
         >>> draws = (centres + 0.2 * rng.normal(size=(30, 10, 2))).reshape(1, 300, 2)
-        >>> idata = az.from_dict(posterior={"x": draws})
         >>> cycle = np.repeat(np.arange(30), 10)
-        >>> idata.posterior = idata.posterior.assign_coords(cycle=("draw", cycle))
-        >>> census = mode_census(idata)
+        >>> posterior = xr.Dataset({"x": (("chain", "draw", "x_dim"), draws)},
+        ...                        coords={"cycle": ("draw", cycle)})
+        >>> census = mode_census(posterior)
         >>> census.num_modes, int(census.modes["cycles"].sum())
         (9, 30)
     """

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.checks import check_int
 from ..core.schedules import CosineCyclical, CycleLayout
+from .arviz_lines import group
 from .cycles import scalar_elements
 from .modes import analyse, cycle_points, diagnostic_table, take_census
 
@@ -142,7 +143,8 @@ def plot_cycles(
     chain has its own marker. Draws of one cycle share a colour, so cycles that settled
     in different modes show as bands of different colours.
 
-    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``).
+    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``), or
+        a posterior ``xarray.Dataset`` with ``cycle`` and ``iteration`` coordinates.
     :param var_names: the posterior variables to draw (default: all).
     :param int max_plots: the most panels to draw (default 12).
     :param str cmap: the matplotlib colormap for the cycles.
@@ -152,18 +154,19 @@ def plot_cycles(
 
         >>> import matplotlib
         >>> matplotlib.use("Agg")
-        >>> import numpy as np, arviz as az
+        >>> import numpy as np, xarray as xr
         >>> from pyro_csg import plot_cycles
-        >>> idata = az.from_dict(posterior={"w": np.zeros((1, 8, 2))})
-        >>> idata.posterior = idata.posterior.assign_coords(
-        ...     cycle=("draw", np.repeat([0, 1], 4)), iteration=("draw", np.arange(1, 9)))
-        >>> [ax.get_title() for ax in plot_cycles(idata)]
+        >>> posterior = xr.Dataset(
+        ...     {"w": (("chain", "draw", "w_dim"), np.zeros((1, 8, 2)))},
+        ...     coords={"cycle": ("draw", np.repeat([0, 1], 4)),
+        ...             "iteration": ("draw", np.arange(1, 9))})
+        >>> [ax.get_title() for ax in plot_cycles(posterior)]
         ['w[0]', 'w[1]']
     """
     import matplotlib.pyplot as plt
 
-    posterior = idata.posterior
-    if "cycle" not in posterior.coords or "iteration" not in posterior.coords:
+    posterior = group(idata, "posterior")
+    if posterior is None or "cycle" not in posterior.coords or "iteration" not in posterior.coords:
         raise ValueError(
             "plot_cycles needs an InferenceData from pyro_csg.to_inference_data "
             "(its posterior has no 'cycle' / 'iteration' coordinates)"
@@ -243,7 +246,8 @@ def plot_cycle_diagnostics(
     automatic step size allows at the sampling stage's first step) and 1 (above it the
     minibatch noise dominates the injected noise).
 
-    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``).
+    :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``), or
+        a posterior ``xarray.Dataset`` with ``cycle`` and ``iteration`` coordinates.
     :param var_names: the posterior variables to draw (default: all).
     :param int max_plots: the most variable panels to draw (default 8).
     :returns: a NumPy array of the Axes drawn: the elements, then the census (with
@@ -253,13 +257,16 @@ def plot_cycle_diagnostics(
 
         >>> import matplotlib
         >>> matplotlib.use("Agg")
-        >>> import numpy as np, arviz as az
+        >>> import numpy as np, xarray as xr
         >>> from pyro_csg import plot_cycle_diagnostics
         >>> draws = np.random.default_rng(0).normal(size=(1, 12))
-        >>> idata = az.from_dict(posterior={"mu": draws},
-        ...                      sample_stats={"noise_ratio": np.full((1, 12), 0.1)})
-        >>> idata.posterior = idata.posterior.assign_coords(
-        ...     cycle=("draw", np.repeat([0, 1, 2], 4)), iteration=("draw", np.arange(1, 13)))
+        >>> where = {"cycle": ("draw", np.repeat([0, 1, 2], 4)),
+        ...          "iteration": ("draw", np.arange(1, 13))}
+        >>> noise = np.full((1, 12), 0.1)
+        >>> idata = xr.DataTree.from_dict({
+        ...     "posterior": xr.Dataset({"mu": (("chain", "draw"), draws)}, coords=where),
+        ...     "sample_stats": xr.Dataset({"noise_ratio": (("chain", "draw"), noise)}),
+        ... })
         >>> [ax.get_title() for ax in plot_cycle_diagnostics(idata)]
         ['mu', 'noise_ratio']
 
@@ -268,10 +275,11 @@ def plot_cycle_diagnostics(
         >>> rng = np.random.default_rng(1)
         >>> modes = np.repeat([-3.0, 3.0], 5)
         >>> draws = (modes[:, None] + 0.3 * rng.normal(size=(10, 4))).reshape(1, -1)
-        >>> idata = az.from_dict(posterior={"mu": draws})
-        >>> idata.posterior = idata.posterior.assign_coords(
-        ...     cycle=("draw", np.repeat(np.arange(10), 4)), iteration=("draw", np.arange(1, 41)))
-        >>> [ax.get_title() for ax in plot_cycle_diagnostics(idata)]
+        >>> posterior = xr.Dataset(
+        ...     {"mu": (("chain", "draw"), draws)},
+        ...     coords={"cycle": ("draw", np.repeat(np.arange(10), 4)),
+        ...             "iteration": ("draw", np.arange(1, 41))})
+        >>> [ax.get_title() for ax in plot_cycle_diagnostics(posterior)]
         ['mu: 2 groups, separation 22.9 (alarm)', 'mode census: 2 modes']
     """
     import matplotlib.pyplot as plt
@@ -286,12 +294,13 @@ def plot_cycle_diagnostics(
     multimodal = census.num_modes > 1
     mode_of = census.assignment["mode"]
     pooled = {}
-    names = list(idata.posterior.data_vars) if var_names is None else list(var_names)
+    posterior = group(idata, "posterior")
+    names = list(posterior.data_vars) if var_names is None else list(var_names)
     for name in names:
-        for label, values in scalar_elements(idata.posterior[name]):
+        for label, values in scalar_elements(posterior[name]):
             if label in labels:
                 pooled[label] = (float(values.mean()), float(values.std(ddof=1)))
-    stats = getattr(idata, "sample_stats", None)
+    stats = group(idata, "sample_stats")
     noise = stats is not None and "noise_ratio" in stats
     panels = len(labels) + int(multimodal) + int(noise)
     columns = min(3, panels)
@@ -365,7 +374,6 @@ def plot_cycle_diagnostics(
     if noise:
         ax = axes.flat[panel]
         ratios = stats["noise_ratio"].transpose("chain", "draw").values
-        posterior = idata.posterior
         iterations = np.broadcast_to(posterior["iteration"].values, ratios.shape)
         positive = ratios > 0
         ax.scatter(iterations[positive], ratios[positive], s=10, color="C0")

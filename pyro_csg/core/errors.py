@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ModelError", "NonFiniteError", "StateMismatchError"]
+__all__ = ["ModelError", "NonFiniteError", "StateMismatchError", "SamplerWarning"]
+
+
+class SamplerWarning(UserWarning):
+    """Every warning pyro-csg itself gives: a run that may be wrong (the minibatch noise
+    sets the spread, a cycle ran away, the step was halved), a slower path taken, or
+    draws left out. Other libraries' warnings keep their own categories, so that
+    ``warnings.filterwarnings("error", category=SamplerWarning)`` makes a script stop on
+    pyro-csg's alarms alone, and ``"ignore"`` silences them alone.
+
+    Example::
+
+        >>> import warnings
+        >>> from pyro_csg import SamplerWarning
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warnings.warn("the step was halved", SamplerWarning)
+        >>> caught[0].category.__name__, issubclass(SamplerWarning, UserWarning)
+        ('SamplerWarning', True)
+    """
 
 
 class ModelError(ValueError):

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from .diffusions import Diffusion, preconditioned
-from .errors import NonFiniteError, StateMismatchError
+from .errors import NonFiniteError, SamplerWarning, StateMismatchError
 from .estimators import Gradient, GradientEstimator, Minibatch
 from .noise import noise_limited_message, spare_batches
 from .parameters import Potential, as_potential
@@ -149,9 +149,7 @@ class Chain:
     def diffusion(self, state: ChainState) -> Diffusion:
         """The config's diffusion, preconditioned by the tuned ``G`` if there is one."""
         mass = None if state.tuning is None else state.tuning.preconditioner
-        return self._cached(
-            "diffusion", mass, lambda: preconditioned(self.config.diffusion, mass)
-        )
+        return self._cached("diffusion", mass, lambda: preconditioned(self.config.diffusion, mass))
 
     def gradient(self, state: ChainState) -> Gradient:
         """The estimator's gradient function for the state's estimator state."""
@@ -275,6 +273,7 @@ def _converged_start(chain: Chain, theta: torch.Tensor) -> tuple[torch.Tensor, i
             f"stopped after {report.steps} iterations with the potential still "
             "falling: the first cycles may still be travelling (check "
             "pyro_csg.cycle_summary, or discard them with warmup_steps).",
+            SamplerWarning,
             stacklevel=4,
         )
     return theta, report.steps
@@ -304,7 +303,7 @@ def _tuning(chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Grad
         raise NonFiniteError(f"{config.name}: {error}") from None
     if config.auto_step_size and tuning.step_size * tuning.lambda_max < 0.1:
         message = noise_limited_message(config.name, tuning, config.suggest_control_variates)
-        warnings.warn(message, stacklevel=4)
+        warnings.warn(message, SamplerWarning, stacklevel=4)
     return tuning
 
 
@@ -399,9 +398,7 @@ class _FiniteWatch:
             energies.clear()
 
 
-def advance(
-    chain: Chain, state: ChainState, target: int, careful: bool = False
-) -> ChainState:
+def advance(chain: Chain, state: ChainState, target: int, careful: bool = False) -> ChainState:
     """Run iterations ``k + 1, ..., target`` from ``state`` (the hot loop; see the module
     docstring) and return the new state, one draw further, uncommitted.
 

@@ -10,13 +10,13 @@ against NUTS at ``N = 1e4``). Used by the benchmark and by notebook 4.
 
 from __future__ import annotations
 
-import arviz as az
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 
 from ..adapter.potential import ModelPotential
+from ..analysis.arviz_lines import arviz
 
 __all__ = [
     "D",
@@ -126,7 +126,10 @@ def accuracy(draws: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> dict:
     """
     error = np.abs(draws.mean(0) - mean) / sd
     ratio = draws.std(0, ddof=1) / sd
-    ess = az.ess(az.convert_to_dataset({"theta": draws[None]}))["theta"].values
+    import xarray as xr
+
+    ess = arviz().ess(xr.Dataset({"theta": (("chain", "draw", "element"), draws[None])}))
+    ess = ess["theta"].values
     return {
         "error": float(error.max()),
         "ratio": (float(ratio.min()), float(ratio.max())),
