@@ -699,3 +699,17 @@ def test_plot_cycle_diagnostics_draws_cycle_means_and_the_noise(two_chains):
         assert len(means[0].lines[0].get_xdata()) == CYCLES
         noise = axes[-1]
         assert noise.get_title() == "noise_ratio" and len(noise.collections[0].get_offsets())
+
+
+def test_the_analysis_given_the_mcmc_itself_says_how_to_convert(mcmc):
+    from pyro_csg import cycle_diagnostic, mode_census, plot_cycle_diagnostics
+
+    for analysis in (
+        cycle_diagnostic,
+        cycle_summary,
+        mode_census,
+        plot_cycles,
+        plot_cycle_diagnostics,
+    ):
+        with pytest.raises(TypeError, match=r"got the MCMC itself.*to_inference_data\(mcmc\)"):
+            analysis(mcmc)

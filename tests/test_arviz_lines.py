@@ -129,4 +129,13 @@ def test_the_figure_is_drawn_from_either_container(converted, tmp_path):
 def test_group_names_and_group_refuse_what_is_not_a_run():
     with pytest.raises(TypeError, match="InferenceData, an xarray.DataTree or a posterior"):
         group({"posterior": {}}, "posterior")
+    with pytest.raises(TypeError, match="Converted itself: convert the run first"):
+
+        class Converted:  # an MCMC's face: draws and a kernel
+            kernel = None
+
+            def get_samples(self):
+                return {}
+
+        cycle_diagnostic(Converted())
     assert group_names(xr.Dataset()) == ["posterior"]

@@ -97,6 +97,11 @@ def group(data, name: str):
         return data[name].to_dataset() if name in data.children else None
     if hasattr(data, "groups") and name in data.groups():
         return getattr(data, name)
+    if hasattr(data, "get_samples") and hasattr(data, "kernel"):
+        raise TypeError(
+            f"got the {type(data).__name__} itself: convert the run first, with "
+            "idata = pyro_csg.to_inference_data(mcmc), and pass idata"
+        )
     if not hasattr(data, "groups"):
         raise TypeError(
             "expected an arviz.InferenceData, an xarray.DataTree or a posterior "
