@@ -14,8 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
-import xarray as xr
-from arviz_line import az, posterior_with_cycles
+from arviz_line import az, posterior, posterior_with_cycles
 
 import pyro_csg
 from pyro_csg import cycle_diagnostic, cycle_disagreement, mode_census
@@ -175,7 +174,7 @@ def test_no_alarm_on_notebook_1_whose_cycles_are_correlated():
 
 def _grouped(run: np.ndarray):
     """Every cycle a chain, as ``group_by="cycle"`` does."""
-    return xr.Dataset({"x": (("chain", "draw", *[f"x_dim_{i}" for i in range(run.ndim - 2)]), run)})
+    return posterior({"x": run})
 
 
 def test_no_alarm_on_a_gaussian_with_one_draw_per_cycle_in_effect():

@@ -394,9 +394,10 @@ def _convert(run: _RunData, log_likelihood, group_by, coords, dims, chunk_size):
         coords=coords,
         dims=dims,
     )
-    set_group(idata, "posterior", group(idata, "posterior").assign_coords(chain_coords))
-    for name in group_names(idata):
+    for name in group_names(idata):  # each group read and written back once
         dataset = group(idata, name)
+        if name == "posterior":
+            dataset = dataset.assign_coords(chain_coords)
         dataset.attrs.update(attrs)
         set_group(idata, name, dataset)
     return idata
