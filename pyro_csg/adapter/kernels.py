@@ -42,7 +42,16 @@ from .chain_setup import (
 )
 from .options import as_initial_params, kernel_options
 from .potential import ModelPotential
-from .pyro_runner import Divergences, check_run_arguments, runner_chain
+from .pyro_runner import (
+    Divergences,
+    check_run_arguments,
+    in_warmup_habit,
+    in_worker_process,
+    runner_chain,
+    runner_num_samples,
+    runner_progress_bars,
+    warmup_message,
+)
 
 __all__ = ["CyclicalKernel", "CyclicalSGLD", "CyclicalSGHMC", "CyclicalSGNHT"]
 
@@ -62,6 +71,9 @@ class _ChainRun:
     noise_reported: bool = False
     backoffs: list = field(default_factory=list)  # (iteration, new eta_1) of each back-off
     backoffs_reported: int = 0
+    bars: list = field(default_factory=list)  # Pyro's progress bar(s) for this chain
+    num_cycles: int | None = None  # of the whole run (warm-up included), when known
+    chain_tag: str = ""  # " [i]" when Pyro runs several chains, as its labels say
 
     @property
     def state(self):
@@ -77,18 +89,28 @@ class _ChainRun:
         return advance_safely(self.chain, state, target, backed_off)
 
     def progress(self, layout) -> OrderedDict:
-        """What Pyro's progress bar shows: the cycle, stage, step size and ``U~``."""
+        """What Pyro's progress bar shows after a draw: the cycle (of how many), the
+        draw's iteration within its cycle, the step size and ``U~``. (Every draw lies in
+        a sampling stage, so the stage is not shown: the iteration says where it is.)"""
         state = self.state
         if state.iteration == 0:
             return OrderedDict()
+        cycle = layout.cycle(state.iteration) + 1  # counted from 1 on the bar
+        length = layout.steps_per_cycle
+        within = layout.position(state.iteration) + 1
         return OrderedDict(
             [
-                ("cycle", layout.cycle(state.iteration)),
-                ("stage", layout.stage(state.iteration)),
+                ("cycle", f"{cycle}/{self.num_cycles}" if self.num_cycles else cycle),
+                ("iteration", f"{within}/{length}"),
                 ("step size", f"{state.step_size:.2e}"),
                 ("potential", f"{state.energy.item():.4g}"),
             ]
         )
+
+    def label(self, text: str) -> None:
+        """Relabel Pyro's progress bar (Pyro says ``Warmup`` until the first draw)."""
+        for bar in self.bars:
+            bar.set_description(text, refresh=True)
 
     def report(self, stats: dict[str, list], kernel: CyclicalKernel):
         """The chain's runaway cycles; the first time, warn about them and about a
@@ -245,6 +267,11 @@ class CyclicalKernel(MCMCKernel):
         if in_runner:  # a run of Pyro's runner (not MCMC's transforms probe)
             self._run_complete = False
         index, num_chains = runner_chain()
+        if in_worker_process():
+            # Pyro forked a process for this chain. torch's OpenMP thread pool does not
+            # survive a fork (the child hangs at its first parallel op, NUTS's chains as
+            # well), and each chain has its own core here anyway: one thread a chain.
+            torch.set_num_threads(1)
         name = type(self).__name__
         params = self._initial_params
         potential, theta, share = build_potential(self.options, params, args, kwargs, name)
@@ -261,6 +288,12 @@ class CyclicalKernel(MCMCKernel):
         chain, state = init_chain(potential, theta, config, int(seed.item()))
         record = ChainRecord(index, potential.sites, state, warmup_steps, share)
         run = _ChainRun(chain, record, CycleNoise(config.diffusion.friction, self.temperature))
+        run.bars = runner_progress_bars()
+        run.chain_tag = f" [{index}]" if num_chains and num_chains > 1 else ""
+        num_samples = runner_num_samples()
+        if num_samples:
+            run.num_cycles = math.ceil((warmup_steps + num_samples) / self.samples_per_cycle)
+        run.label(self._bar_label(run, "Start"))
         if index == 0 or index in self._chains:
             self._chains = {}  # a new run
         self._chains[index] = self._current = run
@@ -359,7 +392,17 @@ class CyclicalKernel(MCMCKernel):
         if record.verify:
             record.verify = False
             verify_potential(run.chain, record.state)
-        record.state = start(run.chain, record.state)  # a started state is kept as it is
+        was_started = record.state.started
+        record.state = start(  # a started state is kept as it is
+            run.chain, record.state, lambda stage: run.label(self._bar_label(run, f"Start: {stage}"))
+        )
+        run.label(self._bar_label(run, "Warmup" if record.warmup_steps else "Sample"))
+        if not was_started and in_warmup_habit(record.warmup_steps, record.state.start_steps, self):
+            warnings.warn(
+                warmup_message(type(self).__name__, record.warmup_steps, record.state.start_steps, self),
+                SamplerWarning,
+                stacklevel=4,
+            )
         run.ready = True
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -434,6 +477,11 @@ class CyclicalKernel(MCMCKernel):
         else:
             raise ValueError(f"chain must be one of {sorted(self._chains)}, got {chain!r}")
         return found.record.constrained_draws()
+
+    @staticmethod
+    def _bar_label(run: _ChainRun, text: str) -> str:
+        """Pyro's own form: ``Sample`` for one chain, ``Sample [1]`` for chain 1 of several."""
+        return f"{text}{run.chain_tag}"
 
     def logging(self) -> OrderedDict:
         return OrderedDict() if self._current is None else self._current.progress(self.layout)

@@ -18,7 +18,16 @@ import numpy as np
 
 from ..core.errors import SamplerWarning
 
-__all__ = ["Divergences", "runner_chain", "runner_num_samples", "check_run_arguments"]
+__all__ = [
+    "Divergences",
+    "runner_chain",
+    "runner_num_samples",
+    "runner_progress_bars",
+    "check_run_arguments",
+    "in_warmup_habit",
+    "in_worker_process",
+    "warmup_message",
+]
 
 
 class Divergences(list):
@@ -56,6 +65,31 @@ def runner_num_samples() -> int | None:
     """The ``num_samples`` Pyro's runner will ask for (None outside Pyro's runner)."""
     frame = _runner_frame()
     return None if frame is None else frame.f_locals.get("num_samples")
+
+
+def runner_progress_bars() -> list:
+    """The ``tqdm`` bars of the chain being set up, when Pyro's runner draws them in this
+    process (chains one after another); empty otherwise (no runner, ``disable_progbar``,
+    or one process per chain, whose bars live in the parent).
+
+    Pyro labels a bar ``Warmup`` until the first draw returns, even with
+    ``warmup_steps=0``, and the kernel's start (optimisation, tuning) runs inside that
+    first draw; the kernel relabels the bar so that it says what is happening.
+    """
+    frame = _runner_frame()
+    caller = frame.f_back if frame is not None else None
+    bar = caller.f_locals.get("progress_bar") if caller is not None else None
+    bars = getattr(bar, "progress_bars", None) or []
+    return [b for b in bars if not getattr(b, "disable", True)]
+
+
+def in_worker_process() -> bool:
+    """Whether Pyro's runner set this chain up in a process of its own (``num_chains``
+    above one with enough CPUs), rather than in the caller's process."""
+    frame = _runner_frame()
+    caller = frame.f_back if frame is not None else None
+    runner = caller.f_locals.get("self") if caller is not None else None
+    return type(runner).__name__ == "_Worker"
 
 
 def runner_chain() -> tuple[int, int | None]:
@@ -106,3 +140,30 @@ def check_run_arguments(warmup_steps: Any, samples_per_cycle: int) -> tuple[int,
             stacklevel=4,
         )
     return int(warmup_steps), num_samples is not None
+
+
+def in_warmup_habit(warmup_steps: int, start_steps: int, kernel) -> bool:
+    """Whether the warm-up throws away more than one cycle's draws after a start that
+    the optimisation stage already converged (NUTS's habit, ``MCMC``'s default
+    ``warmup_steps=num_samples``, carried over where nothing is adapted in warm-up)."""
+    return start_steps > 0 and warmup_steps > kernel.samples_per_cycle
+
+
+def warmup_message(name: str, warmup_steps: int, start_steps: int, kernel) -> str:
+    """The warning for :func:`in_warmup_habit`: what was thrown away and what to pass."""
+    per_cycle = kernel.samples_per_cycle
+    cycles = warmup_steps / per_cycle
+    num_samples = runner_num_samples()
+    default = (
+        " (MCMC's default warmup_steps is num_samples: as many draws as the run keeps)"
+        if num_samples is not None and warmup_steps == num_samples
+        else ""
+    )
+    return (
+        f"{name}: warmup_steps={warmup_steps} throws away {warmup_steps} draws, "
+        f"{cycles:g} cycles of {kernel.steps_per_cycle} iterations{default}, after an "
+        f"optimisation stage that already brought the chain to the posterior ({start_steps} "
+        "Adam steps). There is nothing to adapt in warm-up (every cycle restarts with its "
+        "own exploration stage), so those cycles cost time and give nothing: pass "
+        f"warmup_steps=0, or warmup_steps={per_cycle} to drop the first cycle."
+    )

@@ -307,21 +307,29 @@ def _tuning(chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Grad
     return tuning
 
 
-def start(chain: Chain, state: ChainState) -> ChainState:
+def start(
+    chain: Chain, state: ChainState, announce: Callable[[str], None] | None = None
+) -> ChainState:
     """The state before the first cycle: the optimisation stage (if the config asks for
     it), the estimator's state, the automatic step size and preconditioner (if asked
     for), and ``U~`` with its gradient at the start. A started state is returned as it is.
+
+    ``announce(stage)`` is told each slow stage as it begins (``"optimising"``,
+    ``"tuning"``), for a progress bar.
     """
     if state.started:
         return state
     config = chain.config
+    say = announce or (lambda stage: None)
     theta, start_steps = state.theta, 0
     if config.optimize_start:
+        say("optimising")
         theta, start_steps = _converged_start(chain, theta)
     estimator_state = config.estimator.init(chain.potential, theta)
     gradient = config.estimator.bind(chain.potential, estimator_state)
     tuning = None
     if config.auto_step_size or config.preconditioner:
+        say("tuning")
         tuning = _tuning(chain, state, theta, gradient)
     energy, grad = gradient(theta, chain.next_indices())
     if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
