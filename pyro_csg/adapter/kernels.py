@@ -393,16 +393,16 @@ class CyclicalKernel(MCMCKernel):
             record.verify = False
             verify_potential(run.chain, record.state)
         was_started = record.state.started
-        record.state = start(  # a started state is kept as it is
-            run.chain, record.state, lambda stage: run.label(self._bar_label(run, f"Start: {stage}"))
-        )
+
+        def announce(stage: str) -> None:
+            run.label(self._bar_label(run, f"Start: {stage}"))
+
+        record.state = start(run.chain, record.state, announce)  # a started state is kept
         run.label(self._bar_label(run, "Warmup" if record.warmup_steps else "Sample"))
-        if not was_started and in_warmup_habit(record.warmup_steps, record.state.start_steps, self):
-            warnings.warn(
-                warmup_message(type(self).__name__, record.warmup_steps, record.state.start_steps, self),
-                SamplerWarning,
-                stacklevel=4,
-            )
+        warmup, start_steps = record.warmup_steps, record.state.start_steps
+        if not was_started and in_warmup_habit(warmup, start_steps, self):
+            message = warmup_message(type(self).__name__, warmup, start_steps, self)
+            warnings.warn(message, SamplerWarning, stacklevel=4)
         run.ready = True
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
