@@ -1,4 +1,4 @@
-# Everything a newcomer needs: `make test` and `make demo` set up .venv from scratch.
+# Everything a newcomer needs: `make test`, `make demo` and `make docs` set up .venv from scratch.
 #
 # Another Python gets its own venv: `make test PYTHON=python3.13 VENV=.venv-3.13`
 # (with pyenv: `PYENV_VERSION=3.13.0 make test VENV=.venv-3.13`).
@@ -17,7 +17,7 @@ else
 TORCH ?= torch
 endif
 
-.PHONY: install test lint demo bench clean versions
+.PHONY: install test lint demo bench clean versions docs
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --upgrade '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,docs]'
 	touch $(STAMP)
 
 versions: $(STAMP)
@@ -37,6 +37,13 @@ lint: $(STAMP)
 test: $(STAMP) lint versions
 	$(BIN)/python -m pytest
 
+# The documentation site, offline: every warning is an error, then every internal link is
+# checked. The notebooks are rendered from their stored outputs, never run.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -b html -q docs docs/_build/html
+	$(BIN)/python docs/check_links.py docs/_build/html
+	@echo "The site: docs/_build/html/index.html"
+
 demo: $(STAMP)
 	$(BIN)/python -m pyro_csg demo
 
@@ -45,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/log_likelihood.py
 
 clean:
-	rm -rf $(VENV) .venv-3.* .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-3.* .pytest_cache .ruff_cache *.egg-info docs/_build docs/notebooks

@@ -14,7 +14,7 @@ Example::
     ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
     ...     with pyro.plate("data", len(y), subsample_size=25) as idx:
     ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
-    >>> kernel = CyclicalSGHMC(model, step_size=1e-4, steps_per_cycle=100, friction=0.5)
+    >>> kernel = CyclicalSGHMC(model)  # no step size to choose: it is tuned at the start
     >>> mcmc = MCMC(kernel, num_samples=3 * 4, warmup_steps=0, disable_progbar=True)
     >>> mcmc.run(y)
     >>> sorted(mcmc.get_samples())

@@ -129,13 +129,26 @@ if __name__ == "__main__":
 def test_chains_in_processes_of_their_own_do_not_hang_after_the_fork(tmp_path):
     """Pyro forks a process per chain where it sees enough CPUs; torch's OpenMP pool does
     not survive the fork (NUTS's chains hang there too), so each chain runs on one thread."""
+    import os
+    import signal
     import subprocess
     import sys
 
     script = tmp_path / "parallel.py"
     script.write_text(PARALLEL_CHAINS)
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    # Its own session, so that a hang kills the chains' processes too, not only the parent.
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith("ok")
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("two chains in forked processes hung (killed after 120 s)")
+    assert process.returncode == 0, stderr[-2000:]
+    assert stdout.strip().endswith("ok")

@@ -12,10 +12,8 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,15 +22,15 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from ..core.checks import is_number
 from ..core.diffusions import Diffusion, sghmc, sgld, sgnht
-from ..core.errors import SamplerWarning
-from ..core.noise import CycleNoise, noise_warning
-from ..core.runaway import diverging_draws, runaway_cycles
-from ..core.sampler import Chain, advance_safely, backoff_message, init_chain, start
+from ..core.noise import CycleNoise
+from ..core.runaway import diverging_draws
+from ..core.sampler import init_chain
 from ..core.schedules import Schedule
 from ..services.checkpoint import Checkpoint
 from ..services.distributed import RankShare
 from ..services.resume import ChainRecord, verify_potential
 from ..services.store import STATS
+from .chain_run import ChainRun
 from .chain_setup import (
     build_potential,
     compile_model_potential,
@@ -42,102 +40,9 @@ from .chain_setup import (
 )
 from .options import as_initial_params, kernel_options
 from .potential import ModelPotential
-from .pyro_runner import (
-    Divergences,
-    check_run_arguments,
-    in_warmup_habit,
-    in_worker_process,
-    runner_chain,
-    runner_num_samples,
-    runner_progress_bars,
-    warmup_message,
-)
+from .pyro_runner import Divergences, check_run_arguments, one_thread_in_worker, runner_chain
 
 __all__ = ["CyclicalKernel", "CyclicalSGLD", "CyclicalSGHMC", "CyclicalSGNHT"]
-
-
-@dataclass
-class _ChainRun:
-    """One chain of the run in progress: the core chain (working parts), its record
-    (committed state, kept draws, resume), its noise measurement, and how far the
-    kernel got with it."""
-
-    chain: Chain
-    record: ChainRecord
-    noise: CycleNoise
-    backend: str = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
-    ready: bool = False  # compiled, verified and started
-    runaway_reported: bool = False
-    noise_reported: bool = False
-    backoffs: list = field(default_factory=list)  # (iteration, new eta_1) of each back-off
-    backoffs_reported: int = 0
-    bars: list = field(default_factory=list)  # Pyro's progress bar(s) for this chain
-    num_cycles: int | None = None  # of the whole run (warm-up included), when known
-    chain_tag: str = ""  # " [i]" when Pyro runs several chains, as its labels say
-
-    @property
-    def state(self):
-        return self.record.state
-
-    def advance(self, state, layout):
-        """The state at the next retained draw, the back-offs on the way recorded."""
-        target = layout.retained_iteration(state.draws)
-
-        def backed_off(error, step: float) -> None:
-            self.backoffs.append((error.iteration, step))
-
-        return advance_safely(self.chain, state, target, backed_off)
-
-    def progress(self, layout) -> OrderedDict:
-        """What Pyro's progress bar shows after a draw: the cycle (of how many), the
-        draw's iteration within its cycle, the step size and ``U~``. (Every draw lies in
-        a sampling stage, so the stage is not shown: the iteration says where it is.)"""
-        state = self.state
-        if state.iteration == 0:
-            return OrderedDict()
-        cycle = layout.cycle(state.iteration) + 1  # counted from 1 on the bar
-        length = layout.steps_per_cycle
-        within = layout.position(state.iteration) + 1
-        return OrderedDict(
-            [
-                ("cycle", f"{cycle}/{self.num_cycles}" if self.num_cycles else cycle),
-                ("iteration", f"{within}/{length}"),
-                ("step size", f"{state.step_size:.2e}"),
-                ("potential", f"{state.energy.item():.4g}"),
-            ]
-        )
-
-    def label(self, text: str) -> None:
-        """Relabel Pyro's progress bar (Pyro says ``Warmup`` until the first draw)."""
-        for bar in self.bars:
-            bar.set_description(text, refresh=True)
-
-    def report(self, stats: dict[str, list], kernel: CyclicalKernel):
-        """The chain's runaway cycles; the first time, warn about them and about a
-        minibatch noise that dominated the injected noise."""
-        record = self.record
-        size, per_cycle = record.flat.size, kernel.samples_per_cycle
-        report = runaway_cycles(stats["cycle"], stats["potential_energy"], size, kernel.temperature)
-        if report.cycles and not self.runaway_reported:
-            self.runaway_reported = True
-            warnings.warn(report.message(record.index, per_cycle), SamplerWarning, stacklevel=3)
-        if not self.noise_reported and (kernel.schedule is not None or self.state.tuning):
-            self.noise_reported = True
-            message = noise_warning(
-                f"{type(kernel).__name__}: chain {record.index}",
-                stats,
-                kernel.layout,
-                self.chain.schedule(self.state),
-                len(self.chain.batches),  # one cursor per subsampled plate
-                kernel.control_variates is False,
-            )
-            if message:
-                warnings.warn(message, SamplerWarning, stacklevel=3)
-        if len(self.backoffs) > self.backoffs_reported:
-            self.backoffs_reported = len(self.backoffs)
-            name = f"{type(kernel).__name__}: chain {record.index}"
-            warnings.warn(backoff_message(name, self.backoffs), SamplerWarning, stacklevel=3)
-        return report
 
 
 def _full_signature(init) -> inspect.Signature:
@@ -202,8 +107,8 @@ class CyclicalKernel(MCMCKernel):
         self.transforms = None if potential_fn is None or transforms is None else transforms
         self._share: RankShare | None = None  # this rank's share, data-parallel
         self._initial_params: dict[str, torch.Tensor] | None = None
-        self._chains: dict[int, _ChainRun] = {}
-        self._current: _ChainRun | None = None
+        self._chains: dict[int, ChainRun] = {}
+        self._current: ChainRun | None = None
         self._loaded: dict[str, Any] | None = None
 
     def build_diffusion(self) -> Diffusion:  # pragma: no cover - abstract
@@ -267,11 +172,7 @@ class CyclicalKernel(MCMCKernel):
         if in_runner:  # a run of Pyro's runner (not MCMC's transforms probe)
             self._run_complete = False
         index, num_chains = runner_chain()
-        if in_worker_process():
-            # Pyro forked a process for this chain. torch's OpenMP thread pool does not
-            # survive a fork (the child hangs at its first parallel op, NUTS's chains as
-            # well), and each chain has its own core here anyway: one thread a chain.
-            torch.set_num_threads(1)
+        one_thread_in_worker()
         name = type(self).__name__
         params = self._initial_params
         potential, theta, share = build_potential(self.options, params, args, kwargs, name)
@@ -287,13 +188,8 @@ class CyclicalKernel(MCMCKernel):
         config = sampler_config(self.options, self.build_diffusion(), potential, name)
         chain, state = init_chain(potential, theta, config, int(seed.item()))
         record = ChainRecord(index, potential.sites, state, warmup_steps, share)
-        run = _ChainRun(chain, record, CycleNoise(config.diffusion.friction, self.temperature))
-        run.bars = runner_progress_bars()
-        run.chain_tag = f" [{index}]" if num_chains and num_chains > 1 else ""
-        num_samples = runner_num_samples()
-        if num_samples:
-            run.num_cycles = math.ceil((warmup_steps + num_samples) / self.samples_per_cycle)
-        run.label(self._bar_label(run, "Start"))
+        run = ChainRun(chain, record, CycleNoise(config.diffusion.friction, self.temperature))
+        run.watch_progress(num_chains, self.samples_per_cycle)
         if index == 0 or index in self._chains:
             self._chains = {}  # a new run
         self._chains[index] = self._current = run
@@ -344,12 +240,12 @@ class CyclicalKernel(MCMCKernel):
             >>> from pyro_csg import CyclicalSGHMC
             >>> def model():
             ...     pyro.sample("z", dist.Normal(0.0, 1.0))
-            >>> kernel = CyclicalSGHMC(model, step_size=0.1, steps_per_cycle=20)
+            >>> kernel = CyclicalSGHMC(model, steps_per_cycle=20)
             >>> MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True).run()
             >>> saved = kernel.state_dict()
             >>> saved["chains"][0]["iteration"], saved["chains"][0]["draws"]
             (40, 8)
-            >>> later = CyclicalSGHMC(model, step_size=0.1, steps_per_cycle=20)
+            >>> later = CyclicalSGHMC(model, steps_per_cycle=20)
             >>> later.load_state_dict(saved)
             >>> mcmc = MCMC(later, num_samples=4, warmup_steps=0, disable_progbar=True)
             >>> mcmc.run()
@@ -380,7 +276,7 @@ class CyclicalKernel(MCMCKernel):
         self._loaded = state_dict
 
     # -- sampling --------------------------------------------------------------------------
-    def _start(self, run: _ChainRun) -> None:
+    def _start(self, run: ChainRun) -> None:
         """First ``sample`` after the replay (or a resume's check at set-up): compile the
         potential, check a resumed state against the model, and start the chain."""
         potential = run.chain.potential
@@ -392,17 +288,7 @@ class CyclicalKernel(MCMCKernel):
         if record.verify:
             record.verify = False
             verify_potential(run.chain, record.state)
-        was_started = record.state.started
-
-        def announce(stage: str) -> None:
-            run.label(self._bar_label(run, f"Start: {stage}"))
-
-        record.state = start(run.chain, record.state, announce)  # a started state is kept
-        run.label(self._bar_label(run, "Warmup" if record.warmup_steps else "Sample"))
-        warmup, start_steps = record.warmup_steps, record.state.start_steps
-        if not was_started and in_warmup_habit(warmup, start_steps, self):
-            message = warmup_message(type(self).__name__, warmup, start_steps, self)
-            warnings.warn(message, SamplerWarning, stacklevel=4)
+        run.begin(self)  # a started state is kept as it is
         run.ready = True
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -418,7 +304,7 @@ class CyclicalKernel(MCMCKernel):
             run.record.stopped_early(error, self.samples_per_cycle)
             raise
 
-    def _sample(self, run: _ChainRun, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _sample(self, run: ChainRun, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not run.ready:
             self._start(run)
         chain, record = run.chain, run.record
@@ -463,7 +349,7 @@ class CyclicalKernel(MCMCKernel):
             >>> from pyro_csg import CyclicalSGLD
             >>> def model():
             ...     pyro.sample("z", dist.Normal(0.0, 1.0))
-            >>> kernel = CyclicalSGLD(model, step_size=0.1, steps_per_cycle=20)
+            >>> kernel = CyclicalSGLD(model, steps_per_cycle=20)
             >>> MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True).run()
             >>> kernel.get_samples()["z"].shape
             torch.Size([8])
@@ -477,11 +363,6 @@ class CyclicalKernel(MCMCKernel):
         else:
             raise ValueError(f"chain must be one of {sorted(self._chains)}, got {chain!r}")
         return found.record.constrained_draws()
-
-    @staticmethod
-    def _bar_label(run: _ChainRun, text: str) -> str:
-        """Pyro's own form: ``Sample`` for one chain, ``Sample [1]`` for chain 1 of several."""
-        return f"{text}{run.chain_tag}"
 
     def logging(self) -> OrderedDict:
         return OrderedDict() if self._current is None else self._current.progress(self.layout)
@@ -610,6 +491,17 @@ class CyclicalSGLD(CyclicalKernel):
         that step dimensionless.
     :param bool optimize_start: run Adam until the minibatch potential stops falling
         before the first cycle (default ``None``: for models with a subsampled plate).
+    :param process_group: data-parallel steps over ``torch.distributed`` (one chain whose
+        minibatches are split over the ranks; see the docs' "Beyond one process"). ``None``
+        (default): the default group when ``torch.distributed`` is initialised, else one
+        process; ``False``: stay out of it (one independent chain per rank, merged later
+        with :func:`~pyro_csg.merge_runs`); a ``ProcessGroup``: that group.
+    :param nuts_keywords: the keywords a NUTS user passes: ``jit_compile`` (-> the compiled
+        potential), ``ignore_jit_warnings``, ``jit_options`` and ``max_plate_nesting``
+        (accepted: the plates are found by tracing); the others (``max_tree_depth``,
+        ``target_accept_prob``, ``adapt_step_size``, ``adapt_mass_matrix``, ``full_mass``,
+        ``num_steps``, ``trajectory_length``) are refused with the reason and the setting
+        to use instead.
 
     **Randomness.** Each chain draws its Langevin noise and its minibatch permutations from
     its own ``torch.Generator``, seeded from Pyro's RNG at set-up: ``pyro.set_rng_seed``
@@ -630,12 +522,12 @@ class CyclicalSGLD(CyclicalKernel):
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
         ...     with pyro.plate("data", len(y), subsample_size=50) as idx:
         ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
-        >>> kernel = CyclicalSGLD(model, step_size=5e-4, steps_per_cycle=200,
-        ...                       samples_per_cycle=4)
-        >>> mcmc = MCMC(kernel, num_samples=5 * 4, warmup_steps=0, disable_progbar=True)
-        >>> mcmc.run(y)
-        >>> mcmc.get_samples()["mu"].shape
-        torch.Size([20])
+        >>> kernel = CyclicalSGLD(model)  # the defaults: cycles of 1000 steps, 4 draws each
+        >>> mcmc = MCMC(kernel, num_samples=3 * 4, warmup_steps=0, disable_progbar=True)
+        >>> mcmc.run(y)  # 3 cycles
+        >>> mu = mcmc.get_samples()["mu"]
+        >>> mu.shape, bool(abs(mu.mean() - y.mean()) < 0.15)  # posterior sd 0.03
+        (torch.Size([12]), True)
     """
 
     def build_diffusion(self) -> Diffusion:
@@ -680,12 +572,12 @@ class CyclicalSGHMC(CyclicalKernel):
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
         ...     with pyro.plate("data", len(y), subsample_size=50) as idx:
         ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
-        >>> kernel = CyclicalSGHMC(model, step_size=1e-4, steps_per_cycle=200,
-        ...                        samples_per_cycle=4, friction=0.5)
-        >>> mcmc = MCMC(kernel, num_samples=5 * 4, warmup_steps=0, disable_progbar=True)
-        >>> mcmc.run(y)
-        >>> mcmc.get_samples()["mu"].shape
-        torch.Size([20])
+        >>> kernel = CyclicalSGHMC(model)  # the defaults: cycles of 1000 steps, 4 draws each
+        >>> mcmc = MCMC(kernel, num_samples=3 * 4, warmup_steps=0, disable_progbar=True)
+        >>> mcmc.run(y)  # 3 cycles
+        >>> mu = mcmc.get_samples()["mu"]
+        >>> mu.shape, bool(abs(mu.mean() - y.mean()) < 0.15)  # posterior sd 0.03
+        (torch.Size([12]), True)
     """
 
     def __init__(self, model=None, potential_fn=None, *, friction: float = 0.1, **kwargs) -> None:
@@ -730,11 +622,12 @@ class CyclicalSGNHT(CyclicalKernel):
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
         ...     with pyro.plate("data", len(y), subsample_size=50) as idx:
         ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
-        >>> mcmc = MCMC(CyclicalSGNHT(model, steps_per_cycle=200), num_samples=5 * 4,
-        ...             warmup_steps=0, disable_progbar=True)
-        >>> mcmc.run(y)
-        >>> mcmc.get_samples()["mu"].shape
-        torch.Size([20])
+        >>> kernel = CyclicalSGNHT(model)  # the defaults: cycles of 1000 steps, 4 draws each
+        >>> mcmc = MCMC(kernel, num_samples=3 * 4, warmup_steps=0, disable_progbar=True)
+        >>> mcmc.run(y)  # 3 cycles
+        >>> mu = mcmc.get_samples()["mu"]
+        >>> mu.shape, bool(abs(mu.mean() - y.mean()) < 0.15)  # posterior sd 0.03
+        (torch.Size([12]), True)
     """
 
     def __init__(self, model=None, potential_fn=None, *, diffusion: float = 0.1, **kwargs) -> None:

@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..core.errors import SamplerWarning
 
@@ -25,7 +26,7 @@ __all__ = [
     "runner_progress_bars",
     "check_run_arguments",
     "in_warmup_habit",
-    "in_worker_process",
+    "one_thread_in_worker",
     "warmup_message",
 ]
 
@@ -83,13 +84,16 @@ def runner_progress_bars() -> list:
     return [b for b in bars if not getattr(b, "disable", True)]
 
 
-def in_worker_process() -> bool:
-    """Whether Pyro's runner set this chain up in a process of its own (``num_chains``
-    above one with enough CPUs), rather than in the caller's process."""
+def one_thread_in_worker() -> None:
+    """One torch thread for a chain that Pyro's runner set up in a process of its own
+    (``num_chains`` above one with enough CPUs). torch's OpenMP thread pool does not
+    survive the fork that made the process (the child hangs at its first parallel op,
+    NUTS's chains as well), and each chain has a core of its own there anyway."""
     frame = _runner_frame()
     caller = frame.f_back if frame is not None else None
     runner = caller.f_locals.get("self") if caller is not None else None
-    return type(runner).__name__ == "_Worker"
+    if type(runner).__name__ == "_Worker":
+        torch.set_num_threads(1)
 
 
 def runner_chain() -> tuple[int, int | None]:

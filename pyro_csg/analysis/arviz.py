@@ -280,7 +280,7 @@ def to_inference_data(
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
         ...     with pyro.plate("data", len(y), subsample_size=20) as idx:
         ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
-        >>> kernel = CyclicalSGLD(model, step_size=2e-3, steps_per_cycle=100)
+        >>> kernel = CyclicalSGLD(model, steps_per_cycle=100)  # short cycles: a quick example
         >>> mcmc = MCMC(kernel, num_samples=3 * 4, warmup_steps=0, disable_progbar=True)
         >>> mcmc.run(y)
         >>> idata = to_inference_data(mcmc)
@@ -447,7 +447,7 @@ def merge_runs(
         >>> runs = []
         >>> for seed in (0, 1):
         ...     pyro.set_rng_seed(seed)
-        ...     kernel = CyclicalSGLD(model, step_size=2e-3, steps_per_cycle=100)
+        ...     kernel = CyclicalSGLD(model, steps_per_cycle=100)  # short cycles: a quick example
         ...     mcmc = MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True)
         ...     mcmc.run(y)
         ...     runs.append(mcmc)

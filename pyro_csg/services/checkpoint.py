@@ -71,7 +71,7 @@ class Checkpoint:
         ...     pyro.sample("z", dist.Normal(0.0, 1.0))
         >>> def run():
         ...     pyro.set_rng_seed(0)
-        ...     kernel = CyclicalSGLD(model, step_size=0.1, steps_per_cycle=20,
+        ...     kernel = CyclicalSGLD(model, steps_per_cycle=20,
         ...                           checkpoint=Checkpoint(folder))
         ...     mcmc = MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True)
         ...     mcmc.run()

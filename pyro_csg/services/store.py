@@ -271,7 +271,7 @@ def read_store(directory: str | os.PathLike) -> dict[str, Any]:
         >>> folder = tempfile.mkdtemp()
         >>> def model():
         ...     pyro.sample("z", dist.Normal(0.0, 1.0))
-        >>> kernel = CyclicalSGLD(model, step_size=0.1, steps_per_cycle=20, checkpoint=folder)
+        >>> kernel = CyclicalSGLD(model, steps_per_cycle=20, checkpoint=folder)
         >>> MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True).run()
         >>> read_store(folder)["posterior"]["z"].shape
         (1, 8)

@@ -1,0 +1,126 @@
+"""One chain of a kernel's run in progress: the core chain, its record, its noise
+measurement, what Pyro's progress bar shows of it, and its warnings."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import SamplerWarning
+from ..core.noise import CycleNoise, noise_warning
+from ..core.runaway import runaway_cycles
+from ..core.sampler import Chain, advance_safely, backoff_message, start
+from ..services.resume import ChainRecord
+from .pyro_runner import in_warmup_habit, runner_num_samples, runner_progress_bars, warmup_message
+
+__all__ = ["ChainRun"]
+
+
+@dataclass
+class ChainRun:
+    """One chain of the run in progress: the core chain (working parts), its record
+    (committed state, kept draws, resume), its noise measurement, and how far the
+    kernel got with it."""
+
+    chain: Chain
+    record: ChainRecord
+    noise: CycleNoise
+    backend: str = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
+    ready: bool = False  # compiled, verified and started
+    runaway_reported: bool = False
+    noise_reported: bool = False
+    backoffs: list = field(default_factory=list)  # (iteration, new eta_1) of each back-off
+    backoffs_reported: int = 0
+    bars: list = field(default_factory=list)  # Pyro's progress bar(s) for this chain
+    num_cycles: int | None = None  # of the whole run (warm-up included), when known
+    chain_tag: str = ""  # " [i]" when Pyro runs several chains, as its labels say
+
+    @property
+    def state(self):
+        return self.record.state
+
+    def advance(self, state, layout):
+        """The state at the next retained draw, the back-offs on the way recorded."""
+        target = layout.retained_iteration(state.draws)
+
+        def backed_off(error, step: float) -> None:
+            self.backoffs.append((error.iteration, step))
+
+        return advance_safely(self.chain, state, target, backed_off)
+
+    def progress(self, layout) -> OrderedDict:
+        """What Pyro's progress bar shows after a draw: the cycle (of how many), the
+        draw's iteration within its cycle, the step size and ``U~``. (Every draw lies in
+        a sampling stage, so the stage is not shown: the iteration says where it is.)"""
+        state = self.state
+        if state.iteration == 0:
+            return OrderedDict()
+        cycle = layout.cycle(state.iteration) + 1  # counted from 1 on the bar
+        length = layout.steps_per_cycle
+        within = layout.position(state.iteration) + 1
+        return OrderedDict(
+            [
+                ("cycle", f"{cycle}/{self.num_cycles}" if self.num_cycles else cycle),
+                ("iteration", f"{within}/{length}"),
+                ("step size", f"{state.step_size:.2e}"),
+                ("potential", f"{state.energy.item():.4g}"),
+            ]
+        )
+
+    def watch_progress(self, num_chains: int | None, samples_per_cycle: int) -> None:
+        """Find Pyro's progress bar for this chain, to say what the kernel is doing."""
+        self.bars = runner_progress_bars()
+        self.chain_tag = f" [{self.record.index}]" if num_chains and num_chains > 1 else ""
+        num_samples = runner_num_samples()
+        if num_samples:
+            draws = self.record.warmup_steps + num_samples
+            self.num_cycles = math.ceil(draws / samples_per_cycle)
+        self.label("Start")
+
+    def label(self, text: str) -> None:
+        """Relabel Pyro's progress bar (Pyro says ``Warmup`` until the first draw), in
+        Pyro's form: ``Sample`` for one chain, ``Sample [1]`` for chain 1 of several."""
+        for bar in self.bars:
+            bar.set_description(f"{text}{self.chain_tag}", refresh=True)
+
+    def begin(self, kernel: Any) -> None:
+        """Start the chain (optimisation, tuning), saying which on the progress bar, and
+        warn when a warm-up will throw away cycles after a start that converged."""
+        record = self.record
+        was_started = record.state.started
+        record.state = start(self.chain, record.state, lambda stage: self.label(f"Start: {stage}"))
+        self.label("Warmup" if record.warmup_steps else "Sample")
+        warmup, start_steps = record.warmup_steps, record.state.start_steps
+        if not was_started and in_warmup_habit(warmup, start_steps, kernel):
+            message = warmup_message(type(kernel).__name__, warmup, start_steps, kernel)
+            warnings.warn(message, SamplerWarning, stacklevel=5)
+
+    def report(self, stats: dict[str, list], kernel: Any):
+        """The chain's runaway cycles; the first time, warn about them and about a
+        minibatch noise that dominated the injected noise."""
+        record = self.record
+        size, per_cycle = record.flat.size, kernel.samples_per_cycle
+        report = runaway_cycles(stats["cycle"], stats["potential_energy"], size, kernel.temperature)
+        if report.cycles and not self.runaway_reported:
+            self.runaway_reported = True
+            warnings.warn(report.message(record.index, per_cycle), SamplerWarning, stacklevel=3)
+        if not self.noise_reported and (kernel.schedule is not None or self.state.tuning):
+            self.noise_reported = True
+            message = noise_warning(
+                f"{type(kernel).__name__}: chain {record.index}",
+                stats,
+                kernel.layout,
+                self.chain.schedule(self.state),
+                len(self.chain.batches),  # one cursor per subsampled plate
+                kernel.control_variates is False,
+            )
+            if message:
+                warnings.warn(message, SamplerWarning, stacklevel=3)
+        if len(self.backoffs) > self.backoffs_reported:
+            self.backoffs_reported = len(self.backoffs)
+            name = f"{type(kernel).__name__}: chain {record.index}"
+            warnings.warn(backoff_message(name, self.backoffs), SamplerWarning, stacklevel=3)
+        return report
