@@ -290,3 +290,34 @@ def test_cycle_disagreement_from_labels_and_from_probabilities():
         cycle_disagreement(labels, cycles[:4])
     with pytest.raises(ValueError, match="predictions must be"):
         cycle_disagreement(np.zeros(5), cycles)
+
+
+def test_census_splits_along_an_element_that_separates_modes_without_alarming():
+    """x[0] alarms (two modes of 10 cycles); x[1] splits the second of them into 8 and 2
+    cycles, which cannot alarm alone (a group of 2), yet those are 3 modes, not 2."""
+    rng = np.random.default_rng(3)
+    centres = np.zeros((20, 1, 2))
+    centres[10:, 0, 0] = 6.0
+    centres[18:, 0, 1] = 6.0
+    draws = centres + 0.3 * rng.normal(size=(20, 5, 2))
+    table = cycle_diagnostic(_idata(draws))
+    assert table["alarm"].tolist() == [True, False] and table["groups"].tolist() == [2, 2]
+    census = mode_census(_idata(draws))
+    assert census.elements == ["x[0]", "x[1]"]
+    assert census.num_modes == 3 and census.modes["cycles"].tolist() == [10, 8, 2]
+
+
+def test_the_demos_census_equals_the_modes_its_cycles_visited():
+    """The demo's own mixture run (seed 0, 30 cycles of 500 steps, 100 draws a cycle):
+    the census counts the modes the draws visited, and puts each cycle in the mode
+    nearest its median draw."""
+    import pyro_csg.examples.mixture as mixture
+
+    run = mixture.run_csgld(num_cycles=30, steps_per_cycle=500, samples_per_cycle=100, seed=0)
+    draws = run.draws.numpy().reshape(30, 100, 2)
+    census = mode_census(_idata(draws))
+    nearest = ((np.median(draws, 1)[:, None] - MODE_MEANS.numpy()) ** 2).sum(-1).argmin(-1)
+    found = census.assignment["mode"].to_numpy()
+    assert census.num_modes == run.visited == len(set(nearest)), (census.num_modes, run.visited)
+    for mode in range(census.num_modes):
+        assert len(set(nearest[found == mode])) == 1

@@ -310,15 +310,17 @@ class ModeCensus:
 def mode_census(idata, var_names: Sequence[str] | None = None) -> ModeCensus:
     """How many distinct modes the cycles found, and which cycles sit in which.
 
-    The rule: along every element whose :func:`cycle_diagnostic` alarms, the cycle
-    locations (each cycle's median draw) are cut into groups at every gap of at least 4
-    within-cycle sds (``SEPARATION_THRESHOLD``), the diagnostic's own groups. Two cycles
-    are in the same mode when they share a group along every alarmed element; modes are
-    numbered by how many cycles found them, most first. A cycle whose draws spread over
-    more than 3 within-cycle sds along an alarmed element changed mode while sampling
-    and is counted in transit (``mode = -1``), in no mode. Without any alarm all the
-    cycles are one mode. A mode found by one cycle is counted (it could not raise the
-    alarm alone).
+    The rule: when :func:`cycle_diagnostic` alarms on at least one element, the run is
+    multimodal, and every element along which the cycle locations (each cycle's median
+    draw) fall into two or more groups -- cut at every gap of at least 4 within-cycle sds
+    (``SEPARATION_THRESHOLD``), the diagnostic's own groups -- separates modes, whether
+    or not that element alarms by itself (a mode found by two cycles cannot raise the
+    alarm, yet it is a mode). Two cycles are in the same mode when they share a group
+    along every such element; modes are numbered by how many cycles found them, most
+    first. A cycle whose draws spread over more than 3 within-cycle sds along such an
+    element changed mode while sampling and is counted in transit (``mode = -1``), in no
+    mode. Without any alarm all the cycles are one mode. A mode found by one cycle is
+    counted.
 
     For a predictive model, :func:`cycle_disagreement` gives the function-space view:
     how often two cycles' predictions differ.
@@ -349,7 +351,11 @@ def take_census(analysis: Analysis) -> ModeCensus:
     import pandas as pd
 
     labels, groups = analysis.labels, analysis.groups
-    alarmed = np.flatnonzero(groups.alarm)
+    # Once one element alarms, the run is multimodal, and every element whose cycles fall
+    # into separate groups separates modes: on the 25 Gaussians a mode found twice along
+    # x[0] but by several cycles along x[1] is still its own mode. Without an alarm the
+    # gaps are chance (or too few cycles to tell): one mode.
+    alarmed = np.flatnonzero(groups.num_groups >= 2) if groups.alarm.any() else np.array([], int)
     num_cycles = analysis.values.shape[1]
     keys = groups.group[alarmed].T.reshape(num_cycles, len(alarmed))
     transit = (keys < 0).any(axis=1)

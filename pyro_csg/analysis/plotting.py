@@ -19,8 +19,9 @@ from .modes import analyse, cycle_points, diagnostic_table, take_census
 
 __all__ = ["plot_schedule", "plot_cycles", "plot_cycle_diagnostics"]
 
-EXPLORE_COLOR = "#f4d6a0"
-SAMPLE_COLOR = "#b7d7ef"
+EXPLORE_COLOR = "#f5c27a"  # saturated enough to see a stage of 3% of a cycle
+SAMPLE_COLOR = "#cfe3f3"
+DRAW_COLOR = "#c0392b"
 
 
 def _new_axes(ax, **figure_kwargs):
@@ -88,7 +89,8 @@ def plot_schedule(
     iterations = np.arange(1, total + 1)
     step_sizes = np.array([schedule(int(k)) for k in iterations])
 
-    ax = _new_axes(ax, figsize=(8, 3))
+    ax = _new_axes(ax, figsize=(8, 3.4))
+    title = f"{type(schedule).__name__} schedule, {num_cycles} cycles"
     if layout is not None:
         explore = layout.num_exploration_steps
         for cycle in range(num_cycles):
@@ -99,34 +101,46 @@ def plot_schedule(
                     start + explore,
                     color=EXPLORE_COLOR,
                     lw=0,
-                    label="exploration (no noise)" if cycle == 0 else None,
+                    label="exploration stage (no noise)" if cycle == 0 else None,
                 )
             ax.axvspan(
                 start + explore,
                 start + steps,
                 color=SAMPLE_COLOR,
                 lw=0,
-                label="sampling (noise)" if cycle == 0 else None,
+                label="sampling stage (noise added)" if cycle == 0 else None,
             )
-    ax.plot(iterations, step_sizes, color="black", lw=1.2, label="step size")
+        title += (
+            f" of {steps} steps: exploration {layout.exploration_fraction:.0%} of each, "
+            f"{layout.samples_per_cycle} draws kept per cycle"
+        )
+    ax.plot(iterations, step_sizes, color="black", lw=1.5, label="step size", zorder=2)
     if layout is not None:
+        # The retained draws as ticks in a strip along the bottom, not on the curve: at
+        # 100 draws a cycle, markers on the curve would hide it.
+        from matplotlib.transforms import blended_transform_factory
+
         retained = np.array(
             [layout.retained_iteration(n) for n in range(num_cycles * layout.samples_per_cycle)]
         )
         ax.scatter(
             retained,
-            step_sizes[retained - 1],
-            color="#c0392b",
-            s=18,
+            np.full(len(retained), 0.045),
+            marker="|",
+            s=60,
+            linewidths=0.8,
+            color=DRAW_COLOR,
+            transform=blended_transform_factory(ax.transData, ax.transAxes),
             zorder=3,
-            label="retained draws",
+            label="a retained draw (one tick each)",
         )
     ax.set_xlim(0.5, total + 0.5)
-    ax.set_ylim(0.0, 1.45 * float(step_sizes.max()))  # headroom for the legend
+    ax.set_ylim(-0.12 * float(step_sizes.max()), 1.05 * float(step_sizes.max()))
     ax.set_xlabel("iteration k")
     ax.set_ylabel("step size eta_k")
-    ax.set_title(f"{type(schedule).__name__} schedule, {num_cycles} cycles")
-    ax.legend(loc="upper center", ncol=4, fontsize="small", framealpha=0.95)
+    ax.set_title(title, fontsize="medium")
+    # Below the axes, never on the data.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, fontsize="small")
     return ax
 
 
@@ -221,6 +235,17 @@ def plot_cycles(
     return axes.ravel()[: len(panels)]
 
 
+def _place_in_cycle(posterior) -> np.ndarray:
+    """Each draw's place within its cycle, 0 for the first (``cycle`` along ``draw``)."""
+    cycle = np.asarray(posterior["cycle"].values)
+    if cycle.ndim != 1:
+        return np.zeros(cycle.shape)
+    first = {}
+    for index, number in enumerate(cycle.tolist()):
+        first.setdefault(number, index)
+    return np.array([index - first[number] for index, number in enumerate(cycle.tolist())])
+
+
 def plot_cycle_diagnostics(
     idata,
     var_names: Sequence[str] | None = None,
@@ -244,7 +269,9 @@ def plot_cycle_diagnostics(
     cycle sat in, cycle by cycle. A last panel draws each draw's ``noise_ratio``
     (``sample_stats``) against its iteration, log scale, with the lines at 0.5 (what the
     automatic step size allows at the sampling stage's first step) and 1 (above it the
-    minibatch noise dominates the injected noise).
+    minibatch noise dominates the injected noise). The ratio scales with the step, which
+    the cosine shrinks through a cycle, so the draws fall into bands by their place in
+    the cycle (first highest); they are coloured by that place.
 
     :param idata: from :func:`pyro_csg.to_inference_data` (either ``group_by``), or
         a posterior ``xarray.Dataset`` with ``cycle`` and ``iteration`` coordinates.
@@ -317,7 +344,7 @@ def plot_cycle_diagnostics(
     for ax, label in zip(axes.flat, labels, strict=False):
         rows_of = table.xs(label, level="variable")
         mean, sd = pooled[label]
-        ax.axhspan(mean - sd, mean + sd, color=SAMPLE_COLOR, alpha=0.6, label="pooled ±1 sd")
+        ax.axhspan(mean - sd, mean + sd, color=SAMPLE_COLOR, label="pooled draws: mean ± 1 sd")
         ax.axhline(mean, color="0.3", linewidth=1)
         for chain in rows_of.index.get_level_values("chain").unique():
             part = rows_of.xs(chain, level="chain")
@@ -330,7 +357,7 @@ def plot_cycle_diagnostics(
                 markersize=4,
                 capsize=2,
                 color="C0" if not multimodal else "0.4",
-                label=f"chain {chain}",
+                label=f"a cycle of chain {chain}: median draw ± spread",
                 zorder=1,
             )
             if multimodal:
@@ -352,6 +379,10 @@ def plot_cycle_diagnostics(
                 f"({'alarm' if alarm else 'no alarm'})"
             )
         ax.set_xlabel("cycle")
+        ax.set_ylabel(label)
+    if labels:
+        # One legend for the element panels, under the first: the dot, the bar, the band.
+        axes.flat[0].legend(fontsize="x-small", loc="best", framealpha=0.9)
     panel = len(labels)
     if multimodal:
         ax = axes.flat[panel]
@@ -368,21 +399,35 @@ def plot_cycle_diagnostics(
         ticks = list(range(-1, census.num_modes, max(1, -(-census.num_modes // 8))))
         ax.set_yticks(ticks)
         ax.set_yticklabels(["transit", *map(str, ticks[1:])])
+        along = ", ".join(census.elements[:3]) + (", ..." if len(census.elements) > 3 else "")
         ax.set_title(f"mode census: {census.num_modes} modes")
         ax.set_xlabel("cycle")
-        ax.set_ylabel("mode")
+        ax.set_ylabel(f"mode (split along {along})", fontsize="small")
     if noise:
         ax = axes.flat[panel]
         ratios = stats["noise_ratio"].transpose("chain", "draw").values
         iterations = np.broadcast_to(posterior["iteration"].values, ratios.shape)
+        # The ratio scales with the step, which the cosine shrinks through a cycle: the
+        # draws' bands are their places in the cycle, coloured so (first to last).
+        place = np.broadcast_to(_place_in_cycle(posterior), ratios.shape)
         positive = ratios > 0
-        ax.scatter(iterations[positive], ratios[positive], s=10, color="C0")
-        for level, style in ((0.5, ":"), (1.0, "--")):
-            ax.axhline(level, color="C3", linestyle=style, linewidth=1)
+        points = ax.scatter(
+            iterations[positive], ratios[positive], s=10, c=place[positive], cmap="viridis"
+        )
+        if place.max() > 0:
+            bar = figure.colorbar(points, ax=ax, pad=0.01)
+            bar.set_label("draw's place in its cycle", fontsize="x-small")
+        for level, style, meaning in (
+            (0.5, ":", "0.5: the automatic step's bound"),
+            (1.0, "--", "1: minibatch noise = injected noise"),
+        ):
+            ax.axhline(level, color="C3", linestyle=style, linewidth=1, label=meaning)
         if positive.any():
             ax.set_yscale("log")
+        ax.legend(fontsize="x-small", loc="lower left", framealpha=0.9)
         ax.set_title("noise_ratio")
         ax.set_xlabel("iteration")
+        ax.set_ylabel("minibatch / injected noise")
     for ax in axes.flat[panels:]:
         ax.set_visible(False)
     return axes.ravel()[:panels]

@@ -22,6 +22,7 @@ step size is ``lr / N`` and their ``friction`` is ``1 - momentum``.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -565,6 +566,55 @@ def cycle_probs(probs: torch.Tensor, num_cycles: int) -> torch.Tensor:
     if len(probs) % num_cycles:
         raise ValueError(f"{len(probs)} draws cannot be split into {num_cycles} equal cycles")
     return probs.reshape(num_cycles, -1, *probs.shape[1:]).mean(1)
+
+
+def ensemble_against_map(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    budget: Budget,
+    seeds: list[int],
+    progress: bool = False,
+    done: dict[str, MethodResult] | None = None,
+) -> Any:
+    """The demo's figure over seeds: per seed, the test NLL of cSGHMC's ensemble of its
+    first ``k`` cycles and of the SGD (MAP) network, with :func:`compare_methods`'s
+    settings. ``done``: :func:`compare_methods`'s results for ``seeds[0]``, reused rather
+    than run again. A pandas DataFrame with the columns ``seed``, ``cycles`` and ``NLL``
+    (the MAP network's rows have ``cycles = 0``).
+
+    Example::
+
+        >>> from pyro_csg.examples.digits import Budget, ensemble_against_map, load_digits_split
+        >>> x, y, x_test, y_test = load_digits_split()
+        >>> tiny = Budget(num_cycles=2, epochs_per_cycle=1, samples_per_cycle=2)
+        >>> table = ensemble_against_map(x, y, x_test, y_test, tiny, seeds=[0, 1])
+        >>> table.groupby("seed")["cycles"].apply(list).tolist()
+        [[1, 2, 0], [1, 2, 0]]
+    """
+    import pandas as pd
+
+    from .metrics import negative_log_likelihood
+
+    defaults = inspect.signature(compare_methods).parameters
+    names = ("lr", "exploration_fraction", "temperature")
+    setting = {name: defaults[name].default for name in names}  # as compare_methods runs it
+    rows = []
+    for seed in seeds:
+        if done is not None and seed == seeds[0]:
+            probs, map_probs = done["cSGHMC"].probs, done["SGD (MAP)"].probs[0]
+        else:
+            run = run_csghmc(x, y, budget, seed=seed, progress=progress, **setting)
+            probs = predictive_probs(run.model, run.mcmc.get_samples(), x_test)
+            net = train_sgd(x, y, budget, lr=defaults["sgd_lr"].default, seed=seed)
+            with torch.no_grad():
+                map_probs = torch.softmax(net(x_test), -1)
+        curve = ensemble_curve(probs, budget.num_cycles, y_test)
+        for cycles, nll in zip(curve.index, curve["NLL"], strict=True):
+            rows.append({"seed": seed, "cycles": cycles, "NLL": nll})
+        rows.append({"seed": seed, "cycles": 0, "NLL": negative_log_likelihood(map_probs, y_test)})
+    return pd.DataFrame(rows)
 
 
 def ensemble_curve(probs: torch.Tensor, num_cycles: int, y_test: torch.Tensor) -> Any:

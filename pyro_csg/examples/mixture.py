@@ -309,13 +309,26 @@ def plot_draws(runs: list[MixtureRun], axes=None, max_points: int = 2000) -> Any
         draws = run.draws
         if len(draws) > max_points:
             draws = draws[torch.linspace(0, len(draws) - 1, max_points).long()]
-        ax.scatter(draws[:, 0], draws[:, 1], s=3, color="tab:red", alpha=0.5)
+        shown = (
+            f"{len(draws):,} of {len(run.draws):,} draws"
+            if len(draws) < len(run.draws)
+            else "draws"
+        )
+        ax.scatter(draws[:, 0], draws[:, 1], s=3, color="tab:red", alpha=0.5, label=shown)
         ax.set(
             xlim=(-6, 6),
             ylim=(-6, 6),
             aspect="equal",
-            title=f"{run.name}: {run.visited} of 25 modes",
+            xlabel="x[0]",
+            ylabel="x[1]",
+            title=f"{run.name}: {run.visited} of 25 modes visited",
         )
+    # One legend for the figure: what the grey and the red are.
+    from matplotlib.patches import Patch
+
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Patch(color="0.3", label="target density (25 Gaussians)"))
+    axes[0].legend(handles=handles, loc="lower left", fontsize="small", framealpha=0.9)
     return axes
 
 
