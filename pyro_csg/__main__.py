@@ -27,6 +27,7 @@ def _mixture(args, out: Path, progress: bool) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from .analysis.arviz import to_inference_data
+    from .analysis.modes import cycle_diagnostic, mode_census
     from .analysis.plotting import plot_schedule
     from .examples import mixture
 
@@ -50,6 +51,14 @@ def _mixture(args, out: Path, progress: bool) -> list[Path]:
     )
     runs = [csgld, sgld, nuts]
     print(mixture.visits_table(runs).to_string(index=False), flush=True)
+    idata = to_inference_data(csgld.mcmc, log_likelihood=False)
+    census = mode_census(idata)
+    alarms = list(cycle_diagnostic(idata).query("alarm").index)
+    print(
+        f"cSGLD's cycle diagnostic: alarm on {alarms or 'no element'}; mode census: "
+        f"{census.num_modes} mode(s) found by its {len(census.assignment)} cycles",
+        flush=True,
+    )
 
     written = [out / "mixture_draws.png", out / "mixture_schedule.png", out / "mixture_csgld.nc"]
     axes = mixture.plot_draws(runs)
@@ -57,7 +66,7 @@ def _mixture(args, out: Path, progress: bool) -> list[Path]:
     ax = plot_schedule(csgld.mcmc.kernel, num_cycles=min(3, args.mixture_cycles))
     ax.figure.savefig(written[1], dpi=100)
     plt.close("all")
-    to_inference_data(csgld.mcmc, log_likelihood=False).to_netcdf(written[2])
+    idata.to_netcdf(written[2])
     return written
 
 

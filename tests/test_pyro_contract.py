@@ -93,8 +93,10 @@ def test_hook_fn_sees_every_draw_and_logging_is_json(data):
     assert [c[:2] for c in calls] == [("Warmup", i) for i in range(4)] + [
         ("Sample", i) for i in range(6)
     ]
-    assert set(calls[-1][2]) == {"cycle", "stage", "step size", "potential"}
-    assert calls[-1][2]["stage"] == "sample" and calls[-1][2]["cycle"] == 4
+    assert set(calls[-1][2]) == {"cycle", "iteration", "step size", "potential"}
+    kernel = mcmc.kernel  # the last draw: the last cycle (of 5, counted from 1), its last step
+    length = kernel.steps_per_cycle
+    assert calls[-1][2]["cycle"] == "5/5" and calls[-1][2]["iteration"] == f"{length}/{length}"
     # The hook's params are the draws that MCMC keeps.
     kept = torch.stack([c[3] for c in calls[4:]])
     assert torch.equal(kept, mcmc.get_samples()["w"])
