@@ -120,9 +120,12 @@ def _hook(iters, kernel, samples, stage, i):
 )
 @pytest.mark.parametrize("compile_potential", [False, True])
 @pytest.mark.parametrize("num_chains", [1, 2])
+@pytest.mark.parametrize("settings", [CYCLIC, {}], ids=["explicit", "defaults"])
 @pytest.mark.filterwarnings("ignore:num_chains")
 @pytest.mark.filterwarnings("error")  # as Pyro's own suite runs it
-def test_null_model_with_hook(run_mcmc_cls, kernel, model, compile_potential, num_chains):
+def test_null_model_with_hook(
+    run_mcmc_cls, kernel, model, compile_potential, num_chains, settings
+):
     num_warmup, num_samples = 10, 10
     initial_params, potential_fn, transforms, _ = initialize_model(model, num_chains=num_chains)
 
@@ -133,7 +136,7 @@ def test_null_model_with_hook(run_mcmc_cls, kernel, model, compile_potential, nu
         potential_fn=potential_fn,
         transforms=transforms,
         compile_potential=compile_potential,
-        **CYCLIC,
+        **settings,  # the defaults too: no step to tune, no warm-up warning, no var() warning
     )
     samples, _ = run_mcmc_cls(
         data=None,

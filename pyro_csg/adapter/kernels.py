@@ -40,7 +40,13 @@ from .chain_setup import (
 )
 from .options import as_initial_params, kernel_options
 from .potential import ModelPotential
-from .pyro_runner import Divergences, check_run_arguments, one_thread_in_worker, runner_chain
+from .pyro_runner import (
+    Divergences,
+    check_run_arguments,
+    one_thread_in_worker,
+    runner_chain,
+    warn_partial_cycle,
+)
 
 __all__ = ["CyclicalKernel", "CyclicalSGLD", "CyclicalSGHMC", "CyclicalSGNHT"]
 
@@ -176,6 +182,7 @@ class CyclicalKernel(MCMCKernel):
         name = type(self).__name__
         params = self._initial_params
         potential, theta, share = build_potential(self.options, params, args, kwargs, name)
+        warn_partial_cycle(warmup_steps, self.samples_per_cycle, theta.numel())
         if isinstance(potential, ModelPotential):
             self.transforms = potential.transforms
         self._share = share

@@ -27,6 +27,7 @@ __all__ = [
     "check_run_arguments",
     "in_warmup_habit",
     "one_thread_in_worker",
+    "warn_partial_cycle",
     "warmup_message",
 ]
 
@@ -119,8 +120,7 @@ def runner_chain() -> tuple[int, int | None]:
 
 def check_run_arguments(warmup_steps: Any, samples_per_cycle: int) -> tuple[int, bool]:
     """``warmup_steps`` as an int, and whether Pyro's runner is running the chain (not
-    ``MCMC``'s probe of the transforms); refuses ``num_samples=0`` and warns about a
-    warm-up that is not whole cycles."""
+    ``MCMC``'s probe of the transforms); refuses ``num_samples=0``."""
     num_samples = runner_num_samples()
     if (
         isinstance(warmup_steps, (bool, np.bool_))
@@ -134,7 +134,13 @@ def check_run_arguments(warmup_steps: Any, samples_per_cycle: int) -> tuple[int,
             "'stack expects a non-empty TensorList'): give num_samples >= 1, e.g. "
             f"num_cycles * samples_per_cycle = 10 * {samples_per_cycle}"
         )
-    if warmup_steps % samples_per_cycle:
+    return int(warmup_steps), num_samples is not None
+
+
+def warn_partial_cycle(warmup_steps: int, samples_per_cycle: int, num_params: int) -> None:
+    """Warn about a warm-up that is not whole cycles (not for a potential without
+    parameters, where there is nothing to keep or throw away)."""
+    if warmup_steps % samples_per_cycle and num_params:
         warnings.warn(
             f"warmup_steps={warmup_steps} is not a multiple of samples_per_cycle="
             f"{samples_per_cycle}: warm-up counts retained draws, so the first kept "
@@ -143,7 +149,6 @@ def check_run_arguments(warmup_steps: Any, samples_per_cycle: int) -> tuple[int,
             SamplerWarning,
             stacklevel=4,
         )
-    return int(warmup_steps), num_samples is not None
 
 
 def in_warmup_habit(warmup_steps: int, start_steps: int, kernel) -> bool:

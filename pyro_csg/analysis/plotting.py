@@ -416,7 +416,9 @@ def plot_cycle_diagnostics(
         )
         if place.max() > 0:
             bar = figure.colorbar(points, ax=ax, pad=0.01)
-            bar.set_label("draw's place in its cycle", fontsize="x-small")
+            bar.set_label("draw's place in its cycle (0: first)", fontsize="x-small")
+            if place.max() < 10:
+                bar.set_ticks(range(int(place.max()) + 1))
         for level, style, meaning in (
             (0.5, ":", "0.5: the automatic step's bound"),
             (1.0, "--", "1: minibatch noise = injected noise"),

@@ -484,6 +484,10 @@ def tune(
         >>> round(tuning.step_size, 3), tuning.noise_ratio
         (1.0, 0.0)
     """
+    if theta.numel() == 0:
+        # No parameter to move (a potential without parameters, which Pyro's own tests
+        # run): no curvature to measure, and any step is exact.
+        return Tuning(1.0, torch.ones_like(theta) if precondition else None, 1.0, 0.0, False)
     if precondition:
         # Two passes: the second takes its finite-difference steps at the posterior's
         # scale, which the first pass estimated. Up to EXACT_DIAGONAL coordinates, each is
