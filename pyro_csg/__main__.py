@@ -161,7 +161,7 @@ def demo(args: argparse.Namespace) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m pyro_csg`` and the ``pyro-csg`` script.
 
-    Example (a tiny budget; the defaults take about 40 s on 2 cores)::
+    Example (a tiny budget; the defaults take about 30 s on 2 cores)::
 
         >>> import contextlib, io, os, tempfile
         >>> from pyro_csg.__main__ import main

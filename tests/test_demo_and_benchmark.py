@@ -18,6 +18,8 @@ TINY = [
     "2",
     "--bnn-epochs-per-cycle",
     "2",
+    "--bnn-seeds",
+    "2",
     "--no-progress",
 ]
 WRITTEN = [
@@ -42,6 +44,8 @@ def test_demo_module_entry_point_writes_tables_figures_and_inference_data(tmp_pa
     for method in ["cSGLD", "SGLD", "NUTS", "cSGHMC", "SGD (MAP)", "MC dropout"]:
         assert method in result.stdout
     assert "NLL" in result.stdout and "ECE" in result.stdout
+    assert "cSGLD's cycle diagnostic:" in result.stdout and "mode census:" in result.stdout
+    assert "over seeds [0, 1], for the figure" in result.stdout
     assert sorted(path.name for path in out.iterdir()) == sorted(WRITTEN)
     assert all((out / name).stat().st_size > 1000 for name in WRITTEN)
 
@@ -64,6 +68,9 @@ def test_demo_default_output_folder_and_bad_budget(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit):
         main(["demo", "--bnn-epochs-per-cycle", "1"])
     assert "--bnn-epochs-per-cycle must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--bnn-seeds", "0"])
+    assert "--bnn-seeds must be at least 1" in capsys.readouterr().err
 
 
 def run_benchmark(script: str, *args: str) -> str:
