@@ -235,15 +235,21 @@ def plot_cycles(
     return axes.ravel()[: len(panels)]
 
 
-def _place_in_cycle(posterior) -> np.ndarray:
-    """Each draw's place within its cycle, 0 for the first (``cycle`` along ``draw``)."""
-    cycle = np.asarray(posterior["cycle"].values)
-    if cycle.ndim != 1:
-        return np.zeros(cycle.shape)
-    first = {}
-    for index, number in enumerate(cycle.tolist()):
-        first.setdefault(number, index)
-    return np.array([index - first[number] for index, number in enumerate(cycle.tolist())])
+def _place_in_cycle(posterior, shape: tuple[int, int]) -> np.ndarray:
+    """Each draw's place within its cycle, 0 for the first, as a ``(chain, draw)`` array:
+    with ``cycle`` along ``draw`` (``group_by="chain"``), the rank among the draws of
+    its cycle; with every cycle an ArviZ chain (``group_by="cycle"``), the draw index."""
+    cycle = posterior["cycle"]
+    if cycle.dims == ("draw",):
+        numbers = cycle.values.tolist()
+        first: dict = {}
+        for index, number in enumerate(numbers):
+            first.setdefault(number, index)
+        place = np.array([index - first[number] for index, number in enumerate(numbers)])
+        return np.broadcast_to(place, shape)
+    if "chain" in cycle.dims and "draw" not in cycle.dims:
+        return np.broadcast_to(np.arange(shape[1]), shape)
+    return np.zeros(shape)
 
 
 def plot_cycle_diagnostics(
@@ -409,7 +415,7 @@ def plot_cycle_diagnostics(
         iterations = np.broadcast_to(posterior["iteration"].values, ratios.shape)
         # The ratio scales with the step, which the cosine shrinks through a cycle: the
         # draws' bands are their places in the cycle, coloured so (first to last).
-        place = np.broadcast_to(_place_in_cycle(posterior), ratios.shape)
+        place = _place_in_cycle(posterior, ratios.shape)
         positive = ratios > 0
         points = ax.scatter(
             iterations[positive], ratios[positive], s=10, c=place[positive], cmap="viridis"
