@@ -27,7 +27,7 @@ def _mixture(args, out: Path, progress: bool) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from .analysis.arviz import to_inference_data
-    from .analysis.modes import cycle_diagnostic, mode_census
+    from .analysis.modes import analyse, diagnostic_table, take_census
     from .analysis.plotting import plot_schedule
     from .examples import mixture
 
@@ -52,8 +52,9 @@ def _mixture(args, out: Path, progress: bool) -> list[Path]:
     runs = [csgld, sgld, nuts]
     print(mixture.visits_table(runs).to_string(index=False), flush=True)
     idata = to_inference_data(csgld.mcmc, log_likelihood=False)
-    census = mode_census(idata)
-    alarms = list(cycle_diagnostic(idata).query("alarm").index)
+    analysis = analyse(idata, None)  # regrouped once for the diagnostic and the census
+    census = take_census(analysis)
+    alarms = list(diagnostic_table(analysis).query("alarm").index)
     print(
         f"cSGLD's cycle diagnostic: alarm on {alarms or 'no element'}; mode census: "
         f"{census.num_modes} mode(s) found by its {len(census.assignment)} cycles",

@@ -35,6 +35,7 @@ class ChainRun:
     backoffs: list = field(default_factory=list)  # (iteration, new eta_1) of each back-off
     backoffs_reported: int = 0
     bars: list = field(default_factory=list)  # Pyro's progress bar(s) for this chain
+    num_samples: int | None = None  # the run's kept draws, when Pyro's runner says
     num_cycles: int | None = None  # of the whole run (warm-up included), when known
     chain_tag: str = ""  # " [i]" when Pyro runs several chains, as its labels say
 
@@ -74,9 +75,9 @@ class ChainRun:
         """Find Pyro's progress bar for this chain, to say what the kernel is doing."""
         self.bars = runner_progress_bars()
         self.chain_tag = f" [{self.record.index}]" if num_chains and num_chains > 1 else ""
-        num_samples = runner_num_samples()
-        if num_samples:
-            draws = self.record.warmup_steps + num_samples
+        self.num_samples = runner_num_samples()
+        if self.num_samples:
+            draws = self.record.warmup_steps + self.num_samples
             self.num_cycles = math.ceil(draws / samples_per_cycle)
         self.label("Start")
 
@@ -95,7 +96,8 @@ class ChainRun:
         self.label("Warmup" if record.warmup_steps else "Sample")
         warmup, start_steps = record.warmup_steps, record.state.start_steps
         if not was_started and in_warmup_habit(warmup, start_steps, kernel):
-            message = warmup_message(type(kernel).__name__, warmup, start_steps, kernel)
+            name = type(kernel).__name__
+            message = warmup_message(name, warmup, start_steps, kernel, self.num_samples)
             warnings.warn(message, SamplerWarning, stacklevel=5)
 
     def report(self, stats: dict[str, list], kernel: Any):

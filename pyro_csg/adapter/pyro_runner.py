@@ -50,9 +50,10 @@ class Divergences(list):
 
 
 def _runner_frame():
-    """The frame of ``pyro.infer.mcmc.api._gen_samples`` that called ``setup``, if any."""
-    frame = sys._getframe(2)
-    for _ in range(6):
+    """The frame of ``pyro.infer.mcmc.api._gen_samples`` that called ``setup`` (or
+    ``sample``), if any: a few frames up the stack from here."""
+    frame = sys._getframe(1)
+    for _ in range(10):
         frame = frame.f_back
         if frame is None:
             return None
@@ -61,6 +62,15 @@ def _runner_frame():
         ):
             return frame
     return None
+
+
+def _runner_caller() -> tuple[Any, Any]:
+    """``(frame, runner)``: the frame of Pyro's sampler method that called
+    ``_gen_samples`` and the sampler itself (``_UnarySampler`` or ``_Worker``); ``(None,
+    None)`` outside Pyro's runner."""
+    frame = _runner_frame()
+    caller = frame.f_back if frame is not None else None
+    return caller, (caller.f_locals.get("self") if caller is not None else None)
 
 
 def runner_num_samples() -> int | None:
@@ -78,8 +88,7 @@ def runner_progress_bars() -> list:
     ``warmup_steps=0``, and the kernel's start (optimisation, tuning) runs inside that
     first draw; the kernel relabels the bar so that it says what is happening.
     """
-    frame = _runner_frame()
-    caller = frame.f_back if frame is not None else None
+    caller, _ = _runner_caller()
     bar = caller.f_locals.get("progress_bar") if caller is not None else None
     bars = getattr(bar, "progress_bars", None) or []
     return [b for b in bars if not getattr(b, "disable", True)]
@@ -90,9 +99,7 @@ def one_thread_in_worker() -> None:
     (``num_chains`` above one with enough CPUs). torch's OpenMP thread pool does not
     survive the fork that made the process (the child hangs at its first parallel op,
     NUTS's chains as well), and each chain has a core of its own there anyway."""
-    frame = _runner_frame()
-    caller = frame.f_back if frame is not None else None
-    runner = caller.f_locals.get("self") if caller is not None else None
+    _, runner = _runner_caller()
     if type(runner).__name__ == "_Worker":
         torch.set_num_threads(1)
 
@@ -107,14 +114,11 @@ def runner_chain() -> tuple[int, int | None]:
     and the number of chains is not known there). Outside Pyro's runner: chain 0 of an
     unknown number.
     """
-    frame = _runner_frame()
-    if frame is not None:
-        caller = frame.f_back
-        runner = caller.f_locals.get("self") if caller is not None else None
-        if type(runner).__name__ == "_UnarySampler":
-            return int(caller.f_locals.get("i", 0)), int(runner.num_chains)
-        if type(runner).__name__ == "_Worker":
-            return int(runner.chain_id), None
+    caller, runner = _runner_caller()
+    if type(runner).__name__ == "_UnarySampler":
+        return int(caller.f_locals.get("i", 0)), int(runner.num_chains)
+    if type(runner).__name__ == "_Worker":
+        return int(runner.chain_id), None
     return 0, None
 
 
@@ -158,11 +162,13 @@ def in_warmup_habit(warmup_steps: int, start_steps: int, kernel) -> bool:
     return start_steps > 0 and warmup_steps > kernel.samples_per_cycle
 
 
-def warmup_message(name: str, warmup_steps: int, start_steps: int, kernel) -> str:
-    """The warning for :func:`in_warmup_habit`: what was thrown away and what to pass."""
+def warmup_message(
+    name: str, warmup_steps: int, start_steps: int, kernel, num_samples: int | None
+) -> str:
+    """The warning for :func:`in_warmup_habit`: what was thrown away and what to pass
+    (``num_samples``: the run's, when known, to recognise ``MCMC``'s default)."""
     per_cycle = kernel.samples_per_cycle
     cycles = warmup_steps / per_cycle
-    num_samples = runner_num_samples()
     default = (
         " (MCMC's default warmup_steps is num_samples: as many draws as the run keeps)"
         if num_samples is not None and warmup_steps == num_samples
