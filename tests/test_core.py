@@ -37,7 +37,10 @@ def test_the_cores_run_equals_the_kernel_bit_for_bit(kernel_class, diffusion, se
     mcmc = MCMC(kernel, num_samples=40, warmup_steps=0, disable_progbar=True, initial_params=start)
     mcmc.run()
     schedule = CosineCyclical(settings["step_size"], 100) if settings else None
-    config = SamplerConfig(layout, diffusion, schedule=schedule)
+    # The kernels' default start: the optimisation stage, falling back where it finds nothing.
+    config = SamplerConfig(
+        layout, diffusion, schedule=schedule, optimize_start=True, start_fallback=True
+    )
     torch.manual_seed(7)  # what pyro.set_rng_seed seeds for the chain
     result = run(FunctionPotential(banana, start), start["x"].clone(), config, num_draws=40)
     assert torch.equal(result.draws, mcmc.get_samples()["x"])

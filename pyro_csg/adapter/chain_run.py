@@ -13,10 +13,11 @@ from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import runaway_cycles
 from ..core.sampler import Chain, advance_safely, backoff_message, start
+from ..core.temperature import TemperatureCheck, TemperatureReport, temperature_message
 from ..services.resume import ChainRecord
 from .pyro_runner import in_warmup_habit, runner_num_samples, runner_progress_bars, warmup_message
 
-__all__ = ["ChainRun"]
+__all__ = ["ChainRun", "temperature_attrs", "temperature_by_coordinate"]
 
 
 @dataclass
@@ -28,12 +29,14 @@ class ChainRun:
     chain: Chain
     record: ChainRecord
     noise: CycleNoise
+    temperature: TemperatureCheck
     backend: str = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
     ready: bool = False  # compiled, verified and started
     runaway_reported: bool = False
     noise_reported: bool = False
     backoffs: list = field(default_factory=list)  # (iteration, new eta_1) of each back-off
     backoffs_reported: int = 0
+    temperature_reported: bool = False
     bars: list = field(default_factory=list)  # Pyro's progress bar(s) for this chain
     num_samples: int | None = None  # the run's kept draws, when Pyro's runner says
     num_cycles: int | None = None  # of the whole run (warm-up included), when known
@@ -121,8 +124,57 @@ class ChainRun:
             )
             if message:
                 warnings.warn(message, SamplerWarning, stacklevel=3)
+        self._report_temperature(type(kernel).__name__, kernel.auto_step_size)
         if len(self.backoffs) > self.backoffs_reported:
             self.backoffs_reported = len(self.backoffs)
             name = f"{type(kernel).__name__}: chain {record.index}"
             warnings.warn(backoff_message(name, self.backoffs), SamplerWarning, stacklevel=3)
         return report
+
+    def temperature_report(self) -> TemperatureReport | None:
+        """The configurational temperature of the chain's retained draws so far
+        (:mod:`pyro_csg.core.temperature`; ``None`` before the first)."""
+        return self.temperature.report()
+
+    def _report_temperature(self, kernel_name: str, auto_step: bool) -> None:
+        if self.temperature_reported:
+            return
+        report = self.temperature.report()
+        if report is None or not report.flagged:
+            return
+        self.temperature_reported = True
+        name = f"{kernel_name}: chain {self.record.index}"
+        message = temperature_message(name, report, self.record.flat.labels(), auto_step)
+        warnings.warn(message, SamplerWarning, stacklevel=4)
+
+
+def temperature_attrs(runs: list[ChainRun]) -> dict[str, Any]:
+    """The chains' configurational temperatures for ``hyperparameters()`` (and so the
+    InferenceData's attrs): each chain's lowest and highest over its coordinates, and the
+    flagged coordinates as one string (``""`` when none)."""
+    reports = [run.temperature_report() for run in runs]
+    if all(report is None for report in reports):
+        return {}
+    low = [math.nan if r is None else float(r.temperature.min()) for r in reports]
+    high = [math.nan if r is None else float(r.temperature.max()) for r in reports]
+    flagged = []
+    for run, report in zip(runs, reports, strict=True):
+        if report is not None and report.flagged:
+            labels = run.record.flat.labels()
+            mask = report.cold | report.hot
+            shown = [f"{labels[i]} {report.temperature[i]:.2g}" for i in mask.nonzero()[:, 0]]
+            flagged.append(f"chain {run.record.index}: {', '.join(shown[:20])}")
+    return {
+        "temperature_min": low,
+        "temperature_max": high,
+        "temperature_flagged": "; ".join(flagged),
+    }
+
+
+def temperature_by_coordinate(run: ChainRun | None) -> dict[str, float]:
+    """``{coordinate label: temperature}`` of a chain's draws so far, for ``diagnostics()``."""
+    report = None if run is None else run.temperature_report()
+    if report is None:
+        return {}
+    labels = run.record.flat.labels()
+    return {label: float(value) for label, value in zip(labels, report.temperature, strict=True)}

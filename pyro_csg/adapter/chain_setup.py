@@ -106,9 +106,10 @@ def sampler_config(
     """The sampler's settings for this model. By default, control variates for models
     with exactly one subsampled plate (without them the minibatch noise decides the
     posterior's spread once ``N / B`` reaches the hundreds), and the optimisation stage
-    only for models with a subsampled plate: there the posterior is narrow and far from
-    any init strategy's draw, while a small model's first cycle finds its bulk by itself,
-    and its MAP may lie where no posterior mass is (a hierarchical scale at 0)."""
+    for every model: the automatic step and preconditioner are measured at the start, and
+    at an init strategy's draw they suit no part of the posterior. A model without a
+    subsampled plate may have no minimum (a hierarchical scale at 0): there the chain
+    falls back to its initial parameters with a warning (``start_fallback``)."""
     plates = tuple(potential.plates)
     centre, optimize = options.control_variates, options.optimize_start
     uses_centre = len(plates) == 1 if centre is None else centre
@@ -119,7 +120,9 @@ def sampler_config(
         schedule=options.schedule,
         preconditioner=options.preconditioner,
         estimator=ControlVariates() if uses_centre else Minibatch(),
-        optimize_start=bool(plates) if optimize is None else optimize,
+        step_scale=options.step_scale,
+        optimize_start=True if optimize is None else optimize,
+        start_fallback=optimize is None and not plates,
         name=name,
         suggest_control_variates=centre is False,
     )
@@ -144,6 +147,8 @@ def fixed_hyperparameters(options: KernelOptions, diffusion: Diffusion, name: st
         "preconditioner": options.preconditioner,
         "optimize_start": "auto" if options.optimize_start is None else options.optimize_start,
         **diffusion.settings,
+        # Only when set: runs and checkpoints made before it existed keep their settings.
+        **({} if options.step_scale == 1.0 else {"step_scale": options.step_scale}),
     }
 
 

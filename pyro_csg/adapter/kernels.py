@@ -26,11 +26,12 @@ from ..core.noise import CycleNoise
 from ..core.runaway import diverging_draws
 from ..core.sampler import init_chain
 from ..core.schedules import Schedule
+from ..core.temperature import TemperatureCheck
 from ..services.checkpoint import Checkpoint
 from ..services.distributed import RankShare
 from ..services.resume import ChainRecord, verify_potential
 from ..services.store import STATS
-from .chain_run import ChainRun
+from .chain_run import ChainRun, temperature_attrs, temperature_by_coordinate
 from .chain_setup import (
     build_potential,
     compile_model_potential,
@@ -81,6 +82,7 @@ class CyclicalKernel(MCMCKernel):
         potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
         *,
         step_size: float | None = None,
+        step_scale: float = 1.0,
         steps_per_cycle: int = 1000,
         exploration_fraction: float = 0.5,
         samples_per_cycle: int = 4,
@@ -97,8 +99,7 @@ class CyclicalKernel(MCMCKernel):
         **nuts_keywords: Any,  # a NUTS user's: answered by options.NUTS_KEYWORDS
     ) -> None:
         arguments = {k: v for k, v in locals().items() if k != "self"}  # checked, before work
-        options = kernel_options(**arguments, name=type(self).__name__)
-        self.options = options
+        options = self.options = kernel_options(**arguments, name=type(self).__name__)
         self.model, self.potential_fn = options.model, options.potential_fn
         self.layout, self.schedule = options.layout, options.schedule
         self.steps_per_cycle: int = options.layout.steps_per_cycle
@@ -155,6 +156,7 @@ class CyclicalKernel(MCMCKernel):
             settings["backoffs"] = [run.state.backoffs for run in runs]
         if self.optimize_start is not False:
             settings["start_steps"] = [run.state.start_steps for run in runs]
+        settings.update(temperature_attrs(runs))
         if runs:
             # One string (netCDF attrs keep no lists of strings): each chain's, if they differ.
             settings["potential_backend"] = ", ".join(dict.fromkeys(run.backend for run in runs))
@@ -195,7 +197,8 @@ class CyclicalKernel(MCMCKernel):
         config = sampler_config(self.options, self.build_diffusion(), potential, name)
         chain, state = init_chain(potential, theta, config, int(seed.item()))
         record = ChainRecord(index, potential.sites, state, warmup_steps, share)
-        run = ChainRun(chain, record, CycleNoise(config.diffusion.friction, self.temperature))
+        noise = CycleNoise(config.diffusion.friction, self.temperature)
+        run = ChainRun(chain, record, noise, TemperatureCheck(self.temperature))
         run.watch_progress(num_chains, self.samples_per_cycle)
         if index == 0 or index in self._chains:
             self._chains = {}  # a new run
@@ -336,6 +339,7 @@ class CyclicalKernel(MCMCKernel):
                 "rejected": new.rejected - state.rejected,
             }
             record.keep(new, draw, stats)
+            run.temperature.add(cycle, new.theta, new.grad)
         record.commit(new, draw, self.samples_per_cycle)
         return draw
 
@@ -393,15 +397,16 @@ class CyclicalKernel(MCMCKernel):
         travelling or running away; see :func:`pyro_csg.core.runaway.runaway_cycles`) and
         the draws with a rejection or a halving; the first call after a chain's last draw
         warns about them. It also makes ``az.from_pyro`` fail with a pointer to
-        :func:`pyro_csg.to_inference_data`.
+        :func:`pyro_csg.to_inference_data`. ``temperature``: each unconstrained coordinate's
+        configurational temperature, 1 when right (:mod:`pyro_csg.core.temperature`).
         """
         run = self._current
         if run is None:
-            return {**{key: [] for key in STATS}, "divergences": Divergences()}
+            return {**{key: [] for key in STATS}, "divergences": Divergences(), "temperature": {}}
         record = run.record
         stats = {key: list(values[: record.kept]) for key, values in record.stats.items()}
-        report = run.report(stats, self)
-        return {**stats, "divergences": Divergences(diverging_draws(stats, report.draws))}
+        diverging = Divergences(diverging_draws(stats, run.report(stats, self).draws))
+        return {**stats, "divergences": diverging, "temperature": temperature_by_coordinate(run)}
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -463,6 +468,9 @@ class CyclicalSGLD(CyclicalKernel):
         stochastic) potential; then pass ``initial_params`` to ``MCMC``.
     :param float step_size: the largest step size ``eta_1`` of each cycle, ``> 0``;
         ``None`` (default, without ``schedule``): chosen at the start.
+    :param float step_scale: a factor on the automatic step, ``> 0`` (default 1): below 1
+        where a warning says the step is too large for the curvature the chain met; the
+        preconditioner stays (an explicit ``step_size`` is in other units and turns it off).
     :param int steps_per_cycle: ``L``, iterations per cycle (default 1000).
     :param float exploration_fraction: ``beta`` in [0, 1) (default 0.5). The paper's
         deep-learning runs use 0.8 to 0.9, which spends most of a cycle finding a mode; at
@@ -497,7 +505,9 @@ class CyclicalSGLD(CyclicalKernel):
         ``None``: with the automatic step size); with an explicit ``step_size`` it makes
         that step dimensionless.
     :param bool optimize_start: run Adam until the minibatch potential stops falling
-        before the first cycle (default ``None``: for models with a subsampled plate).
+        before the first cycle (default ``None``: yes; for a model without a subsampled
+        plate whose potential has no minimum, the chain starts where it was, with a
+        warning that names the likely funnel).
     :param process_group: data-parallel steps over ``torch.distributed`` (one chain whose
         minibatches are split over the ranks; see the docs' "Beyond one process"). ``None``
         (default): the default group when ``torch.distributed`` is initialised, else one

@@ -58,6 +58,7 @@ class KernelOptions:
     layout: CycleLayout
     schedule: Schedule | None
     auto_step_size: bool
+    step_scale: float
     control_variates: bool | None
     preconditioner: bool
     optimize_start: bool | None
@@ -162,6 +163,7 @@ def kernel_options(
     potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
     *,
     step_size: float | None,
+    step_scale: float,
     steps_per_cycle: int,
     exploration_fraction: float,
     samples_per_cycle: int,
@@ -193,6 +195,12 @@ def kernel_options(
     layout = CycleLayout(steps_per_cycle, exploration_fraction, samples_per_cycle)
     _check_flags(control_variates, preconditioner, optimize_start, compile_potential, potential_fn)
     auto_step_size = step_size is None and schedule is None
+    step_scale = check_positive("step_scale", step_scale)
+    if step_scale != 1.0 and not auto_step_size:
+        raise ValueError(
+            f"step_scale={step_scale!r} scales the automatic step size; with an explicit "
+            "step_size or schedule, pass a smaller step_size instead"
+        )
     if preconditioner is None:
         preconditioner = auto_step_size
     if preconditioner and schedule is not None:
@@ -206,6 +214,7 @@ def kernel_options(
         layout=layout,
         schedule=_resolve_schedule(step_size, schedule, steps_per_cycle),
         auto_step_size=auto_step_size,
+        step_scale=step_scale,
         control_variates=None if control_variates is None else bool(control_variates),
         preconditioner=bool(preconditioner),
         optimize_start=None if optimize_start is None else bool(optimize_start),

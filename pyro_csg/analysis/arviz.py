@@ -134,6 +134,7 @@ _FIXED = (
     "preconditioner",
     "optimize_start",
     "friction",
+    "step_scale",
 )
 
 

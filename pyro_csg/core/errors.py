@@ -59,7 +59,7 @@ class NonFiniteError(RuntimeError):
         >>> from pyro.infer import MCMC
         >>> from pyro_csg import CyclicalSGLD, NonFiniteError
         >>> kernel = CyclicalSGLD(potential_fn=lambda p: (p["z"] ** 4).sum(), step_size=10.0,
-        ...                       steps_per_cycle=50)
+        ...                       steps_per_cycle=50, optimize_start=False)
         >>> mcmc = MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True,
         ...             initial_params={"z": torch.ones(1)})
         >>> try:

@@ -118,6 +118,21 @@ class FlatLayout:
         self.size = start
         self.sizes = [site.numel for site in self.sites]
 
+    def labels(self) -> list[str]:
+        """A name per flat coordinate: the site's, with the (unconstrained) index when
+        it has several, as ``az.summary`` labels elements (``"w[0, 1]"``)."""
+        names = []
+        for site in self.sites:
+            shape = tuple(site.unconstrained_shape)
+            if site.numel == 1:
+                names.append(site.name)
+                continue
+            for index in torch.cartesian_prod(*(torch.arange(n) for n in shape)).reshape(
+                site.numel, len(shape)
+            ):
+                names.append(f"{site.name}[{', '.join(str(int(i)) for i in index)}]")
+        return names
+
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         # One split (whose backward is one concatenation), then a view per site.
         parts = flat.split_with_sizes(self.sizes)

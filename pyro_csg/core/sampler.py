@@ -70,7 +70,10 @@ before a NaN or infinite potential ends the run."""
 class SamplerConfig:
     """What a chain runs: the cycles, the diffusion, the temperature, the step size
     (``schedule``; ``None``: chosen at the start, with the diagonal preconditioner), the
-    gradient estimator and whether an optimisation stage finds the start.
+    gradient estimator (``step_scale`` multiplies the automatic step) and whether an
+    optimisation stage finds the start
+    (``start_fallback``: where it finds no minimum, the chain starts where it was, with a
+    warning, instead of raising).
 
     ``name`` begins every message; ``suggest_control_variates`` makes the noise warnings
     name control variates (the user turned them off).
@@ -91,7 +94,9 @@ class SamplerConfig:
     schedule: Schedule | None = None
     preconditioner: bool | None = None
     estimator: GradientEstimator = field(default_factory=Minibatch)
+    step_scale: float = 1.0
     optimize_start: bool = False
+    start_fallback: bool = False
     name: str = "sampler"
     suggest_control_variates: bool = False
 
@@ -258,25 +263,45 @@ def init_chain(
 
 
 def _converged_start(chain: Chain, theta: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """The optimisation stage (Adam on ``U~``) from ``theta``: the start and its steps."""
-    name = chain.config.name
+    """The optimisation stage (Adam on ``U~``) from ``theta``: the start and its steps
+    (0 when the chain falls back to ``theta``)."""
+    name, fallback = chain.config.name, chain.config.start_fallback
     try:
-        theta, report = optimize_start(chain.potential.value_and_grad, theta, chain.next_indices)
+        found, report = optimize_start(chain.potential.value_and_grad, theta, chain.next_indices)
     except FloatingPointError as error:
-        raise NonFiniteError(
-            f"{name}: {error}. Check the model's likelihood, or pass "
-            "optimize_start=False with initial_params."
-        ) from None
-    if not report.converged:
+        if not fallback:
+            raise NonFiniteError(
+                f"{name}: {error}. Check the model's likelihood, or pass "
+                "optimize_start=False with initial_params."
+            ) from None
+        report = None
+    if report is not None and report.converged:
+        return found, report.steps
+    if fallback:
+        # A potential that keeps falling has no minimum: a hierarchy's scale going to 0
+        # (a funnel's neck), where a step measured there would stall the chain.
+        what = "became non-finite" if report is None else "kept falling"
         warnings.warn(
-            f"{name}: the optimisation stage before the first cycle "
-            f"stopped after {report.steps} iterations with the potential still "
-            "falling: the first cycles may still be travelling (check "
-            "pyro_csg.cycle_summary, or discard them with warmup_steps).",
+            f"{name}: the optimisation stage before the first cycle found no minimum of the "
+            f"potential (it {what}), so the chain starts at the initial parameters. A "
+            "potential unbounded below is most often a funnel: a hierarchical scale whose "
+            "density grows without bound towards 0 (a centred hierarchy). First-order "
+            "samplers, NUTS included, sample such a posterior badly: reparameterise it "
+            "(pyro.infer.reparam.LocScaleReparam, or poutine.reparam with a non-centred "
+            "parameterisation); pass optimize_start=False to skip the stage.",
             SamplerWarning,
             stacklevel=4,
         )
-    return theta, report.steps
+        return theta, 0
+    warnings.warn(
+        f"{name}: the optimisation stage before the first cycle "
+        f"stopped after {report.steps} iterations with the potential still "
+        "falling: the first cycles may still be travelling (check "
+        "pyro_csg.cycle_summary, or discard them with warmup_steps).",
+        SamplerWarning,
+        stacklevel=4,
+    )
+    return found, report.steps
 
 
 def _tuning(chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Gradient):
@@ -304,6 +329,8 @@ def _tuning(chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Grad
     if config.auto_step_size and tuning.step_size * tuning.lambda_max < 0.1:
         message = noise_limited_message(config.name, tuning, config.suggest_control_variates)
         warnings.warn(message, SamplerWarning, stacklevel=4)
+    if config.auto_step_size and config.step_scale != 1.0:
+        tuning = replace(tuning, step_size=tuning.step_size * config.step_scale)
     return tuning
 
 
@@ -322,7 +349,7 @@ def start(
     config = chain.config
     say = announce or (lambda stage: None)
     theta, start_steps = state.theta, 0
-    if config.optimize_start:
+    if config.optimize_start and theta.numel():  # a potential without parameters: nothing
         say("optimising")
         theta, start_steps = _converged_start(chain, theta)
     estimator_state = config.estimator.init(chain.potential, theta)
@@ -354,7 +381,8 @@ def non_finite_error(config: SamplerConfig, schedule: Schedule, k: int, what: st
             "The automatic step size (halved each time the chain blew up) could not keep "
             "it finite: check that the model's potential is finite wherever the chain can "
             "go, or reparameterise it (pyro.infer.reparam.LocScaleReparam for a "
-            "hierarchy's scale)."
+            "hierarchy's scale); step_scale=0.1 starts from a 10 times smaller automatic "
+            "step, preconditioner kept."
         )
     else:
         advice = (
@@ -406,11 +434,28 @@ class _FiniteWatch:
             energies.clear()
 
 
+MAX_ENERGY_RISE = 1000.0
+"""A rise of ``U~`` by more than this in one step is a divergence in a careful rerun
+(NUTS's threshold on a trajectory's energy error, Pyro's and Stan's): a chain that
+blew up climbs by orders of magnitude a step, a sound one by about ``sqrt(D)``."""
+
+
+def _diverged(new_energy, energy, proposal, new_grad) -> bool:
+    """Whether a careful rerun rejects a proposal: a NaN or infinite potential, gradient
+    or parameter, or a potential that jumped by more than :data:`MAX_ENERGY_RISE`."""
+    if not (torch.isfinite(new_energy) and torch.isfinite(proposal).all()):
+        return True
+    if not torch.isfinite(new_grad).all():
+        return True
+    return bool(new_energy - energy > MAX_ENERGY_RISE)
+
+
 def advance(chain: Chain, state: ChainState, target: int, careful: bool = False) -> ChainState:
     """Run iterations ``k + 1, ..., target`` from ``state`` (the hot loop; see the module
     docstring) and return the new state, one draw further, uncommitted.
 
-    ``careful``: a proposal where the potential or the parameters are NaN or infinite is
+    ``careful``: a proposal where the potential, its gradient or the parameters are NaN
+    or infinite, or where the potential rose by more than :data:`MAX_ENERGY_RISE`, is
     rejected (as NUTS rejects a divergent trajectory): the chain stays, the diffusion's
     ``reject`` drops its momentum, ``state.rejected`` counts it. Otherwise the potential
     is checked every :data:`CHECK_EVERY` iterations; a NaN or inf raises NonFiniteError.
@@ -444,7 +489,7 @@ def advance(chain: Chain, state: ChainState, target: int, careful: bool = False)
             estimate = estimator.refresh(potential, estimate, proposal, position == first, ends)
             gradient = estimator.bind(potential, estimate)
         new_energy, new_grad = gradient(proposal, [cursor.next() for cursor in batches])
-        if careful and not (torch.isfinite(new_energy) and torch.isfinite(proposal).all()):
+        if careful and _diverged(new_energy, energy, proposal, new_grad):
             rejected += 1  # stay; the estimator as it was; no momentum into the wall
             estimate, gradient = held
             algorithm = algorithm if reject is None else reject(algorithm)

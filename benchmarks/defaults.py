@@ -1,0 +1,439 @@
+"""The defaults on models they were not tuned on: right, or never silent.
+
+Every model runs with ``CyclicalSGHMC(model)`` and ``CyclicalSGLD(model)``, no settings
+but ``warmup_steps=0`` and the number of draws, over several seeds, and is compared with
+Pyro's NUTS on the same model (500 warm-up steps, 1,000 draws; its divergences are
+counted). A run is
+
+* ``right``: every scalar element's mean within 0.3 NUTS sds and its sd within
+  [0.7, 1.4] times NUTS's (elements of the constrained posterior);
+* ``warned``: not right, but a :class:`~pyro_csg.SamplerWarning` fired (which ones is
+  printed: ``temperature``, ``runaway``, ``noise``, ``backoff``, ``start``);
+* ``silent``: not right and no warning -- the outcome this script exists to find;
+* ``error``: an exception (``NonFiniteError`` included).
+
+The models (none used to tune the defaults):
+
+``hier_logistic``  hierarchical logistic regression, 8 group intercepts, tau ~ HalfNormal(1),
+                   3 weights, N = 6,000, B = 64;
+``eight_centred`` / ``eight_noncentred``  Pyro's eight schools, both parameterisations;
+``banana``         ``potential_fn``, U = x0^2/8 + 2 (x1 - x0^2/2 + 1)^2 (exact reference);
+``ar_gaussian``    ``potential_fn``, 20-D Gaussian, AR(1) correlation 0.95, scales 0.1-10
+                   (exact reference);
+``gamma_normal``   Pyro's test model: precision ~ Gamma(2, 2) (its ``test_mcmc_api``);
+``lkj``            LKJ prior on a 3x3 correlation, the full data (Pyro's LKJ test);
+``regression``     a ``PyroModule`` Bayesian linear regression with a learned sigma
+                   (the Bayesian regression tutorial's shape, synthetic data);
+``deterministic``  a linear model with ``pyro.deterministic`` sites (the predictive tutorial);
+``baseball_pooled`` / ``baseball_unpooled`` / ``baseball_partial``  Pyro's baseball example
+                   on Efron and Morris's 18 players (45 at-bats each), the third the
+                   centred ``partially_pooled_with_logit``;
+``time_series``    a latent AR(1) process, 100 steps, the full-data gradient;
+``many_groups``    hierarchical regression, 60 group effects, the observation plate
+                   subsampled (B = 100 of 3,000);
+``survival``       a censored Weibull survival model with two covariates.
+
+Run: ``python benchmarks/defaults.py`` (3 seeds, 50 cycles, about 40 minutes on 2 cores)
+or ``--models eight_noncentred banana --seeds 1`` for a quick look. NUTS's references are
+cached in ``benchmarks/.defaults_reference.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import MCMC, NUTS
+from pyro.nn import PyroModule, PyroSample
+
+import pyro_csg
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD, SamplerWarning
+
+CACHE = Path(__file__).with_name(".defaults_reference.pt")
+
+
+def _data(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# -- the models --------------------------------------------------------------------------
+def hier_logistic_data():
+    g = _data(1)
+    n, groups = 6000, 8
+    x = torch.randn(n, 3, generator=g)
+    group = torch.randint(0, groups, (n,), generator=g)
+    alpha = 0.7 * torch.randn(groups, generator=g)
+    logits = alpha[group] + x @ torch.tensor([1.0, -0.5, 0.25])
+    y = torch.bernoulli(torch.sigmoid(logits), generator=g)
+    return (x, group, y), {}
+
+
+def hier_logistic(x, group, y, subsample_size=64):
+    tau = pyro.sample("tau", dist.HalfNormal(1.0))
+    with pyro.plate("groups", 8):
+        alpha = pyro.sample("alpha", dist.Normal(0.0, tau))
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    with pyro.plate("data", len(y), subsample_size=subsample_size) as i:
+        pyro.sample("y", dist.Bernoulli(logits=alpha[group[i]] + x[i] @ w), obs=y[i])
+
+
+EIGHT_Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+EIGHT_SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+def eight_centred(y, sigma):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("schools", 8):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+def eight_noncentred(y, sigma):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("schools", 8):
+        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
+        pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+
+def banana(params):
+    x = params["x"]
+    return x[0] ** 2 / 8 + 2 * (x[1] - x[0] ** 2 / 2 + 1) ** 2
+
+
+def banana_exact(n=200_000):
+    g = _data(2)
+    x0 = 2 * torch.randn(n, generator=g, dtype=torch.float64)
+    x1 = x0**2 / 2 - 1 + 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
+    return {"x": torch.stack([x0, x1], -1)}
+
+
+AR_SCALES = torch.logspace(-1, 1, 20)
+AR_CORR = 0.95 ** (torch.arange(20)[:, None] - torch.arange(20)[None, :]).abs().double()
+AR_COV = AR_CORR * AR_SCALES.double()[:, None] * AR_SCALES.double()[None, :]
+AR_PRECISION = torch.linalg.inv(AR_COV).float()
+
+
+def ar_gaussian(params):
+    x = params["x"]
+    return x @ AR_PRECISION @ x / 2
+
+
+def ar_exact():
+    return {"x": (torch.zeros(20, dtype=torch.float64), AR_COV.diagonal().sqrt())}
+
+
+def gamma_normal_data():
+    return (torch.randn(2000, generator=_data(3)) / 2.0,), {}
+
+
+def gamma_normal(data):
+    precision = pyro.sample("precision", dist.Gamma(2.0, 2.0))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(0.0, precision.rsqrt()), obs=data)
+
+
+def lkj_data():
+    g = _data(4)
+    corr = torch.tensor([[1.0, 0.5, -0.3], [0.5, 1.0, 0.2], [-0.3, 0.2, 1.0]])
+    chol = torch.linalg.cholesky(corr)
+    return ((torch.randn(300, 3, generator=g) @ chol.T),), {}
+
+
+def lkj(y):
+    chol = pyro.sample("corr_chol", dist.LKJCholesky(3, 1.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("obs", dist.MultivariateNormal(torch.zeros(3), scale_tril=chol), obs=y)
+
+
+class Regression(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.linear = PyroModule[torch.nn.Linear](3, 1)
+        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, 3]).to_event(2))
+        self.linear.bias = PyroSample(dist.Normal(0.0, 10.0).expand([1]).to_event(1))
+
+    def forward(self, x, y=None):
+        sigma = pyro.sample("sigma", dist.Uniform(0.0, 10.0))
+        mean = self.linear(x).squeeze(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Normal(mean, sigma), obs=y)
+        return mean
+
+
+def regression_data():
+    g = _data(5)
+    x = torch.randn(170, 3, generator=g)
+    y = 9.2 + x @ torch.tensor([-1.9, -0.2, 0.4]) + 0.95 * torch.randn(170, generator=g)
+    return (x, y), {}
+
+
+def deterministic(x, y=None):
+    a = pyro.sample("a", dist.Normal(0.0, 10.0))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
+    mean = pyro.deterministic("mean", a + b * x)
+    pyro.deterministic("b_squared", b**2)
+    with pyro.plate("data", len(x)):
+        pyro.sample("obs", dist.Normal(mean, sigma), obs=y)
+
+
+def deterministic_data():
+    g = _data(6)
+    x = torch.randn(100, generator=g)
+    return (x, 1.0 + 0.5 * x + 0.3 * torch.randn(100, generator=g)), {}
+
+
+BASEBALL_HITS = torch.tensor(
+    [18, 17, 16, 15, 14, 14, 13, 12, 11, 11, 10, 10, 10, 10, 10, 9, 8, 7], dtype=torch.float32
+)
+AT_BATS = torch.full((18,), 45.0)
+
+
+def baseball_pooled(at_bats, hits):
+    phi = pyro.sample("phi", dist.Uniform(0.0, 1.0))
+    with pyro.plate("players", 18):
+        pyro.sample("obs", dist.Binomial(at_bats, phi), obs=hits)
+
+
+def baseball_unpooled(at_bats, hits):
+    with pyro.plate("players", 18):
+        phi = pyro.sample("phi", dist.Uniform(0.0, 1.0))
+        pyro.sample("obs", dist.Binomial(at_bats, phi), obs=hits)
+
+
+def baseball_partial(at_bats, hits):
+    loc = pyro.sample("loc", dist.Normal(-1.0, 1.0))
+    scale = pyro.sample("scale", dist.HalfCauchy(1.0))
+    with pyro.plate("players", 18):
+        alpha = pyro.sample("alpha", dist.Normal(loc, scale))
+        pyro.sample("obs", dist.Binomial(at_bats, logits=alpha), obs=hits)
+
+
+def time_series_data():
+    g = _data(7)
+    z, zs = 0.0, []
+    for _ in range(100):
+        z = 0.8 * z + 0.56 * float(torch.randn((), generator=g))
+        zs.append(z)
+    return (torch.tensor(zs) + 0.5 * torch.randn(100, generator=g),), {}
+
+
+def time_series(y):
+    rho = pyro.sample("rho", dist.Uniform(-1.0, 1.0))
+    scale = pyro.sample("scale", dist.HalfNormal(1.0))
+    noise = pyro.sample("noise", dist.Normal(torch.zeros(len(y)), 1.0).to_event(1))
+    z, zs = torch.zeros(()), []
+    for t in range(len(y)):  # the latent process, non-centred innovations
+        z = rho * z + scale * noise[t]
+        zs.append(z)
+    with pyro.plate("time", len(y)):
+        pyro.sample("obs", dist.Normal(torch.stack(zs), 0.5), obs=y)
+
+
+def many_groups_data():
+    g = _data(8)
+    n, groups = 3000, 60
+    group = torch.randint(0, groups, (n,), generator=g)
+    x = torch.randn(n, generator=g)
+    effect = 0.5 * torch.randn(groups, generator=g)
+    y = effect[group] + 0.8 * x + torch.randn(n, generator=g)
+    return (x, group, y), {}
+
+
+def many_groups(x, group, y, subsample_size=100):
+    tau = pyro.sample("tau", dist.HalfNormal(1.0))
+    with pyro.plate("groups", 60):
+        effect = pyro.sample("effect", dist.Normal(0.0, 1.0)) * tau  # non-centred
+    beta = pyro.sample("beta", dist.Normal(0.0, 1.0))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
+    with pyro.plate("data", len(y), subsample_size=subsample_size) as i:
+        pyro.sample("y", dist.Normal(effect[group[i]] + beta * x[i], sigma), obs=y[i])
+
+
+def survival_data():
+    g = _data(9)
+    n = 400
+    x = torch.randn(n, 2, generator=g)
+    scale = torch.exp(1.0 + x @ torch.tensor([0.5, -0.3]))
+    times = dist.Weibull(scale, 1.5).sample() if False else scale * (
+        -torch.log(torch.rand(n, generator=g))
+    ) ** (1 / 1.5)
+    censor = 3.0 * torch.rand(n, generator=g) + 1.0
+    observed = (times <= censor).float()
+    return (x, torch.minimum(times, censor), observed), {}
+
+
+def survival(x, t, observed):
+    b0 = pyro.sample("b0", dist.Normal(0.0, 2.0))
+    b = pyro.sample("b", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    k = pyro.sample("shape", dist.Gamma(2.0, 1.0))
+    scale = torch.exp(b0 + x @ b)
+    with pyro.plate("data", len(t)):
+        weibull = dist.Weibull(scale, k)
+        # Observed times: the density; censored ones: the survival function.
+        log_survival = -((t / scale) ** k)
+        pyro.factor("censored", (1 - observed) * log_survival)
+        pyro.sample("obs", weibull.mask(observed.bool()), obs=t)
+
+
+MODELS = {
+    "hier_logistic": (hier_logistic, hier_logistic_data),
+    "eight_centred": (eight_centred, lambda: ((EIGHT_Y, EIGHT_SIGMA), {})),
+    "eight_noncentred": (eight_noncentred, lambda: ((EIGHT_Y, EIGHT_SIGMA), {})),
+    "banana": (banana, None),
+    "ar_gaussian": (ar_gaussian, None),
+    "gamma_normal": (gamma_normal, gamma_normal_data),
+    "lkj": (lkj, lkj_data),
+    "regression": (Regression, regression_data),
+    "deterministic": (deterministic, deterministic_data),
+    "baseball_pooled": (baseball_pooled, lambda: ((AT_BATS, BASEBALL_HITS), {})),
+    "baseball_unpooled": (baseball_unpooled, lambda: ((AT_BATS, BASEBALL_HITS), {})),
+    "baseball_partial": (baseball_partial, lambda: ((AT_BATS, BASEBALL_HITS), {})),
+    "time_series": (time_series, time_series_data),
+    "many_groups": (many_groups, many_groups_data),
+    "survival": (survival, survival_data),
+}
+POTENTIALS = {"banana": (2, banana_exact), "ar_gaussian": (20, ar_exact)}
+
+
+def moments(samples: dict) -> dict:
+    """Per site: (mean, sd) over draws, float64."""
+    out = {}
+    for name, value in samples.items():
+        if isinstance(value, tuple):
+            out[name] = value
+            continue
+        value = value.double().reshape(value.shape[0], -1)
+        out[name] = (value.mean(0), value.std(0))
+    return out
+
+
+def reference(name: str) -> dict:
+    cache = torch.load(CACHE) if CACHE.exists() else {}
+    if name in cache:
+        return cache[name]
+    if name in POTENTIALS:
+        exact = POTENTIALS[name][1]()
+        result = {"moments": moments(exact), "divergences": 0, "seconds": 0.0}
+    else:
+        model, data = MODELS[name]
+        model = model() if isinstance(model, type) else model
+        args, kwargs = data()
+        pyro.set_rng_seed(0)
+        start = time.perf_counter()
+        mcmc = MCMC(NUTS(model), num_samples=1000, warmup_steps=500, disable_progbar=True)
+        mcmc.run(*args, **kwargs)
+        divergences = len(mcmc.diagnostics()["divergences"]["chain 0"])
+        result = {
+            "moments": moments(mcmc.get_samples()),
+            "divergences": divergences,
+            "seconds": time.perf_counter() - start,
+        }
+    cache[name] = result
+    torch.save(cache, CACHE)
+    return result
+
+
+WARNING_KINDS = {
+    "temperature": "not at the posterior's temperature",
+    "runaway": "above the chain's typical level",
+    "noise": "noise",
+    "backoff": "became NaN or infinite",
+    "start": "optimisation stage",
+}
+
+
+def run_defaults(name: str, kernel_class, seed: int, cycles: int) -> dict:
+    model, data = MODELS[name]
+    if name in POTENTIALS:
+        kernel = kernel_class(potential_fn=model)
+        kernel.initial_params = {"x": torch.zeros(POTENTIALS[name][0])}
+        args, kwargs = (), {}
+    else:
+        kernel = kernel_class(model() if isinstance(model, type) else model)
+        args, kwargs = data()
+    pyro.set_rng_seed(seed)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc = MCMC(kernel, num_samples=4 * cycles, warmup_steps=0, disable_progbar=True)
+        try:
+            mcmc.run(*args, **kwargs)
+            mcmc.diagnostics()
+            error = None
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is measured
+            error = f"{type(exc).__name__}: {str(exc)[:80]}"
+    seconds = time.perf_counter() - start
+    messages = [str(w.message) for w in caught if issubclass(w.category, SamplerWarning)]
+    kinds = sorted(
+        {kind for kind, text in WARNING_KINDS.items() for m in messages if text in m}
+    )
+    if error is not None:
+        return {"verdict": "error", "error": error, "warnings": kinds, "seconds": seconds}
+    samples = mcmc.get_samples()
+    if name in POTENTIALS:
+        samples = {"x": kernel.get_samples()["x"]}
+    return {"samples": moments(samples), "warnings": kinds, "seconds": seconds}
+
+
+def judge(result: dict, ref: dict) -> dict:
+    if result.get("verdict") == "error":
+        return result
+    worst_error, low, high = 0.0, math.inf, 0.0
+    for site, (mean, sd) in ref["moments"].items():
+        got_mean, got_sd = result["samples"][site]
+        sd = sd.reshape(-1).clamp_min(1e-12)
+        worst_error = max(worst_error, float(((got_mean - mean.reshape(-1)).abs() / sd).max()))
+        ratio = got_sd / sd
+        low, high = min(low, float(ratio.min())), max(high, float(ratio.max()))
+    right = worst_error <= 0.3 and 0.7 <= low and high <= 1.4
+    verdict = "right" if right else ("warned" if result["warnings"] else "silent")
+    return {**result, "verdict": verdict, "error_sd": worst_error, "sd_ratio": (low, high)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--kernels", nargs="*", default=["CyclicalSGHMC", "CyclicalSGLD"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=50)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(
+        f"pyro-csg {pyro_csg.__version__}, torch {torch.__version__}, pyro {pyro.__version__}, "
+        f"{platform.machine()}, one thread; {args.cycles} cycles of the defaults"
+    )
+    counts: dict[str, int] = {}
+    for name in args.models:
+        ref = reference(name)
+        nuts = f"NUTS {ref['seconds']:.1f} s, {ref['divergences']} divergences"
+        print(f"\n{name} ({'exact' if name in POTENTIALS else nuts})")
+        for kernel_name in args.kernels:
+            kernel_class = {"CyclicalSGHMC": CyclicalSGHMC, "CyclicalSGLD": CyclicalSGLD}[
+                kernel_name
+            ]
+            for seed in range(args.seeds):
+                outcome = judge(run_defaults(name, kernel_class, seed, args.cycles), ref)
+                counts[outcome["verdict"]] = counts.get(outcome["verdict"], 0) + 1
+                detail = outcome.get("error") or (
+                    f"max mean error {outcome['error_sd']:.2f} sd, sd ratios "
+                    f"{outcome['sd_ratio'][0]:.2f}-{outcome['sd_ratio'][1]:.2f}"
+                )
+                print(
+                    f"  {kernel_name:14s} seed {seed}: {outcome['verdict']:6s} {detail}; "
+                    f"warnings {outcome['warnings'] or '-'}; {outcome['seconds']:.1f} s"
+                )
+    print("\n" + ", ".join(f"{verdict}: {n}" for verdict, n in sorted(counts.items())))
+
+
+if __name__ == "__main__":
+    main()
