@@ -41,6 +41,7 @@ cached in ``benchmarks/.defaults_reference.pt``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import platform
 import time
@@ -328,6 +329,8 @@ def reference(name: str) -> dict:
         model, data = MODELS[name]
         model = model() if isinstance(model, type) else model
         args, kwargs = data()
+        if "subsample_size" in inspect.signature(model).parameters:
+            kwargs = {**kwargs, "subsample_size": None}  # NUTS: the full data
         pyro.set_rng_seed(0)
         start = time.perf_counter()
         mcmc = MCMC(NUTS(model), num_samples=1000, warmup_steps=500, disable_progbar=True)

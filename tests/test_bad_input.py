@@ -16,7 +16,7 @@ from models import linear_regression, linear_regression_data, linear_regression_
 from pyro.infer import MCMC
 from pyro.infer.mcmc.api import StreamingMCMC
 
-from pyro_csg import CyclicalSGHMC, CyclicalSGLD, ModelError, to_inference_data
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD, ModelError, SamplerWarning, to_inference_data
 
 N, B = 400, 20
 SETTINGS = dict(step_size=1e-3, steps_per_cycle=40, samples_per_cycle=2)
@@ -265,3 +265,23 @@ def test_a_large_plate_without_subsample_size_is_named_with_what_a_minibatch_rea
         run(linear_regression, x, y, 100, **small_step)
         run(linear_regression, x[:400], y[:400], None)
     assert not [w for w in caught if "no subsample_size" in str(w.message)]
+
+
+def scale_up_to_twice_the_data(y):
+    s = pyro.sample("s", dist.Uniform(0.0, 2 * y.abs().max()))
+    with pyro.plate("data", len(y)):
+        pyro.sample("obs", dist.Normal(0.0, s), obs=y)
+
+
+def test_a_second_run_whose_data_changes_a_support_warns_about_pyros_transforms():
+    """Pyro's MCMC keeps its first run's transforms (NUTS too): the kernel says so."""
+    kernel = CyclicalSGLD(scale_up_to_twice_the_data, steps_per_cycle=50)
+    mcmc = MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True)
+    mcmc.run(torch.tensor([1.0, -1.0, 0.5]))
+    with pytest.warns(SamplerWarning, match=r"support of site\(s\) \['s'\] changed"):
+        mcmc.run(torch.tensor([10.0, -10.0, 5.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SamplerWarning)
+        mcmc.transforms = None  # as the warning says: the new support is used
+        mcmc.run(torch.tensor([10.0, -10.0, 6.0]))
+    assert float(mcmc.get_samples()["s"].max()) > 2.0

@@ -12,6 +12,8 @@ import warnings
 from typing import Any
 
 import torch
+from torch.distributions.constraints import Constraint
+from torch.distributions.transforms import Transform
 
 from ..core.diffusions import Diffusion
 from ..core.errors import SamplerWarning
@@ -30,6 +32,7 @@ __all__ = [
     "sampler_config",
     "fixed_hyperparameters",
     "resume_settings",
+    "warn_changed_supports",
 ]
 
 
@@ -178,3 +181,52 @@ def resume_settings(
         "dtype": str(theta.dtype),
         "device type": theta.device.type,
     }
+
+
+def warn_changed_supports(previous: dict | None, current: dict, name: str) -> None:
+    """A second run whose data changed a site's support (``Uniform(0, y.max())``): Pyro's
+    ``MCMC`` keeps the first run's ``transforms`` for ``get_samples``, as it does with
+    NUTS, so the draws would be constrained to the old support. Say so."""
+    if not previous:
+        return
+    changed = [
+        site
+        for site, transform in current.items()
+        if site in previous and not _same_transform(previous[site], transform)
+    ]
+    if changed:
+        warnings.warn(
+            f"{name}: the support of site(s) {changed} changed since this kernel's last run "
+            "(the data set it). Pyro's MCMC keeps the transforms of its first run "
+            "(MCMC.transforms) to constrain the draws: set mcmc.transforms = None before "
+            "this run, or make a new MCMC, or get_samples() maps the draws to the old "
+            "support.",
+            SamplerWarning,
+            stacklevel=4,
+        )
+
+
+def _same_transform(a: Any, b: Any, depth: int = 0) -> bool:
+    """Whether two transforms (or their parts) map alike: torch's transforms mostly
+    compare by identity, so compare their types and attributes (tensors by value). A
+    transform's link to its inverse is followed only for the inverse itself."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or depth > 8:
+        return False
+    if isinstance(a, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, (list, tuple)):
+        pairs = zip(a, b, strict=False)
+        return len(a) == len(b) and all(_same_transform(x, y, depth + 1) for x, y in pairs)
+    if isinstance(a, (Transform, Constraint)):
+        inverse = type(a).__name__ == "_InverseTransform"
+        names = [
+            name
+            for name in set(vars(a)) | set(vars(b))
+            if not name.startswith("_cache") and (name != "_inv" or inverse)
+        ]
+        return all(
+            _same_transform(vars(a).get(name), vars(b).get(name), depth + 1) for name in names
+        )
+    return bool(a == b)

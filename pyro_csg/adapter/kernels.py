@@ -38,6 +38,7 @@ from .chain_setup import (
     fixed_hyperparameters,
     resume_settings,
     sampler_config,
+    warn_changed_supports,
 )
 from .options import as_initial_params, kernel_options
 from .potential import ModelPotential
@@ -186,6 +187,7 @@ class CyclicalKernel(MCMCKernel):
         potential, theta, share = build_potential(self.options, params, args, kwargs, name)
         warn_partial_cycle(warmup_steps, self.samples_per_cycle, theta.numel())
         if isinstance(potential, ModelPotential):
+            warn_changed_supports(self.transforms, potential.transforms, name)
             self.transforms = potential.transforms
         self._share = share
         # The chain's own generator, seeded from Pyro's (global) RNG: pyro.set_rng_seed
@@ -388,8 +390,7 @@ class CyclicalKernel(MCMCKernel):
         draw warns when, at the sampling stage's first step, it exceeds 1 in the median
         cycle (with the step size or batch size that would bring it to 0.5).
 
-        ``potential_energy`` is the minibatch estimate ``U~`` at the draw (on the batch
-        of the following iteration), so ``-potential_energy`` estimates the log joint.
+        ``potential_energy`` is ``U~`` at the draw (on the next iteration's batch).
         ``backoffs`` and ``rejected`` count, per draw, the halvings of the automatic step
         and the proposals rejected because the potential became NaN or infinite
         (:func:`pyro_csg.core.sampler.advance_safely`). ``divergences`` lists the draws of
