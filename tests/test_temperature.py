@@ -74,7 +74,7 @@ def run_kernel(kernel, *args, num_samples=400, seed=0):
         mcmc.run(*args)
         diagnostics = mcmc.diagnostics()
     messages = [str(w.message) for w in caught if issubclass(w.category, SamplerWarning)]
-    return mcmc, diagnostics["temperature"]["chain 0"], messages
+    return mcmc, diagnostics["temperature_check"]["chain 0"], messages
 
 
 @pytest.mark.parametrize("kernel_class", [CyclicalSGLD, CyclicalSGHMC])
@@ -89,7 +89,8 @@ def test_right_runs_read_about_one_and_stay_quiet(kernel_class):
     draws = mcmc.get_samples()["w"].double()
     assert ((draws.mean(0) - mean).abs() / sd).max() < 0.3
     attrs = kernel.hyperparameters()
-    assert attrs["temperature_flagged"] == "" and 0.75 < attrs["temperature_min"][0] < 1.3
+    assert attrs["temperature_check_flagged"] == ""
+    assert 0.75 < attrs["temperature_check_min"][0] < 1.3
 
 
 def gaussian(params):
@@ -114,7 +115,7 @@ def test_a_step_too_large_reads_hot_and_warns():
     assert len(warned) == 1 and "x[0] 2." in warned[0]
     assert "x[1]" not in warned[0].split("Too hot")[1]
     assert "a smaller step_size" in warned[0] and "step_scale" not in warned[0]
-    assert "x[0]" in kernel.hyperparameters()["temperature_flagged"]
+    assert "x[0]" in kernel.hyperparameters()["temperature_check_flagged"]
 
 
 def test_a_direction_that_does_not_move_reads_cold_and_warns():

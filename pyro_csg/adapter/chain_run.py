@@ -165,9 +165,9 @@ def temperature_attrs(runs: list[ChainRun]) -> dict[str, Any]:
             shown = [f"{labels[i]} {report.temperature[i]:.2g}" for i in mask.nonzero()[:, 0]]
             flagged.append(f"chain {run.record.index}: {', '.join(shown[:20])}")
     return {
-        "temperature_min": low,
-        "temperature_max": high,
-        "temperature_flagged": "; ".join(flagged),
+        "temperature_check_min": low,
+        "temperature_check_max": high,
+        "temperature_check_flagged": "; ".join(flagged),
     }
 
 

@@ -31,7 +31,8 @@ from ..services.checkpoint import Checkpoint
 from ..services.distributed import RankShare
 from ..services.resume import ChainRecord, verify_potential
 from ..services.store import STATS
-from .chain_run import ChainRun, temperature_attrs, temperature_by_coordinate
+from .chain_run import ChainRun, temperature_attrs
+from .chain_run import temperature_by_coordinate as by_coordinate
 from .chain_setup import (
     build_potential,
     compile_model_potential,
@@ -398,16 +399,16 @@ class CyclicalKernel(MCMCKernel):
         travelling or running away; see :func:`pyro_csg.core.runaway.runaway_cycles`) and
         the draws with a rejection or a halving; the first call after a chain's last draw
         warns about them. It also makes ``az.from_pyro`` fail with a pointer to
-        :func:`pyro_csg.to_inference_data`. ``temperature``: each unconstrained coordinate's
-        configurational temperature, 1 when right (:mod:`pyro_csg.core.temperature`).
+        :func:`pyro_csg.to_inference_data`. ``temperature_check``: per coordinate, 1 if right.
         """
         run = self._current
         if run is None:
-            return {**{key: [] for key in STATS}, "divergences": Divergences(), "temperature": {}}
+            empty = {key: [] for key in STATS}
+            return {**empty, "divergences": Divergences(), "temperature_check": {}}
         record = run.record
         stats = {key: list(values[: record.kept]) for key, values in record.stats.items()}
         diverging = Divergences(diverging_draws(stats, run.report(stats, self).draws))
-        return {**stats, "divergences": diverging, "temperature": temperature_by_coordinate(run)}
+        return {**stats, "divergences": diverging, "temperature_check": by_coordinate(run)}
 
     def __getstate__(self):
         state = self.__dict__.copy()

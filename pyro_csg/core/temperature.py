@@ -218,7 +218,7 @@ def temperature_message(
             "hierarchy needs reparameterising (pyro.infer.reparam.LocScaleReparam)."
         )
     parts.append(
-        "Per coordinate in diagnostics()['temperature'] and in the InferenceData's attrs "
-        "(temperature_flagged)."
+        "Per coordinate in diagnostics()['temperature_check'] and in the InferenceData's attrs "
+        "(temperature_check_flagged)."
     )
     return " ".join(parts)
