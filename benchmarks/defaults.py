@@ -349,7 +349,7 @@ def reference(name: str) -> dict:
 WARNING_KINDS = {
     "temperature": "not at the posterior's temperature",
     "runaway": "above the chain's typical level",
-    "noise": "noise",
+    "noise": "gradient's noise",
     "backoff": "became NaN or infinite",
     "start": "optimisation stage",
 }

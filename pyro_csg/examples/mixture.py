@@ -184,6 +184,9 @@ def run_csgld(
     """
     kernel = CyclicalSGLD(
         potential_fn=noisy_potential,
+        # The paper's runs start at a random point, as NUTS's does here: no optimisation
+        # stage, which would put every chain in a mode before its first cycle.
+        optimize_start=False,
         step_size=step_size,
         steps_per_cycle=steps_per_cycle,
         exploration_fraction=exploration_fraction,
@@ -226,6 +229,7 @@ def run_sgld(
         raise ValueError(f"num_steps ({num_steps}) must be a multiple of thinning ({thinning})")
     kernel = CyclicalSGLD(
         potential_fn=noisy_potential,
+        optimize_start=False,  # from the random start, as cSGLD and NUTS
         schedule=sgld_schedule(first_step, b),
         steps_per_cycle=thinning,
         exploration_fraction=0.0,
