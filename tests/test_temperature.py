@@ -21,7 +21,7 @@ from pyro_csg import CyclicalSGHMC, CyclicalSGLD, SamplerWarning
 from pyro_csg.core.diffusions import sgld
 from pyro_csg.core.sampler import SamplerConfig, init_chain, start
 from pyro_csg.core.schedules import Constant, CycleLayout
-from pyro_csg.core.temperature import TemperatureCheck
+from pyro_csg.core.temperature import TemperatureCheck, TemperatureReport, temperature_message
 
 
 def exact_draws(check, scales, spread, cycles=6, per_cycle=200, seed=0):
@@ -177,3 +177,11 @@ def test_a_potential_without_a_minimum_falls_back_to_the_initial_parameters():
     with pytest.warns(SamplerWarning, match="found no minimum.*LocScaleReparam"):
         started = start(chain, state)
     assert torch.equal(started.theta, theta) and started.start_steps == 0
+
+
+def test_a_flagged_scale_points_to_the_funnel():
+    report = TemperatureReport(torch.tensor([1.0, 0.01]), torch.tensor([0.05, 0.001]), 10)
+    message = temperature_message("CyclicalSGHMC: chain 0", report, ["mu", "tau"], True, ["tau"])
+    assert "Too cold" in message and "tau 0.01" in message and "mu 1" not in message
+    assert "tau is a scale" in message and "LocScaleReparam" in message
+    assert "is a scale" not in temperature_message("k", report, ["mu", "tau"], True, ["mu"])

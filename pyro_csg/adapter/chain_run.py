@@ -9,6 +9,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import runaway_cycles
@@ -136,6 +138,22 @@ class ChainRun:
         (:mod:`pyro_csg.core.temperature`; ``None`` before the first)."""
         return self.temperature.report()
 
+    def _scale_sites(self) -> set[str]:
+        """The sites on ``(0, inf)`` (a hierarchy's scales): their map from the
+        unconstrained space goes to 0 at one end and without bound at the other."""
+        found = set()
+        for site in self.record.sites:
+            try:
+                low, high = (
+                    site.transform.inv(torch.full(site.unconstrained_shape, value))
+                    for value in (-30.0, 30.0)
+                )
+            except Exception:  # noqa: BLE001 - a transform that cannot say is no scale
+                continue
+            if bool(((low >= 0) & (low < 1e-6)).all() and (high > 1e6).all()):
+                found.add(site.name)
+        return found
+
     def _report_temperature(self, kernel_name: str, auto_step: bool) -> None:
         if self.temperature_reported:
             return
@@ -144,7 +162,9 @@ class ChainRun:
             return
         self.temperature_reported = True
         name = f"{kernel_name}: chain {self.record.index}"
-        message = temperature_message(name, report, self.record.flat.labels(), auto_step)
+        labels = self.record.flat.labels()
+        scales = [label for label in labels if label.split("[")[0] in self._scale_sites()]
+        message = temperature_message(name, report, labels, auto_step, scales)
         warnings.warn(message, SamplerWarning, stacklevel=4)
 
 

@@ -176,11 +176,16 @@ class TemperatureCheck:
 
 
 def temperature_message(
-    name: str, report: TemperatureReport, labels: Sequence[str], auto_step: bool = True
+    name: str,
+    report: TemperatureReport,
+    labels: Sequence[str],
+    auto_step: bool = True,
+    scales: Sequence[str] = (),
 ) -> str:
     """The warning for a report with flagged coordinates, ``labels`` naming each
     unconstrained coordinate (``"tau"``, ``"w[3]"``), its advice fitting the automatic
-    step (``auto_step``) or the user's; empty when nothing is flagged."""
+    step (``auto_step``) or the user's; ``scales``: the labels of positive sites (a
+    hierarchy's scale, whose flag points to a funnel). Empty when nothing is flagged."""
     if not report.flagged:
         return ""
 
@@ -216,6 +221,15 @@ def temperature_message(
             "The step is too large for the curvature the chain met (or the minibatch noise "
             f"dominates): pass {smaller}, or a larger subsample_size; a funnel-shaped "
             "hierarchy needs reparameterising (pyro.infer.reparam.LocScaleReparam)."
+        )
+    flagged = report.cold | report.hot
+    funnel = [label for i, label in enumerate(labels) if flagged[i] and label in set(scales)]
+    if funnel:
+        parts.append(
+            f"{', '.join(funnel[:3])} {'is a scale' if len(funnel) == 1 else 'are scales'}: "
+            "a centred hierarchy whose group effects it scales is a funnel, which no "
+            "first-order sampler (NUTS included) samples well; reparameterise the effects "
+            "(pyro.infer.reparam.LocScaleReparam, or a non-centred model)."
         )
     parts.append(
         "Per coordinate in diagnostics()['temperature_check'] and in the InferenceData's attrs "
