@@ -50,11 +50,19 @@ __all__ = [
     "TemperatureCheck",
     "TemperatureReport",
     "temperature_message",
+    "widest_directions",
 ]
 
 TEMPERATURE_BOUNDS = (0.5, 2.0)
 """A coordinate's temperature outside these (a Gaussian's draws spreading below 0.71 or
 above 1.41 times its sd) is flagged, when it is also significant."""
+DIRECTIONS_MAX_DIM = 256
+"""Models up to this many coordinates keep each draw's ``theta`` and gradient, to check
+the draws' widest directions too (a correlated direction that does not move is diluted
+over its coordinates, each of which may still read about 1)."""
+DIRECTIONS_MAX_DRAWS = 20_000
+"""The draws kept for the directions (at most 80 MB)."""
+NUM_DIRECTIONS = 3
 MIN_CYCLES = 3
 """Cycles (with retained draws) the check needs for a standard error."""
 SIGNIFICANCE = 3.0
@@ -78,6 +86,19 @@ class TemperatureReport:
     temperature: torch.Tensor  # (D,), float64, on the CPU
     se: torch.Tensor  # (D,)
     cycles: int
+    # The draws' widest directions (see :func:`widest_directions`): (temperature, se,
+    # the direction's weight per coordinate), for models of at most DIRECTIONS_MAX_DIM.
+    directions: tuple[tuple[float, float, torch.Tensor], ...] = ()
+
+    @property
+    def cold_directions(self) -> list[tuple[float, torch.Tensor]]:
+        """The widest directions whose draws spread much less than the curvature says."""
+        enough = self.cycles >= MIN_CYCLES
+        return [
+            (value, weights)
+            for value, se, weights in self.directions
+            if enough and value < TEMPERATURE_BOUNDS[0] and 1 - value > SIGNIFICANCE * se
+        ]
 
     def _significant(self) -> torch.Tensor:
         enough = self.cycles >= MIN_CYCLES
@@ -95,7 +116,7 @@ class TemperatureReport:
 
     @property
     def flagged(self) -> bool:
-        return bool(self.cold.any() or self.hot.any())
+        return bool(self.cold.any() or self.hot.any() or self.cold_directions)
 
 
 class TemperatureCheck:
@@ -127,6 +148,7 @@ class TemperatureCheck:
         self._cycles = 0
         self._theta_sum: torch.Tensor | None = None  # over every draw, for the centre
         self._draws = 0
+        self._kept: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # small models only
 
     def add(self, cycle: int, theta: torch.Tensor, grad: torch.Tensor) -> None:
         """One retained draw of cycle ``cycle``: its flat ``theta`` and the gradient of
@@ -143,6 +165,8 @@ class TemperatureCheck:
         self._n += 1
         self._theta_sum = theta.clone() if self._theta_sum is None else self._theta_sum + theta
         self._draws += 1
+        if theta.numel() <= DIRECTIONS_MAX_DIM and len(self._kept) < DIRECTIONS_MAX_DRAWS:
+            self._kept.append((cycle, theta.cpu(), grad.cpu()))
 
     def _closed(self) -> tuple[list[torch.Tensor] | None, int]:
         """The moments over the closed cycles and the current one (without changing them)."""
@@ -172,7 +196,35 @@ class TemperatureCheck:
         else:
             se = torch.full_like(mean, math.inf)
         scale = self.temperature
-        return TemperatureReport((mean / scale).cpu(), (se / scale).cpu(), k)
+        directions = widest_directions(self._kept, scale) if self._kept else ()
+        return TemperatureReport((mean / scale).cpu(), (se / scale).cpu(), k, directions)
+
+
+def widest_directions(kept, temperature: float, count: int = NUM_DIRECTIONS):
+    """The temperature along the draws' widest directions, per cycle as for a coordinate.
+
+    For any vectors ``a``, ``b``: ``E[(a . (theta - c)) (b . grad U)] = T a . b``. In
+    coordinates scaled by ``s = sqrt(mean(g^2))`` (the curvature's scale, by Fisher's
+    identity), ``u`` the top eigenvectors of the scaled draws' covariance, ``a = s * u``
+    and ``b = u / s`` give ``T`` again: a soft direction that the chain barely moves
+    along reads well below 1 there, where each of its coordinates may not.
+    """
+    cycles = torch.tensor([cycle for cycle, _, _ in kept])
+    theta = torch.stack([value for _, value, _ in kept])
+    grad = torch.stack([value for _, _, value in kept])
+    scale = grad.pow(2).mean(0).sqrt().clamp_min(1e-300)
+    centred = (theta - theta.mean(0)) * scale
+    if len(kept) < 3 or not torch.isfinite(centred).all():
+        return ()
+    _, vectors = torch.linalg.eigh(centred.T @ centred)
+    found = []
+    for u in vectors.T.flip(0)[:count]:
+        products = (centred @ u) * ((grad / scale) @ u) / temperature
+        per_cycle = torch.stack([products[cycles == c].mean() for c in cycles.unique()])
+        k = len(per_cycle)
+        se = float(per_cycle.std() / math.sqrt(k)) if k > 1 else math.inf
+        found.append((float(per_cycle.mean()), se, u.abs() / u.abs().sum()))
+    return tuple(found)
 
 
 def temperature_message(
@@ -208,6 +260,25 @@ def temperature_message(
             "(steps_per_cycle), or start at a converged point (optimize_start=True); a "
             "site stuck at a boundary of its support (a scale at 0) needs "
             "reparameterising (pyro.infer.reparam.LocScaleReparam)."
+        )
+    # A direction that is mostly one coordinate already named adds nothing.
+    named_already = report.cold | report.hot
+    directions = [
+        (value, weights)
+        for value, weights in report.cold_directions
+        if not (weights.max() >= 0.5 and named_already[int(weights.argmax())])
+    ]
+    if directions:
+        named = []
+        for value, weights in directions[:2]:
+            top = [i for i in torch.argsort(weights, descending=True)[:3] if weights[i] >= 0.05]
+            mix = " + ".join(f"{labels[int(i)]} {weights[i]:.0%}" for i in top)
+            named.append(f"{value:.2g} along the direction of {mix}")
+        parts.append(
+            "Too cold along the draws' widest direction(s), where the posterior is soft "
+            f"and correlated: {'; '.join(named)}. The chain does not travel along it within "
+            "its cycles (a diagonal preconditioner follows the stiff directions): run "
+            "longer cycles (steps_per_cycle), or reparameterise the correlated sites."
         )
     if report.hot.any():
         smaller = (
