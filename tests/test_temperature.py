@@ -162,12 +162,14 @@ def test_a_model_without_a_subsampled_plate_starts_converged():
 
 
 def test_a_potential_without_a_minimum_falls_back_to_the_initial_parameters():
-    """``U = x^2 / 2 - 5 s`` falls without bound in ``s`` (as a centred hierarchy's does
-    towards its scale's 0): the stage finds nothing, the chain starts where it was."""
+    """``U = x^2 / 2 - 5 s`` falls without bound in ``s`` and overflows past ``s = 20``
+    (as a centred hierarchy's does towards its scale's 0 in float32): the stage finds
+    nothing, the chain starts where it was."""
 
     def unbounded(theta, indices):
         x, s = theta[0], theta[1]
-        return x**2 / 2 - 5 * s, torch.stack([x, torch.full_like(s, -5.0)])
+        energy = torch.where(s < 20, x**2 / 2 - 5 * s, torch.tensor(-math.inf))
+        return energy, torch.stack([x, torch.full_like(s, -5.0)])
 
     theta = torch.tensor([1.0, 0.0])
     config = SamplerConfig(

@@ -508,7 +508,7 @@ class CyclicalSGLD(CyclicalKernel):
         that step dimensionless.
     :param bool optimize_start: run Adam until the minibatch potential stops falling
         before the first cycle (default ``None``: yes; for a model without a subsampled
-        plate whose potential has no minimum, the chain starts where it was, with a
+        plate whose stage becomes non-finite, the chain starts where it was, with a
         warning that names the likely funnel).
     :param process_group: data-parallel steps over ``torch.distributed`` (one chain whose
         minibatches are split over the ranks; see the docs' "Beyond one process"). ``None``

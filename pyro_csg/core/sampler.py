@@ -277,13 +277,13 @@ def _converged_start(chain: Chain, theta: torch.Tensor) -> tuple[torch.Tensor, i
         report = None
     if report is not None and report.converged:
         return found, report.steps
-    if fallback:
-        # A potential that keeps falling has no minimum: a hierarchy's scale going to 0
-        # (a funnel's neck), where a step measured there would stall the chain.
-        what = "became non-finite" if report is None else "kept falling"
+    if report is None:  # a fallback: the stage became non-finite
+        # A potential that fell until it overflowed has no minimum (a hierarchy's scale
+        # going to 0), and a step measured on the way would stall the chain.
         warnings.warn(
             f"{name}: the optimisation stage before the first cycle found no minimum of the "
-            f"potential (it {what}), so the chain starts at the initial parameters. A "
+            "potential (it became non-finite), so the chain starts at the initial "
+            "parameters. A "
             "potential unbounded below is most often a funnel: a hierarchical scale whose "
             "density grows without bound towards 0 (a centred hierarchy). First-order "
             "samplers, NUTS included, sample such a posterior badly: reparameterise it "
