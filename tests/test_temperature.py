@@ -99,17 +99,23 @@ def gaussian(params):
     return x[0] ** 2 / 2 + x[1] ** 2 / 1800
 
 
-def test_a_step_too_large_reads_hot_and_warns():
-    # Plain SGLD at a constant step 1.2 on N(0, 1): variance 1 / (1 - 1.2 / 2) = 2.5.
+def plain_sgld(step):
+    """Plain SGLD at a constant step on :func:`gaussian`: 20 blocks of 100 steps, 400 draws."""
     kernel = CyclicalSGLD(
         potential_fn=gaussian,
-        schedule=Constant(1.2),
+        schedule=Constant(step),
         steps_per_cycle=100,
         exploration_fraction=0.0,
         samples_per_cycle=20,
     )
     kernel.initial_params = {"x": torch.zeros(2)}
     _, temperature, messages = run_kernel(kernel, num_samples=400)
+    return kernel, temperature, messages
+
+
+def test_a_step_too_large_reads_hot_and_warns():
+    # Plain SGLD at a constant step 1.2 on N(0, 1): variance 1 / (1 - 1.2 / 2) = 2.5.
+    kernel, temperature, messages = plain_sgld(1.2)
     assert 2.0 < temperature["x[0]"] < 3.2, temperature
     warned = [m for m in messages if "Too hot" in m]
     assert len(warned) == 1 and "x[0] 2." in warned[0]
@@ -120,15 +126,7 @@ def test_a_step_too_large_reads_hot_and_warns():
 
 def test_a_direction_that_does_not_move_reads_cold_and_warns():
     # At step 0.05 the sd-30 direction relaxes over ~36,000 iterations; the run has 2,000.
-    kernel = CyclicalSGLD(
-        potential_fn=gaussian,
-        schedule=Constant(0.05),
-        steps_per_cycle=100,
-        exploration_fraction=0.0,
-        samples_per_cycle=20,
-    )
-    kernel.initial_params = {"x": torch.zeros(2)}
-    _, temperature, messages = run_kernel(kernel, num_samples=400)
+    _, temperature, messages = plain_sgld(0.05)
     assert temperature["x[1]"] < 0.5 and 0.7 < temperature["x[0]"] < 1.4, temperature
     warned = [m for m in messages if "Too cold" in m]
     assert len(warned) == 1 and "x[1]" in warned[0] and "x[0]" not in warned[0]
