@@ -212,5 +212,6 @@ def test_a_soft_correlated_direction_that_does_not_move_is_named(kernel_class):
     if kernel_class is CyclicalSGLD:
         assert sd_ratio.max() < 0.85 and min(temperature.values()) > 0.5
         assert len(warned) == 1 and "steps_per_cycle" in warned[0]
+        assert "widest direction" in kernel.hyperparameters()["temperature_check_flagged"]
     else:
         assert sd_ratio.min() > 0.8 and not [m for m in messages if "temperature" in m]

@@ -183,6 +183,7 @@ def temperature_attrs(runs: list[ChainRun]) -> dict[str, Any]:
             labels = run.record.flat.labels()
             mask = report.cold | report.hot
             shown = [f"{labels[i]} {report.temperature[i]:.2g}" for i in mask.nonzero()[:, 0]]
+            shown += [f"a widest direction {value:.2g}" for value, _ in report.cold_directions]
             flagged.append(f"chain {run.record.index}: {', '.join(shown[:20])}")
     return {
         "temperature_check_min": low,

@@ -283,8 +283,8 @@ def _converged_start(chain: Chain, theta: torch.Tensor) -> tuple[torch.Tensor, i
         warnings.warn(
             f"{name}: the optimisation stage before the first cycle found no minimum of the "
             "potential (it became non-finite), so the chain starts at the initial "
-            "parameters. A "
-            "potential unbounded below is most often a funnel: a hierarchical scale whose "
+            "parameters. A potential unbounded below is most often a funnel: a hierarchical "
+            "scale whose "
             "density grows without bound towards 0 (a centred hierarchy). First-order "
             "samplers, NUTS included, sample such a posterior badly: reparameterise it "
             "(pyro.infer.reparam.LocScaleReparam, or poutine.reparam with a non-centred "
