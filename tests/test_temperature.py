@@ -81,7 +81,7 @@ def run_kernel(kernel, *args, num_samples=400, seed=0):
 def test_right_runs_read_about_one_and_stay_quiet(kernel_class):
     x, y = linear_regression_data(n=2000, seed=4)
     kernel = kernel_class(linear_regression, steps_per_cycle=100)
-    mcmc, temperature, messages = run_kernel(kernel, x, y, 50, num_samples=1000, seed=3)
+    mcmc, temperature, messages = run_kernel(kernel, x, y, 50, num_samples=600, seed=3)
     assert set(temperature) == {"w[0]", "w[1]", "w[2]"}
     assert all(0.75 < value < 1.3 for value in temperature.values()), temperature
     assert not [m for m in messages if "temperature" in m], messages
