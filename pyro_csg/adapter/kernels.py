@@ -329,7 +329,8 @@ class CyclicalKernel(MCMCKernel):
             state = record.state = chain.snapshot(state, theta, energy, grad)
         new = run.advance(state, self.layout)
         draw = chain.potential.unflatten(new.theta)
-        if record.calls >= record.warmup_steps:
+        kept = record.calls >= record.warmup_steps
+        if kept:
             cycle = self.layout.cycle(new.iteration)
             noise = run.noise.measure(chain.gradient(new), chain.potential, new, cycle)
             stats = {
@@ -342,8 +343,9 @@ class CyclicalKernel(MCMCKernel):
                 "rejected": new.rejected - state.rejected,
             }
             record.keep(new, draw, stats)
-            run.temperature.add(cycle, new.theta, new.grad)
         record.commit(new, draw, self.samples_per_cycle)
+        if kept:  # after the commit: nothing more between a draw's store and its commit
+            run.temperature.add(cycle, new.theta, new.grad)
         return draw
 
     def get_samples(self, chain: int | None = None) -> dict[str, torch.Tensor]:
@@ -385,11 +387,9 @@ class CyclicalKernel(MCMCKernel):
         """Per retained (post-warm-up) draw: cycle, iteration, step size, ``U~``, the
         minibatch noise ratio, back-offs and rejections; and the draws flagged diverging.
 
-        ``noise_ratio`` is the minibatch gradient's noise against the injected noise at
-        the draw's step, ``eta_k * mean(V) / (2 alpha T)`` (:mod:`pyro_csg.core.noise`,
-        measured at each cycle's first kept draw); the first call after a chain's last
-        draw warns when, at the sampling stage's first step, it exceeds 1 in the median
-        cycle (with the step size or batch size that would bring it to 0.5).
+        ``noise_ratio``: the minibatch gradient's noise against the injected noise at the
+        draw's step (:mod:`pyro_csg.core.noise`); the first call after a chain's last draw
+        warns when it exceeds 1 in the median cycle at the sampling stage's first step.
 
         ``potential_energy`` is ``U~`` at the draw (on the next iteration's batch).
         ``backoffs`` and ``rejected`` count, per draw, the halvings of the automatic step
