@@ -285,3 +285,18 @@ def test_a_second_run_whose_data_changes_a_support_warns_about_pyros_transforms(
         mcmc.transforms = None  # as the warning says: the new support is used
         mcmc.run(torch.tensor([10.0, -10.0, 6.0]))
     assert float(mcmc.get_samples()["s"].max()) > 2.0
+
+
+def test_step_scale_is_checked_and_scales_only_the_automatic_step():
+    with pytest.raises(ValueError, match="step_scale"):
+        CyclicalSGLD(scale_up_to_twice_the_data, step_scale=0.0)
+    with pytest.raises(ValueError, match="step_scale=0.5 scales the automatic step size"):
+        CyclicalSGLD(scale_up_to_twice_the_data, step_size=1e-3, step_scale=0.5)
+    steps = []
+    for scale in (1.0, 0.25):
+        pyro.set_rng_seed(0)
+        kernel = CyclicalSGLD(scale_up_to_twice_the_data, steps_per_cycle=20, step_scale=scale)
+        MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True).run(torch.ones(3))
+        steps.append(kernel.hyperparameters()["tuned_step_size"][0])
+    assert steps[1] == pytest.approx(steps[0] / 4)
+    assert kernel.hyperparameters()["step_scale"] == 0.25
