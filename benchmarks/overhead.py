@@ -14,9 +14,14 @@ time per iteration is taken between the first and the last retained draw (steady
 the one-off set-up and tracing are reported apart). The sides alternate ``--repeats``
 times and the medians are compared.
 
-Run: ``python benchmarks/overhead.py`` (about two minutes). It exits with status 1 when
-the headline ratio is above ``--max-ratio`` (default 1.10), so that ``make bench`` catches
-a slower hot loop.
+The headline is ``CyclicalSGHMC(model)`` with every setting at its default, as a user
+writes it (the automatic step with its preconditioner and noise correction; control
+variates only where the measured noise says they pay, which on this network they do
+not); the same loop with the hand-written settings is the like-with-like row.
+
+Run: ``python benchmarks/overhead.py`` (about three minutes). It exits with status 1 when
+the defaults' ratio is above ``--max-defaults-ratio`` (1.20) or the like-with-like ratio
+above ``--max-ratio`` (1.10), so that ``make bench`` catches a slower hot loop.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pyro
@@ -40,8 +46,9 @@ from pyro.nn import PyroModule, PyroSample
 from pyro_csg import CyclicalSGHMC
 
 MAX_RATIO = 1.10
-"""The bar for the headline ratio (plain cSGHMC, like with like, against the hand-written
-loop)."""
+"""The bar for plain cSGHMC, like with like, against the hand-written loop."""
+MAX_DEFAULTS_RATIO = 1.20
+"""The bar for ``CyclicalSGHMC(model)`` with every setting at its default (the headline)."""
 
 N, D, H, C, B = 10_000, 64, 100, 10, 128
 STEP_SIZE, FRICTION, TEMPERATURE = 1e-5, 0.1, 1.0
@@ -52,7 +59,8 @@ def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(N, D, generator=generator)
     teacher = torch.randn(D, C, generator=generator)
-    y = torch.distributions.Categorical(logits=x @ teacher).sample()
+    # From the seeded generator (Categorical.sample would draw from the global one).
+    y = torch.multinomial(torch.softmax(x @ teacher, dim=-1), 1, generator=generator).squeeze(-1)
     return x, y
 
 
@@ -103,27 +111,35 @@ def run_pyro(
     network=model,
     checkpoint=None,
     control_variates: bool = False,
+    defaults: bool = False,
 ) -> tuple[float, float]:
-    """Seconds per iteration in steady state, and the set-up time before the first draw."""
-    cycles = max(2, iterations // STEPS_PER_CYCLE)
+    """Seconds per iteration in steady state, and the set-up time before the first draw.
+    ``defaults``: ``CyclicalSGHMC(network)`` as a user writes it (automatic step,
+    preconditioner, optimisation stage, control variates where they pay, 1,000-step
+    cycles of 4 draws); else the hand-written loop's settings."""
+    if defaults:
+        kernel = CyclicalSGHMC(network)
+        cycles = max(2, iterations // kernel.steps_per_cycle)
+    else:
+        cycles = max(2, iterations // STEPS_PER_CYCLE)
+        kernel = CyclicalSGHMC(
+            network,
+            step_size=STEP_SIZE,
+            steps_per_cycle=STEPS_PER_CYCLE,
+            exploration_fraction=EXPLORATION,
+            samples_per_cycle=SAMPLES_PER_CYCLE,
+            friction=FRICTION,
+            temperature=TEMPERATURE,
+            compile_potential=compile_potential,
+            checkpoint=checkpoint,
+            # The hand-written loop is plain cSGHMC: compare like with like (control
+            # variates add a second minibatch gradient per step; --control-variates).
+            control_variates=control_variates,
+        )
     stamps: list[float] = []
-    kernel = CyclicalSGHMC(
-        network,
-        step_size=STEP_SIZE,
-        steps_per_cycle=STEPS_PER_CYCLE,
-        exploration_fraction=EXPLORATION,
-        samples_per_cycle=SAMPLES_PER_CYCLE,
-        friction=FRICTION,
-        temperature=TEMPERATURE,
-        compile_potential=compile_potential,
-        checkpoint=checkpoint,
-        # The hand-written loop is plain cSGHMC: compare like with like (control variates
-        # add a second minibatch gradient per step; --control-variates times them).
-        control_variates=control_variates,
-    )
     mcmc = MCMC(
         kernel,
-        num_samples=cycles * SAMPLES_PER_CYCLE,
+        num_samples=cycles * kernel.samples_per_cycle,
         warmup_steps=0,
         disable_progbar=True,
         hook_fn=lambda *_: stamps.append(time.perf_counter()),
@@ -197,6 +213,13 @@ def main() -> int:
         default=MAX_RATIO,
         help=f"exit with status 1 above this ratio to the hand-written loop (default {MAX_RATIO})",
     )
+    parser.add_argument(
+        "--max-defaults-ratio",
+        type=float,
+        default=MAX_DEFAULTS_RATIO,
+        help="exit with status 1 when the defaults' ratio is above this "
+        f"(default {MAX_DEFAULTS_RATIO})",
+    )
     parser.add_argument("--eager", action="store_true", help="also time the eager potential")
     parser.add_argument(
         "--checkpoint", action="store_true", help="also time a run with checkpoint= (to disk)"
@@ -221,12 +244,18 @@ def main() -> int:
         print(f"first compile_potential='inductor' run: {time.perf_counter() - start:.1f} s")
     run_reference(x, y, 200)
     ours, reference, setups, eager, module, saved = [], [], [], [], [], []
+    defaults, defaults_setups = [], []
     inductor, inductor_setups, variates = [], [], []
     for _ in range(args.repeats):
         per_iteration, setup = run_pyro(x, y, args.iterations)
         ours.append(per_iteration)
         setups.append(setup)
         reference.append(run_reference(x, y, args.iterations))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the defaults' noise-limited step says so
+            per_iteration, setup = run_pyro(x, y, args.iterations, defaults=True)
+        defaults.append(per_iteration)
+        defaults_setups.append(setup)
         module.append(run_pyro(x, y, args.iterations, network=PyroMLP())[0])
         if args.eager:
             eager.append(run_pyro(x, y, args.iterations, compile_potential=False)[0])
@@ -261,6 +290,11 @@ def main() -> int:
         ratio = statistics.median(t / r for t, r in zip(times, reference, strict=True))
         print(f"  {label:<28}: {us:8.1f} us / iteration   ratio {ratio:.2f}x{note}")
 
+    against_reference(
+        "defaults: CyclicalSGHMC(model)",
+        defaults,
+        f"   (optimisation, tuning and tracing: {statistics.median(defaults_setups):.2f} s)",
+    )
     against_reference("the same net as PyroModule", module)
     if eager:
         against_reference("eager potential (no trace)", eager)
@@ -284,20 +318,27 @@ def main() -> int:
         )
     # Each repeat times the sides back to back, so their ratio cancels slow spells of a
     # shared machine; the median of those paired ratios is the headline figure.
-    paired = sorted(o / r for o, r in zip(ours, reference, strict=True))
-    print(
-        f"ratio (pyro-csg / hand-written): {statistics.median(paired):.2f}x "
-        f"(median of {len(paired)} paired repeats; range {paired[0]:.2f}-{paired[-1]:.2f})"
-    )
-    return verdict(statistics.median(paired), args.max_ratio)
+    status = 0
+    for label, times, bar in (
+        ("defaults", defaults, args.max_defaults_ratio),
+        ("like with like", ours, args.max_ratio),
+    ):
+        paired = sorted(o / r for o, r in zip(times, reference, strict=True))
+        print(
+            f"ratio {label} (pyro-csg / hand-written): {statistics.median(paired):.2f}x "
+            f"(median of {len(paired)} paired repeats; range {paired[0]:.2f}-{paired[-1]:.2f})"
+        )
+        status = max(status, verdict(statistics.median(paired), bar, label))
+    return status
 
 
-def verdict(ratio: float, bar: float) -> int:
+def verdict(ratio: float, bar: float, label: str = "") -> int:
     """The exit status: 1, with a line saying so, when ``ratio`` is above ``bar``."""
+    what = f"{label} ratio" if label else "ratio"
     if ratio > bar:
-        print(f"FAIL: the ratio {ratio:.2f}x is above the bar {bar:.2f}x: the hot loop got slower")
+        print(f"FAIL: the {what} {ratio:.2f}x is above the bar {bar:.2f}x: the hot loop got slower")
         return 1
-    print(f"ok: the ratio {ratio:.2f}x is within the bar {bar:.2f}x")
+    print(f"ok: the {what} {ratio:.2f}x is within the bar {bar:.2f}x")
     return 0
 
 

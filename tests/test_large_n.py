@@ -89,7 +89,8 @@ def test_the_simplest_call_is_accurate_at_large_n_over_b(kernel_class):
     # N / B = 1000, no step size given. 120 draws: the sd of an sd estimate is ~7%, so
     # [0.85, 1.15] is two of those either side; the mean's standard error is ~0.1 sd at
     # the draws' autocorrelation here, so 0.3 is three of those.
-    kernel, error, ratio = large_n_run(kernel_class, 0, control_variates=True)
+    kernel, error, ratio = large_n_run(kernel_class, 0)
+    assert kernel.hyperparameters()["control_variates_used"] == [1]  # the noise needs them
     assert error < 0.3
     assert 0.85 < ratio.min() and ratio.max() < 1.15, ratio
     report = kernel.hyperparameters()
@@ -141,3 +142,54 @@ def test_a_resumed_run_keeps_its_centre_and_tuning(tmp_path):
     run(8, tmp_path / "split")
     resumed = run(16, tmp_path / "split")
     torch.testing.assert_close(resumed, whole, rtol=0, atol=0)
+
+
+def test_by_default_control_variates_are_kept_only_where_they_enlarge_the_step():
+    # A small Bayesian network (10-20-3, N / B = 31): the minibatch noise cuts the plain
+    # step ~85-fold, but one posterior sd from a centre a network's per-datum gradients
+    # differ as much as they vary, and control variates enlarge the step only ~1.4-fold:
+    # not worth a second evaluation a step and a full-data pass a cycle. (N / B = 1000
+    # above keeps them.)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 10, generator=generator)
+    logits = x @ torch.randn(10, 3, generator=generator)
+    y = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+
+    def network(x, y):
+        w1 = pyro.sample("w1", dist.Normal(0.0, 1.0).expand([10, 20]).to_event(2))
+        w2 = pyro.sample("w2", dist.Normal(0.0, 1.0).expand([20, 3]).to_event(2))
+        with pyro.plate("data", x.shape[0], subsample_size=64) as idx:
+            pyro.sample("obs", dist.Categorical(logits=torch.tanh(x[idx] @ w1) @ w2), obs=y[idx])
+
+    def run(**options):
+        pyro.set_rng_seed(0)
+        kernel = CyclicalSGHMC(network, steps_per_cycle=100, **options)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            MCMC(kernel, num_samples=8, warmup_steps=0, disable_progbar=True).run(x, y)
+        (chain,) = kernel._chains.values()
+        return kernel.hyperparameters(), chain.state, [str(w.message) for w in caught]
+
+    report, state, messages = run()
+    assert report["control_variates"] == "auto" and report["control_variates_used"] == [0]
+    assert state.estimator is None and state.tuning.noise_cut > 10  # tried, and dropped
+    assert any("control variates were tried and allowed" in m for m in messages), messages
+    report, state, _ = run(control_variates=True)  # forced: every chain has a centre
+    assert "control_variates_used" not in report and state.estimator.centre is not None
+
+
+def test_a_paired_evaluation_is_two_evaluations_in_one_call():
+    torch.manual_seed(0)
+    x = torch.randn(500, 3)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 * torch.randn(500)
+    potential = ModelPotential(heteroscedastic, (x, y), {"subsample_size": 50}, init_to_median)
+    theta, other = torch.tensor([0.5, -1.0, 0.2, 0.1]), torch.tensor([0.4, -1.2, 0.3, -0.2])
+    indices = [torch.randperm(500)[:50]]
+    eager = potential.paired_value_and_grad(theta, other, indices)  # not traced: two calls
+    assert potential._paired is None
+    assert potential.compile(theta) is None
+    paired = potential.paired_value_and_grad(theta, other, indices)
+    assert callable(potential._paired)  # one vmapped graph
+    for got, want in zip(paired, eager, strict=True):
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-4)

@@ -19,7 +19,13 @@ from ..core.temperature import TemperatureCheck, TemperatureReport, temperature_
 from ..services.resume import ChainRecord
 from .pyro_runner import in_warmup_habit, runner_num_samples, runner_progress_bars, warmup_message
 
-__all__ = ["ChainRun", "temperature_attrs", "temperature_by_coordinate"]
+__all__ = [
+    "ChainRun",
+    "estimator_attrs",
+    "temperature_attrs",
+    "temperature_by_coordinate",
+    "tuning_attrs",
+]
 
 
 @dataclass
@@ -166,6 +172,27 @@ class ChainRun:
         scales = [label for label in labels if label.split("[")[0] in self._scale_sites()]
         message = temperature_message(name, report, labels, auto_step, scales)
         warnings.warn(message, SamplerWarning, stacklevel=4)
+
+
+def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
+    """Each chain's automatic step (``nan`` before its start), its noise ratio and how
+    often the step was halved, for ``hyperparameters()``."""
+    tunings = [run.state.tuning for run in runs]
+    return {
+        "tuned_step_size": [math.nan if t is None else t.step_size for t in tunings],
+        "noise_ratio": [math.nan if t is None else t.noise_ratio for t in tunings],
+        "backoffs": [run.state.backoffs for run in runs],
+    }
+
+
+def estimator_attrs(runs: list[ChainRun]) -> dict[str, Any]:
+    """Whether each started chain chose control variates at its start (1) or not (0),
+    for ``hyperparameters()`` when the kernel left the choice to the noise (netCDF attrs
+    keep ints, not bools)."""
+    if not runs:
+        return {}
+    used = [int(getattr(run.state.estimator, "centre", None) is not None) for run in runs]
+    return {"control_variates_used": used}
 
 
 def temperature_attrs(runs: list[ChainRun]) -> dict[str, Any]:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from ..services.checkpoint import Checkpoint
 from ..services.distributed import RankShare
 from ..services.resume import ChainRecord, verify_potential
 from ..services.store import STATS
-from .chain_run import ChainRun, temperature_attrs
+from .chain_run import ChainRun, estimator_attrs, temperature_attrs, tuning_attrs
 from .chain_run import temperature_by_coordinate as by_coordinate
 from .chain_setup import (
     build_potential,
@@ -152,10 +151,9 @@ class CyclicalKernel(MCMCKernel):
         settings = self._fixed()
         runs = [run for _, run in sorted(self._chains.items())]
         if self.auto_step_size:  # with an explicit step, the tuning's step is not used
-            tunings = [run.state.tuning for run in runs]
-            settings["tuned_step_size"] = [math.nan if t is None else t.step_size for t in tunings]
-            settings["noise_ratio"] = [math.nan if t is None else t.noise_ratio for t in tunings]
-            settings["backoffs"] = [run.state.backoffs for run in runs]
+            settings.update(tuning_attrs(runs))
+        if self.control_variates is None:
+            settings.update(estimator_attrs(runs))
         if self.optimize_start is not False:
             settings["start_steps"] = [run.state.start_steps for run in runs]
         settings.update(temperature_attrs(runs))
@@ -501,8 +499,11 @@ class CyclicalSGLD(CyclicalKernel):
         every cycle and when the run stops early, and running the same script again
         resumes (bit for bit on the CPU). See :mod:`pyro_csg.services.checkpoint`.
     :param bool control_variates: estimate gradients with control variates (default
-        ``None``: for models with exactly one subsampled plate). Each step then costs two
-        minibatch gradients and each cycle one full-data pass.
+        ``None``: for models with exactly one subsampled plate, where they pay: the
+        automatic step's tuning measures the plain minibatch noise, and a chain keeps a
+        centre where the noise cut its step more than twofold and the centre more than
+        doubles it; with an explicit ``step_size``, always). Each step then evaluates the
+        minibatch at two points and each cycle makes one full-data pass.
     :param bool preconditioner: a diagonal preconditioner measured at the start (default
         ``None``: with the automatic step size); with an explicit ``step_size`` it makes
         that step dimensionless.

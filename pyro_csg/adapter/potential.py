@@ -326,6 +326,7 @@ class ModelPotential(BasePotential):
         self.transforms = {site.name: site.transform for site in self.sites}
         self._graph = None
         self._forward = None  # the graph's forward, or torch.compile's build of it
+        self._paired = None  # the graph vmapped over two points; False: it did not build
         self.backend: str | None = None  # "graph" or "inductor", once compiled
         self.windows_vectorise: bool | None = None  # set by the first full-data pass
         # Data-parallel (split_batches): this rank's plates, of B / R indices each.
@@ -521,6 +522,56 @@ class ModelPotential(BasePotential):
             # forward() itself: nn.Module.__call__'s hook machinery costs a few µs a step.
             return self._forward(flat, *indices)
 
+    def paired_value_and_grad(
+        self, flat: torch.Tensor, other: torch.Tensor, indices: Sequence[torch.Tensor] = ()
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """``(U~, grad U~)`` at ``flat`` and at ``other`` on the same batches: what a
+        control-variate step needs. Where the graph is traced (and not data-parallel),
+        one call of a graph traced through :func:`torch.func.vmap` over the two points
+        (140 us against 189 us for two calls, logistic regression, B = 100: a small
+        model's step is op dispatch, not arithmetic), and data-parallel one
+        ``all_reduce`` for both; else two calls."""
+        local = indices if self.share is None else self.share.take(indices)
+        if self._paired is None and self._forward is not None:
+            self._paired = self._build_paired(flat, other, local) or False
+        if not self._paired:
+            return self.value_and_grad(flat, indices), self.value_and_grad(other, indices)
+        with torch.no_grad():
+            energies, grads = self._paired(torch.stack((flat, other)), *local)
+        if self.share is not None:
+            energies, grads = self.share.mean(energies, grads)
+        return (energies[0], grads[0]), (energies[1], grads[1])
+
+    def _build_paired(self, flat, other, indices):
+        """The vmapped graph, if it traces and agrees with two plain calls (else None)."""
+        graph = self._graph
+        over_points = torch.func.vmap(graph.forward, in_dims=(0, *[None] * len(indices)))
+
+        def pair(stacked, *indices):
+            return over_points(stacked, *indices)
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                stacked = torch.stack((flat, other)).detach()
+                paired = graphs.simplify(graphs.trace(pair, stacked, *indices))
+            forward = graphs.direct_forward(paired)
+            bump = 0.01 * ((torch.arange(flat.numel(), device=flat.device) % 5) - 2)
+            points = (flat, flat + bump.to(flat.dtype))
+            with torch.no_grad():
+                energies, grads = forward(torch.stack(points), *indices)
+                for row, point in enumerate(points):
+                    energy, grad = graph.forward(point, *indices)
+                    scale = 1e-5 * float(grad.abs().max()) + 1e-6 if grad.numel() else 1e-6
+                    if not (
+                        torch.allclose(energies[row], energy, rtol=1e-5, atol=1e-6)
+                        and torch.allclose(grads[row], grad, rtol=1e-5, atol=scale)
+                    ):
+                        return None
+        except Exception:  # noqa: BLE001 -- any failure: two calls, as before
+            return None
+        return forward
+
     @property
     def traced(self) -> bool:
         """Whether the potential runs as a traced graph (which :meth:`vectorised` needs)."""
@@ -550,6 +601,7 @@ class ModelPotential(BasePotential):
         state = self.__dict__.copy()
         state["_graph"] = None
         state["_forward"] = None
+        state["_paired"] = None
         state["backend"] = None
         state["compiled"] = False
         state["windows_vectorise"] = None

@@ -203,14 +203,22 @@ def noise_warning(
     )
 
 
-def noise_limited_message(name: str, tuning: Tuning, suggest_control_variates: bool) -> str:
-    """The warning when the minibatch noise cut the automatic step tenfold or more."""
+def noise_limited_message(
+    name: str, tuning: Tuning, suggest_control_variates: bool, tried: Tuning | None = None
+) -> str:
+    """The warning when the minibatch noise cut the automatic step tenfold or more
+    (``tried``: the tuning with control variates, which did not enlarge it enough)."""
     advice = (
-        "drop control_variates=False (their variance shrinks near the mode), or use "
-        "a larger subsample_size"
+        "drop control_variates=False (they are then used where they enlarge the step: "
+        "their variance shrinks near the mode), or use a larger subsample_size"
         if suggest_control_variates
         else "use a larger subsample_size"
     )
+    if tried is not None:
+        advice += (
+            f" (control variates were tried and allowed {tried.step_size:.3g}: too little "
+            "for a step that costs twice as much, so they are off)"
+        )
     return (
         f"{name}: the minibatch gradient's noise limited the automatic "
         f"step size to {tuning.step_size:.3g} (curvature alone allowed "

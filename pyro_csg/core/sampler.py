@@ -43,7 +43,7 @@ from .parameters import Potential, as_potential
 from .schedules import CosineCyclical, CycleLayout, Schedule
 from .state import ChainState
 from .subsample import EpochBatches
-from .tuning import optimize_start, tune
+from .tuning import Tuning, optimize_start, tune
 
 __all__ = [
     "SamplerConfig",
@@ -304,9 +304,12 @@ def _converged_start(chain: Chain, theta: torch.Tensor) -> tuple[torch.Tensor, i
     return found, report.steps
 
 
-def _tuning(chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Gradient):
+def _tuning(
+    chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Gradient, warn: bool = True
+):
     """The automatic step size and preconditioner at ``theta``, measured with the chain's
-    gradient; spare batches come from ``state`` (the state before the start)."""
+    gradient; spare batches come from ``state`` (the state before the start). ``warn``:
+    say when the noise limited the step."""
     config = chain.config
     plates = chain.potential.plates
     # The noise is bounded where the sampling stage starts, its largest step.
@@ -326,12 +329,44 @@ def _tuning(chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Grad
         )
     except FloatingPointError as error:
         raise NonFiniteError(f"{config.name}: {error}") from None
-    if config.auto_step_size and tuning.step_size * tuning.lambda_max < 0.1:
-        message = noise_limited_message(config.name, tuning, config.suggest_control_variates)
-        warnings.warn(message, SamplerWarning, stacklevel=4)
+    if warn:
+        _warn_noise_limited(config, tuning)
     if config.auto_step_size and config.step_scale != 1.0:
-        tuning = replace(tuning, step_size=tuning.step_size * config.step_scale)
+        scale, stable = config.step_scale, tuning.stable_step
+        tuning = replace(
+            tuning,
+            step_size=tuning.step_size * scale,
+            stable_step=None if stable is None else stable * scale,
+        )
     return tuning
+
+
+def _choose_estimator(chain: Chain, state: ChainState, theta, gradient, tuning: Tuning):
+    """Control variates where they pay (``config.estimator`` is
+    :class:`~pyro_csg.core.estimators.Automatic`): where the plain gradient's noise cut the
+    step, the chain is tuned again with a centre at ``theta``, and keeps it where the step
+    grew more than ``CONTROL_VARIATES_PAY`` times (a network's noise far from the centre
+    can be as large with them as without). Returns the estimator's state, its gradient
+    and the tuning."""
+    estimator, potential = chain.config.estimator, chain.potential
+    if estimator.pays(tuning):
+        centred = estimator.adopt(potential, theta)
+        centred_gradient = estimator.bind(potential, centred)
+        centred_tuning = _tuning(chain, state, theta, centred_gradient, warn=False)
+        if estimator.pays_against(tuning, centred_tuning):
+            _warn_noise_limited(chain.config, centred_tuning)
+            return centred, centred_gradient, centred_tuning
+        _warn_noise_limited(chain.config, tuning, tried=centred_tuning)
+        return None, gradient, tuning
+    _warn_noise_limited(chain.config, tuning)
+    return None, gradient, tuning
+
+
+def _warn_noise_limited(config: SamplerConfig, tuning: Tuning, tried: Tuning | None = None):
+    if config.auto_step_size and tuning.step_size * tuning.lambda_max < 0.1:
+        suggest = config.suggest_control_variates
+        message = noise_limited_message(config.name, tuning, suggest, tried)
+        warnings.warn(message, SamplerWarning, stacklevel=5)
 
 
 def start(
@@ -357,7 +392,12 @@ def start(
     tuning = None
     if config.auto_step_size or config.preconditioner:
         say("tuning")
-        tuning = _tuning(chain, state, theta, gradient)
+        pays = getattr(config.estimator, "pays", None)  # control variates where they pay
+        tuning = _tuning(chain, state, theta, gradient, warn=pays is None)
+        if pays is not None:
+            estimator_state, gradient, tuning = _choose_estimator(
+                chain, state, theta, gradient, tuning
+            )
     energy, grad = gradient(theta, chain.next_indices())
     if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
         raise NonFiniteError(

@@ -398,7 +398,8 @@ class Tuning:
     ``lambda_max`` the stiffest preconditioned curvature, ``noise_ratio`` the ratio at
     the step where it is bounded, ``noise_limited`` whether the noise lowered the step,
     ``noise`` the per-coordinate variance ``V / (2 alpha T)`` per unit step (the noise
-    correction's; ``None``: no correction).
+    correction's; ``None``: no correction), ``stable_step`` the step the curvature
+    alone allows (``step_size`` before the noise bound; ``None``: not recorded).
 
     Example::
 
@@ -414,6 +415,7 @@ class Tuning:
     noise_ratio: float
     noise_limited: bool
     noise: torch.Tensor | None = None
+    stable_step: float | None = None
 
     def report(self) -> dict[str, float | bool]:
         """The scalars, for ``hyperparameters()`` and ArviZ ``attrs``."""
@@ -425,7 +427,12 @@ class Tuning:
         }
 
     def state_dict(self) -> dict:
-        return {**self.report(), "preconditioner": self.preconditioner, "noise": self.noise}
+        return {
+            **self.report(),
+            "preconditioner": self.preconditioner,
+            "noise": self.noise,
+            "stable_step": self.stable_step,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Tuning:
@@ -436,7 +443,16 @@ class Tuning:
             float(state["noise_ratio"]),
             bool(state["noise_limited"]),
             state.get("noise"),
+            state.get("stable_step"),
         )
+
+    @property
+    def noise_cut(self) -> float:
+        """How many times smaller the minibatch noise made the step than the curvature
+        allows (1: not at all)."""
+        if self.stable_step is None or not self.noise_limited or self.step_size <= 0:
+            return 1.0
+        return self.stable_step / self.step_size
 
 
 def tune(
@@ -534,10 +550,10 @@ def tune(
         NOISE_RATIO_LIMIT / (first_draw_factor * mean) if mean > 0 else math.inf,
         WORST_RATIO_LIMIT / (first_draw_factor * worst) if worst > 0 else math.inf,
     )
-    limited = step_size > limit
+    stable, limited = step_size, step_size > limit
     step_size = min(step_size, limit)
     ratio = step_size * first_draw_factor * mean
-    return Tuning(step_size, preconditioner, lambda_max, ratio, limited, per_step)
+    return Tuning(step_size, preconditioner, lambda_max, ratio, limited, per_step, stable)
 
 
 def _floored(h: torch.Tensor) -> torch.Tensor:

@@ -140,8 +140,9 @@ def accuracy(draws: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> dict:
 class GradientCounter:
     """Counts the gradient evaluations of every :class:`~pyro_csg.adapter.potential.ModelPotential`
     while active, and the data they read: ``calls`` and ``data`` (a vectorised call of the
-    full-data pass counts once, with all of its windows' data; a call without a
-    subsampled plate counts the model's ``N``).
+    full-data pass counts once, with all of its windows' data; a paired call of a
+    control-variate step counts two, with its batch twice; a call without a subsampled
+    plate counts the model's ``N``).
 
     Example::
 
@@ -188,6 +189,18 @@ class GradientCounter:
             return _original(potential, flat, windows)
 
         ModelPotential.vectorised = vectorised
+        original = ModelPotential.paired_value_and_grad
+        self._originals["paired_value_and_grad"] = original
+
+        def paired(potential, flat, other, indices=(), _original=original):
+            before = counter.calls
+            result = _original(potential, flat, other, indices)
+            if counter.calls == before:  # one vmapped call: two gradients of the batch
+                counter.calls += 2
+                counter.data += 2 * sum(len(index) for index in indices)
+            return result
+
+        ModelPotential.paired_value_and_grad = paired
         return self
 
     def __exit__(self, *exc) -> None:

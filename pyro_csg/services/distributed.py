@@ -75,11 +75,15 @@ class RankShare:
         return shares
 
     def mean(self, energy: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ranks' mean ``U~`` and gradient, in one ``all_reduce``."""
-        buffer = torch.cat([energy.reshape(1).to(grad.dtype), grad.reshape(-1)])
+        """The ranks' mean ``U~`` and gradient, in one ``all_reduce`` (any shapes: a
+        paired evaluation sends two of each)."""
+        count = energy.numel()
+        buffer = torch.cat([energy.reshape(-1).to(grad.dtype), grad.reshape(-1)])
         self._collective(dist.all_reduce, buffer)
         buffer /= self.world_size
-        return buffer[0].to(energy.dtype), buffer[1:].reshape(grad.shape)
+        return buffer[:count].reshape(energy.shape).to(energy.dtype), buffer[count:].reshape(
+            grad.shape
+        )
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The ranks' sum of ``tensor`` (in place)."""
