@@ -149,6 +149,7 @@ class TemperatureCheck:
         self._theta_sum: torch.Tensor | None = None  # over every draw, for the centre
         self._draws = 0
         self._kept: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # small models only
+        self._report: TemperatureReport | None = None  # report() of these draws, once made
 
     def add(self, cycle: int, theta: torch.Tensor, grad: torch.Tensor) -> None:
         """One retained draw of cycle ``cycle``: its flat ``theta`` and the gradient of
@@ -163,8 +164,12 @@ class TemperatureCheck:
             self._cycle_sums[0].add_(theta * grad)
             self._cycle_sums[1].add_(grad)
         self._n += 1
-        self._theta_sum = theta.clone() if self._theta_sum is None else self._theta_sum + theta
+        if self._theta_sum is None:
+            self._theta_sum = theta.clone()
+        else:
+            self._theta_sum.add_(theta)
         self._draws += 1
+        self._report = None  # the cached report is out of date
         if theta.numel() <= DIRECTIONS_MAX_DIM and len(self._kept) < DIRECTIONS_MAX_DRAWS:
             self._kept.append((cycle, theta.cpu(), grad.cpu()))
 
@@ -182,7 +187,13 @@ class TemperatureCheck:
 
     def report(self) -> TemperatureReport | None:
         """The temperature per coordinate over the draws so far (``None`` without
-        draws); the current cycle counts as one, as far as it has got."""
+        draws); the current cycle counts as one, as far as it has got. Made once per
+        draw count (the hyperparameters, the diagnostics and the warning all ask)."""
+        if self._report is None:
+            self._report = self._make_report()
+        return self._report
+
+    def _make_report(self) -> TemperatureReport | None:
         moments, k = self._closed()
         if moments is None:
             return None

@@ -1,0 +1,179 @@
+"""Whole pipelines against whole pipelines: effective draws per second at large N.
+
+Issue 22's measure. The model and reference are ``benchmarks/large_n.py``'s (logistic
+regression, 10 slopes and an intercept, N(0, 1) priors; the Laplace approximation in
+float64). Every sampler runs one chain on one thread, and is timed from the call to its
+last draw, everything it needs included:
+
+* ``cSGHMC`` and ``cSGLD``: ``Kernel(logistic)`` with every default, minibatches of
+  ``--batch``, ``draws / 4`` cycles (4 draws a cycle);
+* ``HMCECS``: NumPyro's HMCECS as NumPyro's own example (``examples/hmcecs.py``) runs it:
+  the Taylor proxy's reference point found by SVI with ``AutoDelta`` (5,000 Adam steps at
+  1e-3 on batches of 1,000, timed), 100 blocks, subsamples of 1,000, NUTS inside, 500
+  warm-up steps, ``draws`` draws;
+* ``HMCECS (free ref.)``: the same handed the exact MAP for nothing (as
+  ``large_n.py`` does), a second row;
+* ``Pyro NUTS`` where ``N <= --nuts-max``.
+
+For each ``N``, seed and draw count, a row per sampler: max |mean error| and the sd
+ratios (reference sds), the least bulk ESS over the 11 parameters, wall seconds and ESS
+per second; then the ratio of cSGHMC's ESS/s to each peer's, and the medians over seeds.
+ESS from 100 draws is noisy (independent draws fall below 22 one time in 20): quote the
+medians over seeds or the 1,000-draw rows.
+
+    pip install -e '.[peers]'   # NumPyro and JAX (JAX forced to one thread below)
+    python benchmarks/pipeline.py --sizes 1e4 1e6 --seeds 0 1 --draws 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+from functools import partial
+
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pyro  # noqa: E402
+import torch  # noqa: E402
+from pyro.infer import MCMC, NUTS  # noqa: E402
+
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD  # noqa: E402
+from pyro_csg.examples.large_logistic import (  # noqa: E402
+    D,
+    flat_draws,
+    laplace,
+    logistic,
+    make_data,
+)
+from pyro_csg.examples.large_logistic import accuracy as summarise  # noqa: E402
+
+SVI_STEPS, SVI_BATCH, HMCECS_BATCH, BLOCKS, HMCECS_WARMUP = 5000, 1000, 1000, 100, 500
+
+
+def run_kernel(kernel_class, batch, x, y, draws, seed):
+    pyro.set_rng_seed(seed)
+    kernel = kernel_class(logistic)
+    mcmc = MCMC(kernel, num_samples=draws, warmup_steps=0, disable_progbar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        mcmc.run(x, y, batch)
+        seconds = time.perf_counter() - start
+    return flat_draws(mcmc.get_samples()), seconds
+
+
+def run_nuts(x, y, draws, seed):
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(NUTS(logistic), num_samples=draws, warmup_steps=draws, disable_progbar=True)
+    start = time.perf_counter()
+    mcmc.run(x, y, None)
+    return flat_draws(mcmc.get_samples()), time.perf_counter() - start
+
+
+def run_hmcecs(x, y, draws, seed, reference=None):
+    """NumPyro's HMCECS; ``reference=None`` finds the proxy's centre by SVI, timed."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as ndist
+    from numpyro.infer import HMCECS, SVI, Trace_ELBO
+    from numpyro.infer import MCMC as NMCMC
+    from numpyro.infer import NUTS as NNUTS
+    from numpyro.infer.autoguide import AutoDelta
+
+    xs, ys = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
+
+    def model(xs, ys, subsample_size):
+        w = numpyro.sample("w", ndist.Normal(jnp.zeros(D), 1.0).to_event(1))
+        b = numpyro.sample("b", ndist.Normal(0.0, 1.0))
+        with numpyro.plate("data", xs.shape[0], subsample_size=subsample_size):
+            xb = numpyro.subsample(xs, event_dim=1)
+            yb = numpyro.subsample(ys, event_dim=0)
+            numpyro.sample("obs", ndist.Bernoulli(logits=xb @ w + b), obs=yb)
+
+    svi_key, mcmc_key = jax.random.split(jax.random.PRNGKey(seed))
+    start = time.perf_counter()
+    if reference is None:
+        svi = SVI(model, AutoDelta(model), numpyro.optim.Adam(1e-3), loss=Trace_ELBO())
+        result = svi.run(svi_key, SVI_STEPS, xs, ys, SVI_BATCH, progress_bar=False)
+        reference = {"w": result.params["w_auto_loc"], "b": result.params["b_auto_loc"]}
+    else:
+        reference = {"w": jnp.asarray(reference[:D]), "b": jnp.asarray(reference[D])}
+    kernel = HMCECS(NNUTS(model), num_blocks=BLOCKS, proxy=HMCECS.taylor_proxy(reference))
+    mcmc = NMCMC(kernel, num_warmup=HMCECS_WARMUP, num_samples=draws, progress_bar=False)
+    mcmc.run(mcmc_key, xs, ys, HMCECS_BATCH)
+    jax.block_until_ready(mcmc.get_samples()["w"])
+    return flat_draws(mcmc.get_samples()), time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e4, 1e6])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--draws", type=int, nargs="+", default=[1000])
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--nuts-max", type=float, default=1e4)
+    parser.add_argument("--no-sgld", action="store_true", help="skip cSGLD")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        import numpyro  # noqa: F401
+
+        peers = True
+    except ImportError:
+        peers = False
+    print(
+        f"torch {torch.__version__}, pyro {pyro.__version__}, one thread each; B = "
+        f"{args.batch}; HMCECS: " + ("on" if peers else "skipped (pip install -e '.[peers]')")
+    )
+    print(
+        f"{'N':>9} {'draws':>5} {'seed':>4} {'sampler':<20} {'max err':>7} {'sd ratio':>11} "
+        f"{'ESS':>6} {'wall s':>7} {'ESS/s':>7}"
+    )
+    ratios: dict[tuple, list[float]] = {}
+    for size in args.sizes:
+        n = int(size)
+        x, y = make_data(n, 0)
+        mean, sd = laplace(x, y)
+        for draws in args.draws:
+            for seed in args.seeds:
+                common = (x, y, draws, seed)
+                runs = [("cSGHMC", partial(run_kernel, CyclicalSGHMC, args.batch, *common))]
+                if not args.no_sgld:
+                    runs.append(("cSGLD", partial(run_kernel, CyclicalSGLD, args.batch, *common)))
+                if peers:
+                    runs.append(("HMCECS", partial(run_hmcecs, *common)))
+                    runs.append(("HMCECS (free ref.)", partial(run_hmcecs, *common, mean)))
+                if n <= args.nuts_max:
+                    runs.append(("Pyro NUTS", partial(run_nuts, *common)))
+                rate = {}
+                for name, run in runs:
+                    sample, seconds = run()
+                    stats = summarise(sample, mean, sd)
+                    rate[name] = stats["ess"] / seconds
+                    print(
+                        f"{n:>9} {draws:>5} {seed:>4} {name:<20} {stats['error']:>7.3f} "
+                        f"{stats['ratio'][0]:>5.2f}-{stats['ratio'][1]:<5.2f} "
+                        f"{stats['ess']:>6.0f} {seconds:>7.1f} {rate[name]:>7.2f}",
+                        flush=True,
+                    )
+                for name in rate:
+                    if name != "cSGHMC":
+                        ratios.setdefault((n, draws, name), []).append(rate["cSGHMC"] / rate[name])
+    print("\ncSGHMC's ESS/s over each peer's (median over seeds, and each seed's):")
+    for (n, draws, name), values in ratios.items():
+        each = ", ".join(f"{v:.2f}" for v in values)
+        print(
+            f"  N = {n:>9}, {draws:>5} draws, / {name:<20}: "
+            f"{statistics.median(values):.2f}x ({each})"
+        )
+
+
+if __name__ == "__main__":
+    main()
