@@ -6,7 +6,9 @@ float64). Every sampler runs one chain on one thread, and is timed from the call
 last draw, everything it needs included:
 
 * ``cSGHMC`` and ``cSGLD``: ``Kernel(logistic)`` with every default, minibatches of
-  ``--batch``, ``draws / 4`` cycles (4 draws a cycle);
+  ``--batch``, ``draws / 4`` cycles (4 draws a cycle); and cSGHMC with the shorter
+  cycles of ``--cycle-lengths`` (``steps_per_cycle``), with ``--inductor`` also under
+  ``compile_potential="inductor"`` (its compile time counted);
 * ``HMCECS``: NumPyro's HMCECS as NumPyro's own example (``examples/hmcecs.py``) runs it:
   the Taylor proxy's reference point found by SVI with ``AutoDelta`` (5,000 Adam steps at
   1e-3 on batches of 1,000, timed), 100 blocks, subsamples of 1,000, NUTS inside, 500
@@ -56,9 +58,9 @@ from pyro_csg.examples.large_logistic import accuracy as summarise  # noqa: E402
 SVI_STEPS, SVI_BATCH, HMCECS_BATCH, BLOCKS, HMCECS_WARMUP = 5000, 1000, 1000, 100, 500
 
 
-def run_kernel(kernel_class, batch, x, y, draws, seed):
+def run_kernel(kernel_class, batch, x, y, draws, seed, **options):
     pyro.set_rng_seed(seed)
-    kernel = kernel_class(logistic)
+    kernel = kernel_class(logistic, **options)
     mcmc = MCMC(kernel, num_samples=draws, warmup_steps=0, disable_progbar=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -120,6 +122,16 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--nuts-max", type=float, default=1e4)
     parser.add_argument("--no-sgld", action="store_true", help="skip cSGLD")
+    parser.add_argument(
+        "--cycle-lengths",
+        type=int,
+        nargs="*",
+        default=[250],
+        help="also cSGHMC with these steps_per_cycle (default: 250)",
+    )
+    parser.add_argument(
+        "--inductor", action="store_true", help="also those with compile_potential='inductor'"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -145,6 +157,16 @@ def main(argv=None) -> None:
             for seed in args.seeds:
                 common = (x, y, draws, seed)
                 runs = [("cSGHMC", partial(run_kernel, CyclicalSGHMC, args.batch, *common))]
+                for length in args.cycle_lengths:
+                    for backend in (True, "inductor") if args.inductor else (True,):
+                        name = f"cSGHMC L={length}" + (" inductor" if backend == "inductor" else "")
+                        options = {"steps_per_cycle": length, "compile_potential": backend}
+                        runs.append(
+                            (
+                                name,
+                                partial(run_kernel, CyclicalSGHMC, args.batch, *common, **options),
+                            )
+                        )
                 if not args.no_sgld:
                     runs.append(("cSGLD", partial(run_kernel, CyclicalSGLD, args.batch, *common)))
                 if peers:

@@ -13,7 +13,7 @@ from pyro.infer.autoguide.initialization import init_to_median
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
 from pyro_csg.adapter.full_data import full_value_and_grad
 from pyro_csg.adapter.potential import ModelPotential
-from pyro_csg.core.estimators import centre_at, control_variates
+from pyro_csg.core.estimators import CentreState, ControlVariates, centre_at, control_variates
 from pyro_csg.core.subsample import EpochBatches
 from pyro_csg.core.tuning import NOISE_RATIO_LIMIT
 
@@ -193,3 +193,58 @@ def test_a_paired_evaluation_is_two_evaluations_in_one_call():
     for got, want in zip(paired, eager, strict=True):
         torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-4)
+
+
+def test_the_centre_moves_only_when_the_new_one_is_far_in_posterior_sds():
+    class Quadratic:  # U = |theta|^2 / 2 on "full data": the centre's pass is counted
+        passes = 0
+
+        def full_value_and_grad(self, theta):
+            Quadratic.passes += 1
+            return 0.5 * (theta**2).sum(), theta.clone()
+
+    potential, estimator = Quadratic(), ControlVariates()
+    spread = torch.full((4,), 0.01)  # posterior sds of 0.1
+    state = CentreState(centre_at(potential, torch.zeros(4)), spread=spread)
+
+    def refresh_to(state, theta):  # the averaging window's first and last position
+        state = estimator.refresh(potential, state, theta, True, False)
+        return estimator.refresh(potential, state, theta, False, True)
+
+    near = refresh_to(state, torch.full((4,), 0.04))  # 0.4 sd a coordinate: sqrt(D) 0.4
+    assert near.centre is state.centre and Quadratic.passes == 1
+    far = refresh_to(state, torch.full((4,), 0.06))  # 0.6 sd: beyond 0.5 sqrt(D)
+    assert far.centre is not state.centre and Quadratic.passes == 2
+    assert torch.equal(far.centre.theta, torch.full((4,), 0.06)) and far.spread is spread
+    unmeasured = refresh_to(CentreState(state.centre), torch.full((4,), 0.01))
+    assert unmeasured.centre is not state.centre  # no spread (explicit step): every cycle
+    saved = estimator.load_state(far.state_dict(), torch.zeros(4))
+    assert torch.equal(saved.spread, spread) and torch.equal(saved.centre.theta, far.centre.theta)
+
+
+def test_at_large_n_the_defaults_pay_a_full_data_pass_only_when_the_centre_moves():
+    torch.manual_seed(0)
+    x, y = linear_regression_data(n=20_000, d=3)
+    passes = []
+    original = ModelPotential.full_value_and_grad
+
+    def counted(self, theta):
+        passes.append(theta)
+        return original(self, theta)
+
+    pyro.set_rng_seed(0)
+    kernel = CyclicalSGHMC(linear_regression, steps_per_cycle=400)
+    ModelPotential.full_value_and_grad = counted
+    try:
+        mcmc = MCMC(kernel, num_samples=4 * 10, warmup_steps=0, disable_progbar=True)
+        mcmc.run(x, y, subsample_size=20)
+    finally:
+        ModelPotential.full_value_and_grad = original
+    assert kernel.hyperparameters()["control_variates_used"] == [1]
+    # The centre at the converged start, then one at each of the 10 cycles' ends whose
+    # mean was more than half the posterior's radius from it: 6 passes here, where a
+    # centre moved every cycle makes 11.
+    assert 1 <= len(passes) <= 8, len(passes)
+    mean, sd = linear_regression_posterior(x, y)
+    w = mcmc.get_samples()["w"].double()
+    assert ((w.mean(0) - mean) / sd).abs().max() < 0.5  # 40 draws: se ~0.15 sd

@@ -533,7 +533,8 @@ class ModelPotential(BasePotential):
         ``all_reduce`` for both; else two calls."""
         local = indices if self.share is None else self.share.take(indices)
         if self._paired is None and self._forward is not None:
-            self._paired = self._build_paired(flat, other, local) or False
+            inductor = self.backend == "inductor"
+            self._paired = graphs.paired(self._graph, flat, other, local, inductor) or False
         if not self._paired:
             return self.value_and_grad(flat, indices), self.value_and_grad(other, indices)
         with torch.no_grad():
@@ -541,59 +542,6 @@ class ModelPotential(BasePotential):
         if self.share is not None:
             energies, grads = self.share.mean(energies, grads)
         return (energies[0], grads[0]), (energies[1], grads[1])
-
-    def _build_paired(self, flat, other, indices):
-        """The vmapped graph, if it traces and agrees with two plain calls (else None);
-        with ``compile_potential="inductor"``, built by :func:`torch.compile` where that
-        agrees too."""
-        graph = self._graph
-        over_points = torch.func.vmap(graph.forward, in_dims=(0, *[None] * len(indices)))
-
-        def pair(stacked, *indices):
-            return over_points(stacked, *indices)
-
-        bump = 0.01 * ((torch.arange(flat.numel(), device=flat.device) % 5) - 2)
-        points = (flat.detach(), (flat + bump.to(flat.dtype)).detach())
-
-        def agrees(forward, fused: bool) -> bool:
-            with torch.no_grad():
-                energies, grads = forward(torch.stack(points), *indices)
-                for row, point in enumerate(points):
-                    energy, grad = graph.forward(point, *indices)
-                    if fused:  # summed in another order: whole vectors, to 1e-3
-                        size = float(grad.double().norm()) + float(energy.double().abs())
-                        error = float((grads[row] - grad).double().norm()) + float(
-                            (energies[row] - energy).double().abs()
-                        )
-                        if not error <= 1e-3 * size + 1e-5:
-                            return False
-                        continue
-                    scale = 1e-5 * float(grad.abs().max()) + 1e-6 if grad.numel() else 1e-6
-                    if not (
-                        torch.allclose(energies[row], energy, rtol=1e-5, atol=1e-6)
-                        and torch.allclose(grads[row], grad, rtol=1e-5, atol=scale)
-                    ):
-                        return False
-            return True
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                stacked = torch.stack((flat, other)).detach()
-                paired = graphs.simplify(graphs.trace(pair, stacked, *indices))
-            forward = graphs.direct_forward(paired)
-            if not agrees(forward, fused=False):
-                return None
-        except Exception:  # noqa: BLE001 -- any failure: two calls, as before
-            return None
-        if self.backend == "inductor":
-            try:
-                built = torch.compile(paired.forward, fullgraph=True, dynamic=False)
-                if agrees(built, fused=True):
-                    forward = built
-            except Exception:  # noqa: BLE001 -- the plain paired graph then
-                pass
-        return forward
 
     @property
     def traced(self) -> bool:

@@ -134,6 +134,19 @@ class Chain:
         """The next minibatch of every subsampled plate."""
         return [cursor.next() for cursor in self.batches]
 
+    def streams(self) -> dict:
+        """The chain's random streams: its generator and minibatch cursors."""
+        return {
+            "generator": self.generator.get_state(),
+            "batches": [cursor.state_dict() for cursor in self.batches],
+        }
+
+    def set_streams(self, streams: dict) -> None:
+        """Put back streams saved by :meth:`streams`."""
+        self.generator.set_state(streams["generator"])
+        for cursor, saved in zip(self.batches, streams["batches"], strict=True):
+            cursor.load_state_dict(saved)
+
     def _cached(self, name: str, key: Any, build):
         held = self._cache.get(name)
         if held is None or held[0] is not key:
@@ -341,21 +354,27 @@ def _tuning(
     return tuning
 
 
-def _choose_estimator(chain: Chain, state: ChainState, theta, gradient, tuning: Tuning):
+def _choose_estimator(chain: Chain, state: ChainState, theta, gradient, before: dict):
     """Control variates where they pay (``config.estimator`` is
     :class:`~pyro_csg.core.estimators.Automatic`): where the plain gradient's noise cut the
     step, the chain is tuned again with a centre at ``theta``, and keeps it where the step
     grew more than ``CONTROL_VARIATES_PAY`` times (a network's noise far from the centre
-    can be as large with them as without). Returns the estimator's state, its gradient
-    and the tuning."""
+    can be as large with them as without). ``before``: the chain's streams before any
+    tuning, which either choice then continues as if it had been made by the user (the
+    same draws as ``control_variates=True`` or ``False``). Returns the estimator's state,
+    its gradient and the tuning."""
     estimator, potential = chain.config.estimator, chain.potential
+    tuning = _tuning(chain, state, theta, gradient, warn=False)
     if estimator.pays(tuning):
         centred = estimator.adopt(potential, theta)
         centred_gradient = estimator.bind(potential, centred)
+        after_plain = chain.streams()
+        chain.set_streams(before)  # tuned as control_variates=True would have been
         centred_tuning = _tuning(chain, state, theta, centred_gradient, warn=False)
         if estimator.pays_against(tuning, centred_tuning):
             _warn_noise_limited(chain.config, centred_tuning)
             return centred, centred_gradient, centred_tuning
+        chain.set_streams(after_plain)  # and on as control_variates=False would have
         _warn_noise_limited(chain.config, tuning, tried=centred_tuning)
         return None, gradient, tuning
     _warn_noise_limited(chain.config, tuning)
@@ -392,12 +411,14 @@ def start(
     tuning = None
     if config.auto_step_size or config.preconditioner:
         say("tuning")
-        pays = getattr(config.estimator, "pays", None)  # control variates where they pay
-        tuning = _tuning(chain, state, theta, gradient, warn=pays is None)
-        if pays is not None:
+        if getattr(config.estimator, "pays", None) is None:
+            tuning = _tuning(chain, state, theta, gradient)
+        else:  # control variates where they pay
             estimator_state, gradient, tuning = _choose_estimator(
-                chain, state, theta, gradient, tuning
+                chain, state, theta, gradient, chain.streams()
             )
+        tuned = getattr(config.estimator, "tuned", None)  # the spread, where it needs it
+        estimator_state = estimator_state if tuned is None else tuned(estimator_state, tuning)
     energy, grad = gradient(theta, chain.next_indices())
     if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
         raise NonFiniteError(
