@@ -1,8 +1,10 @@
 """Golden runs: draws of today's kernels that every refactoring must reproduce bit for bit.
 
-``python tests/golden.py write`` records them in ``tests/golden/draws.pt`` (with the torch
-version and thread count that made them); ``tests/test_golden.py`` runs the same scenarios
-and compares with :func:`torch.equal`. Each scenario is small (a few seconds) and covers
+``python tests/golden.py write`` records them in ``tests/golden/draws.pt``, one set per
+environment (torch's version, one thread, the CPU's vendor and vector ISA: the same torch
+sums in another order on an AMD and an Intel CPU, 1e-5 apart after a few hundred steps);
+``tests/test_golden.py`` runs the same scenarios and compares with :func:`torch.equal`
+against the set of the machine it runs on. Each scenario is small (a few seconds) and covers
 one path of the sampler: cSGLD and cSGHMC with explicit steps, control variates, the
 automatic step size with the converged start, a ``potential_fn``, a checkpointed resume,
 a ``state_dict`` continuation and a data-parallel run over two Gloo ranks.
@@ -11,6 +13,7 @@ a ``state_dict`` continuation and a data-parallel run over two Gloo ranks.
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -176,9 +179,26 @@ SCENARIOS = {
 }
 
 
-def environment() -> dict:
-    """What the bits depend on besides the code."""
-    return {"torch": torch.__version__, "threads": 1}
+def cpu_vendor() -> str:
+    """``GenuineIntel``, ``AuthenticAMD``, ... from /proc/cpuinfo (else the platform's name)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> str:
+    """What the bits depend on besides the code, as the key of their set of draws."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__}, 1 thread, {cpu_vendor()} {capability}"
+
+
+def load() -> dict:
+    """``{environment: {scenario: draws}}``, empty where nothing was recorded yet."""
+    return torch.load(GOLDEN, weights_only=False) if GOLDEN.exists() else {}
 
 
 def run_scenario(name: str) -> dict:
@@ -194,7 +214,7 @@ def run_scenario(name: str) -> dict:
 
 if __name__ == "__main__" and sys.argv[1:] == ["write"]:
     GOLDEN.parent.mkdir(exist_ok=True)
-    golden = {"environment": environment()}
-    golden.update({name: run_scenario(name) for name in SCENARIOS})
+    golden = load()  # the other machines' sets are kept: only this one's is rewritten
+    golden[environment()] = {name: run_scenario(name) for name in SCENARIOS}
     torch.save(golden, GOLDEN)
-    print(f"wrote {GOLDEN}: {sorted(SCENARIOS)}")
+    print(f"wrote {GOLDEN} for {environment()}: {sorted(SCENARIOS)}; sets: {sorted(golden)}")

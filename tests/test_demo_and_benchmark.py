@@ -92,6 +92,16 @@ def test_overhead_benchmark_runs():
     assert "defaults: CyclicalSGHMC(model)" in output and "within the bar" in output
 
 
+def test_pipeline_benchmark_runs():
+    args = ("--sizes", "2000", "--seeds", "0", "--draws", "40", "--cycle-lengths", "50")
+    output = run_benchmark("pipeline.py", *args, "--nuts-max", "0", "--no-sgld")
+    rows = [line.split() for line in output.splitlines() if line.startswith("     2000")]
+    assert [row[3] for row in rows][:2] == ["cSGHMC", "cSGHMC"], output  # defaults, L=50
+    assert all(float(row[-3]) > 0 for row in rows), output  # ESS per second
+    assert float(rows[0][-1]) > 2000 * 40 / 4, output  # per-datum gradients per ESS
+    assert "cSGHMC's ESS/s over each peer's" in output
+
+
 def test_overhead_benchmark_fails_above_its_bar(capsys):
     from overhead import MAX_DEFAULTS_RATIO, MAX_RATIO, verdict
 
