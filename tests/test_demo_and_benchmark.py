@@ -102,6 +102,15 @@ def test_pipeline_benchmark_runs():
     assert "cSGHMC's ESS/s over each peer's" in output
 
 
+def test_bnn_control_variates_benchmark_runs():
+    args = ("--seeds", "0", "--cycles", "1", "--epochs-per-cycle", "3")
+    output = run_benchmark("bnn_control_variates.py", *args)
+    rows = [line.split() for line in output.splitlines() if line.startswith("control_variates=")]
+    assert [row[0] for row in rows[:2]] == ["control_variates=True", "control_variates=False"]
+    assert all(0.5 < float(row[1]) <= 1.0 for row in rows[:2]), output  # test accuracy
+    assert "seconds with / without" in output
+
+
 def test_overhead_benchmark_fails_above_its_bar(capsys):
     from overhead import MAX_DEFAULTS_RATIO, MAX_RATIO, verdict
 

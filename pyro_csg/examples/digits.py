@@ -236,9 +236,11 @@ def run_csghmc(
     seed: int = 0,
     progress: bool = False,
     model: BayesianMLP | None = None,
+    control_variates: bool | None = None,
 ) -> SamplerRun:
     """cSGHMC on :class:`BayesianMLP`: ``budget.num_cycles`` cosine cycles with peak
-    learning rate ``lr`` (step size ``lr / N``), friction ``1 - momentum``.
+    learning rate ``lr`` (step size ``lr / N``), friction ``1 - momentum``;
+    ``control_variates`` as the kernel's (``None``: its default, on with an explicit step).
 
     Example::
 
@@ -262,6 +264,7 @@ def run_csghmc(
         progress,
         step_size=lr / len(y),
         exploration_fraction=exploration_fraction,
+        control_variates=control_variates,
     )
 
 
