@@ -96,16 +96,21 @@ def full_gradient_seconds(x, y, repeats=20) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def run_numpyro(x, y, num_samples, seed, hmcecs_batch=None):
-    import jax
+def numpyro_installed() -> bool:
+    """Whether the NumPyro peers (the ``peers`` extra) can run."""
+    try:
+        import numpyro  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def numpyro_logistic():
+    """``logistic`` written for NumPyro, for its NUTS and HMCECS: the same N(0, 1) priors,
+    the data plate subsampled when ``subsample_size`` is given."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as ndist
-    from numpyro.infer import HMCECS
-    from numpyro.infer import MCMC as NMCMC
-    from numpyro.infer import NUTS as NNUTS
-
-    xs, ys = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
 
     def model(xs, ys, subsample_size=None):
         w = numpyro.sample("w", ndist.Normal(jnp.zeros(D), 1.0).to_event(1))
@@ -115,6 +120,18 @@ def run_numpyro(x, y, num_samples, seed, hmcecs_batch=None):
             yb = numpyro.subsample(ys, event_dim=0)
             numpyro.sample("obs", ndist.Bernoulli(logits=xb @ w + b), obs=yb)
 
+    return model
+
+
+def run_numpyro(x, y, num_samples, seed, hmcecs_batch=None):
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import HMCECS
+    from numpyro.infer import MCMC as NMCMC
+    from numpyro.infer import NUTS as NNUTS
+
+    xs, ys = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
+    model = numpyro_logistic()
     key = jax.random.PRNGKey(seed)
     if hmcecs_batch is None:
         kernel = NNUTS(model)
@@ -255,12 +272,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        import numpyro  # noqa: F401
-
-        peers = True
-    except ImportError:
-        peers = False
+    peers = numpyro_installed()
     try:
         import blackjax  # noqa: F401
         import posteriors  # noqa: F401

@@ -46,6 +46,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
+from large_n import numpyro_installed, numpyro_logistic  # noqa: E402  (this folder)
 from pyro.infer import MCMC, NUTS  # noqa: E402
 
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD  # noqa: E402
@@ -87,22 +88,13 @@ def run_hmcecs(x, y, draws, seed, reference=None):
     import jax
     import jax.numpy as jnp
     import numpyro
-    import numpyro.distributions as ndist
     from numpyro.infer import HMCECS, SVI, Trace_ELBO
     from numpyro.infer import MCMC as NMCMC
     from numpyro.infer import NUTS as NNUTS
     from numpyro.infer.autoguide import AutoDelta
 
     xs, ys = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
-
-    def model(xs, ys, subsample_size):
-        w = numpyro.sample("w", ndist.Normal(jnp.zeros(D), 1.0).to_event(1))
-        b = numpyro.sample("b", ndist.Normal(0.0, 1.0))
-        with numpyro.plate("data", xs.shape[0], subsample_size=subsample_size):
-            xb = numpyro.subsample(xs, event_dim=1)
-            yb = numpyro.subsample(ys, event_dim=0)
-            numpyro.sample("obs", ndist.Bernoulli(logits=xb @ w + b), obs=yb)
-
+    model = numpyro_logistic()
     svi_key, mcmc_key = jax.random.split(jax.random.PRNGKey(seed))
     start = time.perf_counter()
     if reference is None:
@@ -149,12 +141,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        import numpyro  # noqa: F401
-
-        peers = True
-    except ImportError:
-        peers = False
+    peers = numpyro_installed()
     print(
         f"torch {torch.__version__}, pyro {pyro.__version__}, one thread each; B = "
         f"{args.batch}; HMCECS: " + ("on" if peers else "skipped (pip install -e '.[peers]')")
