@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..core.drift import DriftCheck, drift_message
 from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import runaway_cycles
@@ -21,6 +22,11 @@ from .pyro_runner import in_warmup_habit, runner_num_samples, runner_progress_ba
 
 __all__ = [
     "ChainRun",
+    "checks_attrs",
+    "checks_by_coordinate",
+    "drift_attrs",
+    "drift_by_coordinate",
+    "marks_attrs",
     "estimator_attrs",
     "temperature_attrs",
     "temperature_by_coordinate",
@@ -38,6 +44,7 @@ class ChainRun:
     record: ChainRecord
     noise: CycleNoise
     temperature: TemperatureCheck
+    drift: DriftCheck = field(default_factory=DriftCheck)
     backend: str = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
     ready: bool = False  # compiled, verified and started
     runaway_reported: bool = False
@@ -45,6 +52,11 @@ class ChainRun:
     backoffs: list = field(default_factory=list)  # (iteration, new eta_1) of each back-off
     backoffs_reported: int = 0
     temperature_reported: bool = False
+    drift_reported: bool = False
+    # What the run's warnings said of its draws, in the order they fired ("start",
+    # "noise", "backoff", "runaway", "temperature", "drift"): the run's mark, for
+    # hyperparameters() and the InferenceData's attrs.
+    marks: list = field(default_factory=list)
     bars: list = field(default_factory=list)  # Pyro's progress bar(s) for this chain
     num_samples: int | None = None  # the run's kept draws, when Pyro's runner says
     num_cycles: int | None = None  # of the whole run (warm-up included), when known
@@ -103,7 +115,15 @@ class ChainRun:
         warn when a warm-up will throw away cycles after a start that converged."""
         record = self.record
         was_started = record.state.started
-        record.state = start(self.chain, record.state, lambda stage: self.label(f"Start: {stage}"))
+        with warnings.catch_warnings(record=True) as caught:
+            # (the filters in force still apply: an ignored warning is not caught)
+            record.state = start(
+                self.chain, record.state, lambda stage: self.label(f"Start: {stage}")
+            )
+        for found in caught:  # passed on as they were, the run marked by the kind
+            if issubclass(found.category, SamplerWarning):
+                self.mark("noise" if "noise" in str(found.message) else "start")
+            warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
         self.label("Warmup" if record.warmup_steps else "Sample")
         warmup, start_steps = record.warmup_steps, record.state.start_steps
         if not was_started and in_warmup_habit(warmup, start_steps, kernel):
@@ -119,6 +139,7 @@ class ChainRun:
         report = runaway_cycles(stats["cycle"], stats["potential_energy"], size, kernel.temperature)
         if report.cycles and not self.runaway_reported:
             self.runaway_reported = True
+            self.mark("runaway")
             warnings.warn(report.message(record.index, per_cycle), SamplerWarning, stacklevel=3)
         if not self.noise_reported and (kernel.schedule is not None or self.state.tuning):
             self.noise_reported = True
@@ -131,13 +152,27 @@ class ChainRun:
                 kernel.control_variates is False,
             )
             if message:
+                self.mark("noise")
                 warnings.warn(message, SamplerWarning, stacklevel=3)
         self._report_temperature(type(kernel).__name__, kernel.auto_step_size)
+        self._report_drift(type(kernel).__name__)
         if len(self.backoffs) > self.backoffs_reported:
             self.backoffs_reported = len(self.backoffs)
+            self.mark("backoff")
             name = f"{type(kernel).__name__}: chain {record.index}"
             warnings.warn(backoff_message(name, self.backoffs), SamplerWarning, stacklevel=3)
         return report
+
+    def check(self, cycle: int, theta: torch.Tensor, grad: torch.Tensor) -> None:
+        """Give a retained draw (flat ``theta``, the gradient there) to the checks on
+        the draws: the temperature and the drift."""
+        self.temperature.add(cycle, theta, grad)
+        self.drift.add(cycle, theta)
+
+    def mark(self, kind: str) -> None:
+        """Note that a warning of this kind fired about the chain's draws."""
+        if kind not in self.marks:
+            self.marks.append(kind)
 
     def temperature_report(self) -> TemperatureReport | None:
         """The configurational temperature of the chain's retained draws so far
@@ -167,10 +202,23 @@ class ChainRun:
         if report is None or not report.flagged:
             return
         self.temperature_reported = True
+        self.mark("temperature")
         name = f"{kernel_name}: chain {self.record.index}"
         labels = self.record.flat.labels()
         scales = [label for label in labels if label.split("[")[0] in self._scale_sites()]
         message = temperature_message(name, report, labels, auto_step, scales)
+        warnings.warn(message, SamplerWarning, stacklevel=4)
+
+    def _report_drift(self, kernel_name: str) -> None:
+        if self.drift_reported:
+            return
+        report = self.drift.report()
+        if report is None or not report.any:
+            return
+        self.drift_reported = True
+        self.mark("drift")
+        name = f"{kernel_name}: chain {self.record.index}"
+        message = drift_message(name, report, self.record.flat.labels())
         warnings.warn(message, SamplerWarning, stacklevel=4)
 
 
@@ -226,3 +274,65 @@ def temperature_by_coordinate(run: ChainRun | None) -> dict[str, float]:
         return {}
     labels = run.record.flat.labels()
     return {label: float(value) for label, value in zip(labels, report.temperature, strict=True)}
+
+
+def drift_attrs(runs: list[ChainRun]) -> dict[str, Any]:
+    """The coordinates that had not arrived (:mod:`pyro_csg.core.drift`), per chain, as
+    one string (``""`` when none), for ``hyperparameters()``: ``"chain 0: tau settling
+    -0.9 sd, w[1] travelling +3 sd"``."""
+    reports = [run.drift.report() for run in runs]
+    if all(report is None for report in reports):
+        return {}
+    flagged = []
+    for run, report in zip(runs, reports, strict=True):
+        if report is None or not report.any:
+            continue
+        labels = run.record.flat.labels()
+        shown = [
+            f"{labels[i]} {kind} {float(values[i]):+.2g} sd"
+            for kind, mask, values in (
+                ("travelling", report.travelling, report.drift),
+                ("settling", report.settling, report.settle),
+            )
+            for i in mask.nonzero()[:, 0].tolist()
+        ]
+        flagged.append(f"chain {run.record.index}: {', '.join(shown[:20])}")
+    return {"drift_check_flagged": "; ".join(flagged)}
+
+
+def marks_attrs(runs: list[ChainRun]) -> dict[str, Any]:
+    """What the warnings said of each chain's draws, as one string for the InferenceData's
+    attrs (netCDF keeps no lists of strings): ``"chain 0: noise, drift"``, ``""`` when no
+    warning fired. A run whose draws are in doubt is marked in its results, not only in
+    a warning that may have scrolled by."""
+    if not runs:
+        return {}
+    marked = [f"chain {run.record.index}: {', '.join(run.marks)}" for run in runs if run.marks]
+    return {"sampler_warnings": "; ".join(marked)}
+
+
+def drift_by_coordinate(run: ChainRun | None) -> dict[str, dict[str, float]]:
+    """A chain's trends so far, for ``diagnostics()``: ``{"across_cycles": {label: drift},
+    "within_cycles": {label: settling}}``, both in sds of the draws (0 when arrived)."""
+    report = None if run is None else run.drift.report()
+    if report is None:
+        return {}
+    labels = run.record.flat.labels()
+    return {
+        key: {label: float(value) for label, value in zip(labels, values, strict=True)}
+        for key, values in (("across_cycles", report.drift), ("within_cycles", report.settle))
+    }
+
+
+def checks_attrs(runs: list[ChainRun]) -> dict[str, Any]:
+    """What the checks on the draws found, for ``hyperparameters()``: the temperature and
+    drift checks' results and the run's mark."""
+    return {**temperature_attrs(runs), **drift_attrs(runs), **marks_attrs(runs)}
+
+
+def checks_by_coordinate(run: ChainRun | None) -> dict[str, dict]:
+    """The checks per coordinate, for ``diagnostics()``."""
+    return {
+        "temperature_check": temperature_by_coordinate(run),
+        "drift_check": drift_by_coordinate(run),
+    }

@@ -30,8 +30,7 @@ from ..services.checkpoint import Checkpoint
 from ..services.distributed import RankShare
 from ..services.resume import ChainRecord, verify_potential
 from ..services.store import STATS
-from .chain_run import ChainRun, estimator_attrs, temperature_attrs, tuning_attrs
-from .chain_run import temperature_by_coordinate as by_coordinate
+from .chain_run import ChainRun, checks_attrs, checks_by_coordinate, estimator_attrs, tuning_attrs
 from .chain_setup import (
     build_potential,
     compile_model_potential,
@@ -156,7 +155,7 @@ class CyclicalKernel(MCMCKernel):
             settings.update(estimator_attrs(runs))
         if self.optimize_start is not False:
             settings["start_steps"] = [run.state.start_steps for run in runs]
-        settings.update(temperature_attrs(runs))
+        settings.update(checks_attrs(runs))
         if runs:
             # One string (netCDF attrs keep no lists of strings): each chain's, if they differ.
             settings["potential_backend"] = ", ".join(dict.fromkeys(run.backend for run in runs))
@@ -343,7 +342,7 @@ class CyclicalKernel(MCMCKernel):
             record.keep(new, draw, stats)
         record.commit(new, draw, self.samples_per_cycle)
         if kept:  # after the commit: nothing more between a draw's store and its commit
-            run.temperature.add(cycle, new.theta, new.grad)
+            run.check(cycle, new.theta, new.grad)
         return draw
 
     def get_samples(self, chain: int | None = None) -> dict[str, torch.Tensor]:
@@ -397,16 +396,17 @@ class CyclicalKernel(MCMCKernel):
         travelling or running away; see :func:`pyro_csg.core.runaway.runaway_cycles`) and
         the draws with a rejection or a halving; the first call after a chain's last draw
         warns about them. It also makes ``az.from_pyro`` fail with a pointer to
-        :func:`pyro_csg.to_inference_data`. ``temperature_check``: per coordinate, 1 if right.
+        :func:`pyro_csg.to_inference_data`. Per coordinate, ``temperature_check`` (1 if
+        right) and ``drift_check`` (moves across and within cycles, :mod:`~pyro_csg.core.drift`).
         """
         run = self._current
         if run is None:
             empty = {key: [] for key in STATS}
-            return {**empty, "divergences": Divergences(), "temperature_check": {}}
+            return {**empty, "divergences": Divergences(), **checks_by_coordinate(None)}
         record = run.record
         stats = {key: list(values[: record.kept]) for key, values in record.stats.items()}
         diverging = Divergences(diverging_draws(stats, run.report(stats, self).draws))
-        return {**stats, "divergences": diverging, "temperature_check": by_coordinate(run)}
+        return {**stats, "divergences": diverging, **checks_by_coordinate(run)}
 
     def __getstate__(self):
         state = self.__dict__.copy()

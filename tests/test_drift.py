@@ -1,0 +1,117 @@
+"""Runs that have not arrived say so and are marked (issue 21).
+
+A chain still travelling moves its cycles' means one way; a sampling stage too short
+for a soft direction leaves every cycle's draws moving the same way from where its
+exploration ended. :mod:`pyro_csg.core.drift` tests both per coordinate; the kernels warn,
+name the coordinates in ``hyperparameters()`` and ``diagnostics()``, and mark the run in
+``hyperparameters()["sampler_warnings"]`` (so in the InferenceData's attrs), as every
+warning about the draws now does.
+"""
+
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import MCMC
+from scipy import stats
+
+from pyro_csg import CyclicalSGLD, SamplerWarning, to_inference_data
+from pyro_csg.core.drift import DriftCheck, drift_message, t_quantile
+
+
+def draws(check, offsets, cycles=30, per_cycle=4, dim=20, rho=0.5, seed=0):
+    """Per cycle, ``per_cycle`` AR(1) draws (correlation ``rho``) of N(0, 1) plus
+    ``offsets(cycle, position)``: a stationary run when the offsets are 0."""
+    generator = torch.Generator().manual_seed(seed)
+    for cycle in range(cycles):
+        x = torch.randn(dim, generator=generator)
+        for position in range(per_cycle):
+            check.add(cycle, x + offsets(cycle, position))
+            x = rho * x + (1 - rho**2) ** 0.5 * torch.randn(dim, generator=generator)
+    return check.report()
+
+
+def test_student_quantile_matches_scipy():
+    for dof in (1, 2, 3, 4, 7, 28, 49, 250):
+        for p in (0.975, 1 - 0.01 / 80, 1 - 1e-7):
+            assert abs(t_quantile(p, dof) / stats.t.ppf(p, dof) - 1) < 1e-7, (dof, p)
+
+
+def test_stationary_runs_are_rarely_flagged():
+    """100 stationary runs of 20 coordinates: the family-wise level is 1%, so a handful
+    flagged would already be a broken test statistic (each coordinate tested twice)."""
+    flagged = sum(
+        draws(DriftCheck(), lambda c, p: 0.0, seed=seed).any for seed in range(100)
+    )
+    assert flagged <= 4
+
+
+def test_a_chain_still_travelling_is_flagged_along_its_coordinate():
+    step = torch.zeros(20)
+    step[3] = 0.1  # 0.1 sd a cycle: 2.9 sd over 30 cycles
+    report = draws(DriftCheck(), lambda c, p: c * step)
+    assert report.travelling.nonzero().flatten().tolist() == [3]
+    assert not report.settling.any()
+    assert 1.5 < report.drift[3] < 3.5
+
+
+def test_draws_still_settling_within_every_cycle_are_flagged():
+    """Every cycle starts 2 sd off along coordinate 7 and relaxes over its four draws:
+    the cycle means scatter in no order, the draws lean towards the start."""
+    lean = torch.zeros(20)
+    lean[7] = 2.0
+    report = draws(DriftCheck(), lambda c, p: lean * 0.5**p)
+    assert report.settling.nonzero().flatten().tolist() == [7]
+    assert not report.travelling.any()
+    assert report.settle[7] < -0.5  # from +2 towards 0
+    message = drift_message("CyclicalSGLD: chain 0", report, [f"x[{i}]" for i in range(20)])
+    assert "Still settling" in message and "x[7]" in message and "travelling" not in message
+
+
+def test_too_few_cycles_flag_nothing():
+    step = torch.full((20,), 1.0)
+    report = draws(DriftCheck(), lambda c, p: c * step, cycles=5)
+    assert not report.any
+
+
+def model():
+    pyro.sample("z", dist.Normal(0.0, 1.0))
+
+
+def run(initial, step_size):
+    kernel = CyclicalSGLD(
+        model, step_size=step_size, steps_per_cycle=40, optimize_start=False
+    )
+    kernel.initial_params = {"z": torch.tensor(initial)}
+    mcmc = MCMC(kernel, num_samples=4 * 20, warmup_steps=0, disable_progbar=True)
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc.run()
+        diagnostics = mcmc.diagnostics()
+    messages = [str(w.message) for w in caught if issubclass(w.category, SamplerWarning)]
+    return kernel, mcmc, diagnostics, messages
+
+
+def test_a_kernel_travelling_from_a_far_start_warns_and_is_marked():
+    """From z = 40 at a step that relaxes in about 2,000 iterations, 20 cycles of 40
+    (no optimisation stage): each cycle's draws look settled, the cycles' means fall."""
+    kernel, mcmc, diagnostics, messages = run(40.0, 0.001)
+    drift = [m for m in messages if "have not reached the posterior" in m]
+    assert len(drift) == 1 and "Still travelling" in drift[0] and "z " in drift[0]
+    hyper = kernel.hyperparameters()
+    assert "z travelling" in hyper["drift_check_flagged"]
+    assert "drift" in hyper["sampler_warnings"].split(": ")[1]
+    assert diagnostics["drift_check"]["chain 0"]["across_cycles"]["z"] < -1
+    attrs = to_inference_data(mcmc).posterior.attrs
+    assert "drift" in attrs["sampler_warnings"]
+
+
+def test_a_right_run_is_not_marked():
+    kernel, mcmc, diagnostics, messages = run(0.0, 0.3)
+    assert not messages
+    hyper = kernel.hyperparameters()
+    assert hyper["sampler_warnings"] == "" and hyper["drift_check_flagged"] == ""
+    assert abs(diagnostics["drift_check"]["chain 0"]["across_cycles"]["z"]) < 1
+    assert to_inference_data(mcmc).posterior.attrs["sampler_warnings"] == ""
