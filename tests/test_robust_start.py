@@ -24,6 +24,7 @@ from models import (
 from pyro.infer import MCMC
 
 from pyro_csg import CyclicalSGHMC
+from pyro_csg.core.tuning import optimize_start
 
 SEEDS = 20
 
@@ -100,3 +101,18 @@ def test_the_step_is_bounded_by_the_stiffest_spare_batch_only_when_it_binds():
     assert tuned(None) == pytest.approx(1.0)
     assert tuned(lambda: [next(calm)]) == pytest.approx(1.0)  # 2 / 1.1 > 1: not binding
     assert tuned(lambda: [next(rough)]) == pytest.approx(BATCH_STABILITY / 4.0)
+
+
+def test_a_start_whose_potential_falls_by_orders_of_magnitude_does_not_crawl():
+    """Issue 21's censored survival model from init_to_uniform's point: U fell from 8e11
+    to 1e6 in the first iterations, then Adam, remembering those gradients, crept on at
+    steps far below its learning rate and stopped after 10,000 iterations still falling
+    (half the seeds wrong by 8 to 17 sds). Here U = exp(-4 x) + x^2 / 2 from x = -6
+    (U = 3e10) does the same; the stage restarts Adam's moments when its steps fall a
+    hundred times below lr while U still falls, and converges to the minimum."""
+    def gradient(theta, indices):
+        return (torch.exp(-4 * theta) + theta**2 / 2).sum(), -4 * torch.exp(-4 * theta) + theta
+
+    found, report = optimize_start(gradient, torch.tensor([-6.0]), lambda: [])
+    assert report.converged and report.steps < 5000
+    assert abs(float(found) - 0.5133) < 0.02  # -4 exp(-4 x) + x = 0

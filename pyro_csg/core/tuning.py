@@ -7,7 +7,11 @@ minibatch potential ``U~`` carries the chain there; it stops when the mean of ``
 a block of iterations no longer falls by more than twice its standard error plus 0.1
 (nats; the potential's own spread in the posterior is ``sqrt(D / 2)``), first at
 learning rate ``lr``, then at ``lr / 10`` and ``lr / 100``. Adam's steps are in units of
-``theta`` whatever the scale of ``U``, which is why it, and not SGD, does this.
+``theta`` whatever the scale of ``U``, which is why it, and not SGD, does this. Where
+``U`` still falls but Adam's median step has shrunk below ``CRAWL * lr`` (its second
+moment remembers a start whose gradients were orders of magnitude larger: a survival
+model's ``U`` falling from 8e11 to 1e6 crept on for 10,000 iterations), its moments start
+afresh.
 
 **The preconditioner** (:func:`hessian_diagonal`). ``h ~ diag(grad^2 U)`` at the start,
 by Hutchinson's estimator with finite-difference Hessian-vector products, each on one
@@ -120,6 +124,11 @@ class StartReport:
     energy: float
 
 
+CRAWL = 0.01
+"""Adam's median step, in units of ``lr``, below which a stage whose potential still
+falls restarts Adam's moments (:func:`optimize_start`)."""
+
+
 def optimize_start(
     gradient: Gradient,
     theta: torch.Tensor,
@@ -148,7 +157,7 @@ def optimize_start(
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     m = torch.zeros_like(theta)
     v = torch.zeros_like(theta)
-    step = 0
+    step = step_offset = 0  # Adam's bias corrections count from step_offset
     previous: tuple[float, float] | None = None
     energies: list[torch.Tensor] = []
     mean = math.inf
@@ -158,8 +167,8 @@ def optimize_start(
         step += 1
         m.mul_(beta1).add_(grad, alpha=1 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        m_hat = m / (1 - beta1**step)
-        v_hat = v / (1 - beta2**step)
+        m_hat = m / (1 - beta1 ** (step - step_offset))
+        v_hat = v / (1 - beta2 ** (step - step_offset))
         theta = theta - lr * m_hat / (v_hat.sqrt() + eps)
         if len(energies) < block:
             continue
@@ -180,6 +189,14 @@ def optimize_start(
             previous = None
             continue
         previous = (mean, se)
+        if float((m_hat.abs() / (v_hat.sqrt() + eps)).median()) < CRAWL:
+            # Still falling, at steps a hundred times smaller than lr: Adam's memory of
+            # the start's far larger gradients (a potential that fell by orders of
+            # magnitude, e.g. from 1e11 to 1e6) holds it back for thousands of
+            # iterations; its moments start afresh from here.
+            m.zero_()
+            v.zero_()
+            step_offset = step
     return theta, StartReport(step, False, mean)
 
 
