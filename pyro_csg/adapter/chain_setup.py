@@ -110,15 +110,16 @@ def sampler_config(
     subsampled plate, control variates where they pay: with the automatic step, where
     the plain minibatch noise measured at the start cuts the step more than twofold
     (:class:`~pyro_csg.core.estimators.Automatic`; without them the minibatch noise
-    decides the posterior's spread once ``N / B`` reaches the hundreds), with an explicit
-    step always (nothing is tuned to measure). And the optimisation stage
+    decides the posterior's spread once ``N / B`` reaches the hundreds); with an explicit
+    step the same two measurements choose them (the step stays the user's). And the
+    optimisation stage
     for every model: the automatic step and preconditioner are measured at the start, and
     at an init strategy's draw they suit no part of the posterior. A model without a
     subsampled plate may have no minimum (a hierarchical scale at 0): there the chain
     falls back to its initial parameters with a warning (``start_fallback``)."""
     plates = tuple(potential.plates)
     centre, optimize = options.control_variates, options.optimize_start
-    if centre is None and len(plates) == 1 and options.schedule is None:
+    if centre is None and len(plates) == 1:
         estimator = Automatic()
     elif len(plates) == 1 if centre is None else centre:
         estimator = ControlVariates()

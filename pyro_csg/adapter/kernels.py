@@ -502,8 +502,9 @@ class CyclicalSGLD(CyclicalKernel):
         ``None``: for models with exactly one subsampled plate, where they pay: the
         automatic step's tuning measures the plain minibatch noise, and a chain keeps a
         centre where the noise cut its step more than twofold and the centre more than
-        doubles it; with an explicit ``step_size``, always). Each step then evaluates the
-        minibatch at two points and each cycle makes one full-data pass.
+        doubles it; with an explicit ``step_size`` the same measurement decides, and the
+        step stays yours). Each step then evaluates the minibatch at two points and a
+        cycle makes at most one full-data pass.
     :param bool preconditioner: a diagonal preconditioner measured at the start (default
         ``None``: with the automatic step size); with an explicit ``step_size`` it makes
         that step dimensionless.

@@ -318,11 +318,17 @@ def _converged_start(chain: Chain, theta: torch.Tensor) -> tuple[torch.Tensor, i
 
 
 def _tuning(
-    chain: Chain, state: ChainState, theta: torch.Tensor, gradient: Gradient, warn: bool = True
+    chain: Chain,
+    state: ChainState,
+    theta: torch.Tensor,
+    gradient: Gradient,
+    warn: bool = True,
+    precondition: bool | None = None,
 ):
     """The automatic step size and preconditioner at ``theta``, measured with the chain's
     gradient; spare batches come from ``state`` (the state before the start). ``warn``:
-    say when the noise limited the step."""
+    say when the noise limited the step; ``precondition``: measure in preconditioned
+    units (default: where the chain runs in them)."""
     config = chain.config
     plates = chain.potential.plates
     # The noise is bounded where the sampling stage starts, its largest step.
@@ -336,7 +342,7 @@ def _tuning(
             first_draw_factor=CosineCyclical(1.0, config.layout.steps_per_cycle)(first),
             friction=config.diffusion.friction,
             temperature=config.temperature,
-            precondition=config.preconditioner,
+            precondition=config.preconditioner if precondition is None else precondition,
             batches_per_epoch=min((plate.batches_per_epoch for plate in plates), default=None),
             spare_batches=spare_batches(state, plates),
         )
@@ -354,23 +360,27 @@ def _tuning(
     return tuning
 
 
-def _choose_estimator(chain: Chain, state: ChainState, theta, gradient, before: dict):
+def _choose_estimator(
+    chain: Chain, state: ChainState, theta, gradient, before: dict, precondition=None
+):
     """Control variates where they pay (``config.estimator`` is
     :class:`~pyro_csg.core.estimators.Automatic`): where the plain gradient's noise cut the
     step, the chain is tuned again with a centre at ``theta``, and keeps it where the step
     grew more than ``CONTROL_VARIATES_PAY`` times (a network's noise far from the centre
     can be as large with them as without). ``before``: the chain's streams before any
     tuning, which either choice then continues as if it had been made by the user (the
-    same draws as ``control_variates=True`` or ``False``). Returns the estimator's state,
-    its gradient and the tuning."""
+    same draws as ``control_variates=True`` or ``False``). ``precondition``: as
+    :func:`_tuning`'s. Returns the estimator's state, its gradient and the tuning."""
     estimator, potential = chain.config.estimator, chain.potential
-    tuning = _tuning(chain, state, theta, gradient, warn=False)
+    tuning = _tuning(chain, state, theta, gradient, warn=False, precondition=precondition)
     if estimator.pays(tuning):
         centred = estimator.adopt(potential, theta)
         centred_gradient = estimator.bind(potential, centred)
         after_plain = chain.streams()
         chain.set_streams(before)  # tuned as control_variates=True would have been
-        centred_tuning = _tuning(chain, state, theta, centred_gradient, warn=False)
+        centred_tuning = _tuning(
+            chain, state, theta, centred_gradient, warn=False, precondition=precondition
+        )
         if estimator.pays_against(tuning, centred_tuning):
             _warn_noise_limited(chain.config, centred_tuning)
             return centred, centred_gradient, centred_tuning
@@ -419,6 +429,16 @@ def start(
             )
         tuned = getattr(config.estimator, "tuned", None)  # the spread, where it needs it
         estimator_state = estimator_state if tuned is None else tuned(estimator_state, tuning)
+    elif getattr(config.estimator, "pays", None) is not None:
+        # An explicit step: the same measurement (in the preconditioned units where the
+        # posterior's sd is 1) chooses the estimator, not the step, and the streams are
+        # put back, so the chain draws as control_variates=True or False would.
+        say("tuning")
+        before = chain.streams()
+        estimator_state, gradient, _ = _choose_estimator(
+            chain, state, theta, gradient, before, precondition=True
+        )
+        chain.set_streams(before)
     energy, grad = gradient(theta, chain.next_indices())
     if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
         raise NonFiniteError(
