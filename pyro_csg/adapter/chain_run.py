@@ -116,7 +116,9 @@ class ChainRun:
         record = self.record
         was_started = record.state.started
         with warnings.catch_warnings(record=True) as caught:
-            # (the filters in force still apply: an ignored warning is not caught)
+            # Every SamplerWarning is caught here, so the run is marked even where the
+            # user ignores them; passed on below, they meet the user's filters.
+            warnings.simplefilter("always", SamplerWarning)
             record.state = start(
                 self.chain, record.state, lambda stage: self.label(f"Start: {stage}")
             )

@@ -37,6 +37,7 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 from pyro.nn import PyroModule, PyroSample
 
 from ..adapter.kernels import CyclicalSGHMC
+from ..core.errors import SamplerWarning
 from ..core.schedules import Constant, PolynomialDecay
 from ._data import fixed_split, load_bundled
 
@@ -184,6 +185,10 @@ class SamplerRun:
     mcmc: MCMC
     seconds: float
     model: BayesianMLP = field(repr=False)
+    # What the kernel's warnings said of the draws (its hyperparameters' mark, e.g.
+    # "temperature, drift"; "" when none fired): the warnings themselves are not
+    # printed, a comparison table shows this instead.
+    warned: str = ""
 
 
 @_one_thread
@@ -221,8 +226,13 @@ def _run_sghmc_kernel(
         disable_progbar=not progress,
     )
     start = time.perf_counter()
-    mcmc.run(x, y, subsample_size=budget.batch_size)
-    return SamplerRun(name, mcmc, time.perf_counter() - start, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplerWarning)  # kept as the run's mark instead
+        mcmc.run(x, y, subsample_size=budget.batch_size)
+    seconds = time.perf_counter() - start
+    mark = kernel.hyperparameters().get("sampler_warnings", "")
+    warned = ", ".join(part.split(": ", 1)[1] for part in mark.split("; ") if ": " in part)
+    return SamplerRun(name, mcmc, seconds, model, warned)
 
 
 def run_csghmc(
@@ -551,18 +561,16 @@ def compare_control_variates(
     results: dict[str, MethodResult] = {}
     for flag in (True, False, None):
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the kernel's advice on short runs
-            run = run_csghmc(
-                x,
-                y,
-                budget,
-                lr=lr,
-                exploration_fraction=exploration_fraction,
-                temperature=temperature,
-                seed=seed,
-                control_variates=flag,
-            )
+        run = run_csghmc(
+            x,
+            y,
+            budget,
+            lr=lr,
+            exploration_fraction=exploration_fraction,
+            temperature=temperature,
+            seed=seed,
+            control_variates=flag,
+        )
         probs = predictive_probs(run.model, run.mcmc.get_samples(), x_test)
         seconds = time.perf_counter() - start
         if flag is None:
@@ -576,7 +584,8 @@ def compare_control_variates(
 
 def score_table(results: dict[str, MethodResult], y_test: torch.Tensor) -> Any:
     """A pandas DataFrame indexed by method: test accuracy, NLL and ECE of each method's
-    averaged prediction, its number of members and seconds (training and prediction).
+    averaged prediction, its number of members, seconds (training and prediction) and,
+    for the samplers, what the kernel's warnings said of the draws (``SamplerRun.warned``).
 
     Example::
 
@@ -603,6 +612,7 @@ def score_table(results: dict[str, MethodResult], y_test: torch.Tensor) -> Any:
                 "ECE": expected_calibration_error(mean, y_test),
                 "members": len(result.probs),
                 "seconds": round(result.seconds, 1),
+                "warnings": "" if result.run is None else result.run.warned,
             }
         )
     return pd.DataFrame(rows).set_index("method")
