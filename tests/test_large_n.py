@@ -144,22 +144,29 @@ def test_a_resumed_run_keeps_its_centre_and_tuning(tmp_path):
     torch.testing.assert_close(resumed, whole, rtol=0, atol=0)
 
 
+def network_data():
+    """2,000 rows of 10 features and 3 classes, for :func:`network`."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 10, generator=generator)
+    logits = x @ torch.randn(10, 3, generator=generator)
+    return x, torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+
+
+def network(x, y):
+    """A small Bayesian network, 10-20-3, minibatches of 64 (N / B = 31)."""
+    w1 = pyro.sample("w1", dist.Normal(0.0, 1.0).expand([10, 20]).to_event(2))
+    w2 = pyro.sample("w2", dist.Normal(0.0, 1.0).expand([20, 3]).to_event(2))
+    with pyro.plate("data", x.shape[0], subsample_size=64) as idx:
+        pyro.sample("obs", dist.Categorical(logits=torch.tanh(x[idx] @ w1) @ w2), obs=y[idx])
+
+
 def test_by_default_control_variates_are_kept_only_where_they_enlarge_the_step():
     # A small Bayesian network (10-20-3, N / B = 31): the minibatch noise cuts the plain
     # step ~85-fold, but one posterior sd from a centre a network's per-datum gradients
     # differ as much as they vary, and control variates enlarge the step only ~1.4-fold:
     # not worth a second evaluation a step and a full-data pass a cycle. (N / B = 1000
     # above keeps them.)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2000, 10, generator=generator)
-    logits = x @ torch.randn(10, 3, generator=generator)
-    y = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-
-    def network(x, y):
-        w1 = pyro.sample("w1", dist.Normal(0.0, 1.0).expand([10, 20]).to_event(2))
-        w2 = pyro.sample("w2", dist.Normal(0.0, 1.0).expand([20, 3]).to_event(2))
-        with pyro.plate("data", x.shape[0], subsample_size=64) as idx:
-            pyro.sample("obs", dist.Categorical(logits=torch.tanh(x[idx] @ w1) @ w2), obs=y[idx])
+    x, y = network_data()
 
     def run(**options):
         pyro.set_rng_seed(0)
@@ -184,16 +191,7 @@ def test_with_an_explicit_step_the_same_measurement_chooses_and_the_draws_are_un
     that the automatic step makes chooses them for an explicit step too, and puts the
     chain's streams back: the draws are exactly those of ``control_variates=False``
     (the network) or ``True`` (a regression at N / B = 1,000)."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2000, 10, generator=generator)
-    logits = x @ torch.randn(10, 3, generator=generator)
-    y = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-
-    def network(x, y):
-        w1 = pyro.sample("w1", dist.Normal(0.0, 1.0).expand([10, 20]).to_event(2))
-        w2 = pyro.sample("w2", dist.Normal(0.0, 1.0).expand([20, 3]).to_event(2))
-        with pyro.plate("data", x.shape[0], subsample_size=64) as idx:
-            pyro.sample("obs", dist.Categorical(logits=torch.tanh(x[idx] @ w1) @ w2), obs=y[idx])
+    x, y = network_data()
 
     def run(model, args, **options):
         pyro.set_rng_seed(0)
