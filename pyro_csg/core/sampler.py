@@ -435,9 +435,13 @@ def start(
         # put back, so the chain draws as control_variates=True or False would.
         say("tuning")
         before = chain.streams()
-        estimator_state, gradient, _ = _choose_estimator(
-            chain, state, theta, gradient, before, precondition=True
-        )
+        try:
+            estimator_state, gradient, _ = _choose_estimator(
+                chain, state, theta, gradient, before, precondition=True
+            )
+        except NonFiniteError:  # a measurement the explicit step does not need: centred,
+            estimator_state = config.estimator.adopt(chain.potential, theta)  # as before
+            gradient = config.estimator.bind(chain.potential, estimator_state)
         chain.set_streams(before)
     energy, grad = gradient(theta, chain.next_indices())
     if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
