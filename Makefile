@@ -34,8 +34,12 @@ versions: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# One pytest worker per core (pytest-xdist), each with one thread (tests/conftest.py);
+# work stealing, as the tests' lengths range from milliseconds to a minute.
+# `make test WORKERS=0` runs it in one process.
+WORKERS ?= auto
 test: $(STAMP) lint versions
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
 
 # The documentation site, offline: every warning is an error, then every internal link is
 # checked. The notebooks are rendered from their stored outputs, never run.

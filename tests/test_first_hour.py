@@ -67,7 +67,9 @@ def _bar_lines(capsys) -> list[str]:
 
 
 def test_progress_bar_names_the_start_and_never_says_warmup_with_no_warmup(capsys, monkeypatch):
-    monkeypatch.delenv("CI", raising=False)  # Pyro hides its bars under CI
+    # Pyro hides its bars under CI and in pytest-xdist's workers
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     x, y = linear_regression_data(n=2_000, d=2)
     pyro.set_rng_seed(0)
     kernel = CyclicalSGHMC(linear_regression, steps_per_cycle=100)
@@ -87,6 +89,7 @@ def test_progress_bar_names_the_start_and_never_says_warmup_with_no_warmup(capsy
 
 def test_progress_bar_says_warmup_while_draws_are_discarded_and_numbers_chains(capsys, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     x, y = linear_regression_data(n=2_000, d=2)
     pyro.set_rng_seed(0)
     kernel = CyclicalSGLD(linear_regression, steps_per_cycle=100)
