@@ -332,7 +332,7 @@ def sir(cases):
         # Where the Euler steps overshoot, ``new`` can overflow to inf or NaN: those
         # points are behind the wall, so their rate is a placeholder.
         rate = torch.where(possible, (rho * new).clamp_min(1e-3), torch.ones(()))
-        pyro.sample("obs", dist.Poisson(rate.nan_to_num(1.0)).mask(possible), obs=cases)
+        pyro.sample("obs", dist.Poisson(rate).mask(possible), obs=cases)
 
 
 def sir_exact(n=120):
