@@ -41,9 +41,7 @@ def test_student_quantile_matches_scipy():
 def test_stationary_runs_are_rarely_flagged():
     """100 stationary runs of 20 coordinates: the family-wise level is 1%, so a handful
     flagged would already be a broken test statistic (each coordinate tested twice)."""
-    flagged = sum(
-        draws(DriftCheck(), lambda c, p: 0.0, seed=seed).any for seed in range(100)
-    )
+    flagged = sum(draws(DriftCheck(), lambda c, p: 0.0, seed=seed).any for seed in range(100))
     assert flagged <= 4
 
 
@@ -80,9 +78,7 @@ def model():
 
 
 def run(initial, step_size):
-    kernel = CyclicalSGLD(
-        model, step_size=step_size, steps_per_cycle=40, optimize_start=False
-    )
+    kernel = CyclicalSGLD(model, step_size=step_size, steps_per_cycle=40, optimize_start=False)
     kernel.initial_params = {"z": torch.tensor(initial)}
     mcmc = MCMC(kernel, num_samples=4 * 20, warmup_steps=0, disable_progbar=True)
     pyro.set_rng_seed(0)
@@ -115,3 +111,29 @@ def test_a_right_run_is_not_marked():
     assert hyper["sampler_warnings"] == "" and hyper["drift_check_flagged"] == ""
     assert abs(diagnostics["drift_check"]["chain 0"]["across_cycles"]["z"]) < 1
     assert to_inference_data(mcmc).posterior.attrs["sampler_warnings"] == ""
+
+
+def test_cycles_that_do_not_mix_over_one_mode_are_flagged_and_modes_are_not():
+    """Coordinate 2's draws barely move within a cycle (AR(1) with correlation 0.95, the
+    others 0): over one mode (each cycle starting anywhere in N(0, 1)) it is flagged as
+    not mixing within cycles; the same cycles sitting in three separated modes are not,
+    nor a run without a noise-free exploration stage, nor a model too large to keep
+    the cycles' means."""
+    rho = torch.zeros(5)
+    rho[2] = 0.95
+    one_mode = draws(DriftCheck(), lambda c, p: 0.0, cycles=80, dim=5, rho=rho)
+    assert one_mode.narrow.nonzero().flatten().tolist() == [2]
+    assert one_mode.spread[2] < 0.5 < 0.8 < one_mode.spread[[0, 1, 3, 4]].min()
+    message = drift_message("K", one_mode, list("abcde"))
+    assert "Not mixing within cycles" in message and "exploration_fraction=0" in message
+    modes = torch.zeros(5)
+    modes[2] = 6.0
+
+    def three_modes(cycle, position):
+        return modes * (cycle % 3 - 1)
+
+    assert not draws(DriftCheck(), three_modes, cycles=40, dim=5, rho=rho).narrow.any()
+    no_exploration = draws(DriftCheck(exploring=False), lambda c, p: 0.0, 40, dim=5, rho=rho)
+    assert not no_exploration.narrow.any()
+    large = draws(DriftCheck(), lambda c, p: 0.0, cycles=40, dim=300, rho=0.95)
+    assert large.one_mode is None and not large.narrow.any()

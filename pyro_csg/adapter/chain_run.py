@@ -44,7 +44,7 @@ class ChainRun:
     record: ChainRecord
     noise: CycleNoise
     temperature: TemperatureCheck
-    drift: DriftCheck = field(default_factory=DriftCheck)
+    drift: DriftCheck | None = None  # made for the chain's cycle layout when not given
     backend: str = "eager"  # how the potential is evaluated: "graph", "inductor", "eager"
     ready: bool = False  # compiled, verified and started
     runaway_reported: bool = False
@@ -61,6 +61,10 @@ class ChainRun:
     num_samples: int | None = None  # the run's kept draws, when Pyro's runner says
     num_cycles: int | None = None  # of the whole run (warm-up included), when known
     chain_tag: str = ""  # " [i]" when Pyro runs several chains, as its labels say
+
+    def __post_init__(self) -> None:
+        if self.drift is None:  # cycles with a noise-free exploration stage, or without
+            self.drift = DriftCheck(self.chain.config.layout.num_exploration_steps > 0)
 
     @property
     def state(self):
@@ -298,6 +302,10 @@ def drift_attrs(runs: list[ChainRun]) -> dict[str, Any]:
             )
             for i in mask.nonzero()[:, 0].tolist()
         ]
+        shown += [
+            f"{labels[i]} within-cycle spread {float(report.spread[i]):.2g}"
+            for i in report.narrow.nonzero()[:, 0].tolist()
+        ]
         flagged.append(f"chain {run.record.index}: {', '.join(shown[:20])}")
     return {"drift_check_flagged": "; ".join(flagged)}
 
@@ -315,14 +323,19 @@ def marks_attrs(runs: list[ChainRun]) -> dict[str, Any]:
 
 def drift_by_coordinate(run: ChainRun | None) -> dict[str, dict[str, float]]:
     """A chain's trends so far, for ``diagnostics()``: ``{"across_cycles": {label: drift},
-    "within_cycles": {label: settling}}``, both in sds of the draws (0 when arrived)."""
+    "within_cycles": {label: settling}}``, both in sds of the draws (0 when arrived), and
+    ``"within_cycle_spread"``: the pooled within-cycle sd over all draws' (about 1 when
+    each cycle's draws mix)."""
     report = None if run is None else run.drift.report()
     if report is None:
         return {}
     labels = run.record.flat.labels()
+    series = [("across_cycles", report.drift), ("within_cycles", report.settle)]
+    if report.spread is not None:
+        series.append(("within_cycle_spread", report.spread))
     return {
         key: {label: float(value) for label, value in zip(labels, values, strict=True)}
-        for key, values in (("across_cycles", report.drift), ("within_cycles", report.settle))
+        for key, values in series
     }
 
 
