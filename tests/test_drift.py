@@ -127,7 +127,7 @@ def test_cycles_that_do_not_mix_over_one_mode_are_flagged_and_modes_are_not():
     message = drift_message("K", one_mode, list("abcde"))
     assert "Not mixing within cycles" in message and "exploration_fraction=0" in message
     modes = torch.zeros(5)
-    modes[2] = 6.0
+    modes[2] = 20.0  # modes far apart for their width, as cycles settled in modes are
 
     def three_modes(cycle, position):
         return modes * (cycle % 3 - 1)
