@@ -250,7 +250,8 @@ class DriftCheck:
             self._spread_sums = (None, 0, means)
         centred = theta - self._shift
         if cycle != self._cycle:
-            self._closed_cycles, self._spread_sums = self._closed(), self._spread_closed()
+            self._closed_cycles = self._closed()
+            self._spread_sums = self._spread_closed(close=True)
             self._cycle, self._cycle_sum, self._n = cycle, torch.zeros_like(theta), 0
             self._cycle_squares = torch.zeros_like(theta)
             self._cycle_first = centred
@@ -276,8 +277,10 @@ class DriftCheck:
             k_settle, settle_sums = k_settle + 1, _added(settle_sums, (d, d * d))
         return k + 1, sum_c + c, sum_cc + c * c, c, sums, k_settle, settle_sums
 
-    def _spread_closed(self) -> tuple:
-        """The within-cycle sums over the closed cycles and the current one (unchanged)."""
+    def _spread_closed(self, close: bool = False) -> tuple:
+        """The within-cycle sums over the closed cycles and the current one: for a report
+        (the list of cycle means copied, unchanged), or to close the current cycle
+        (``close``: its mean appended in place, so closing stays O(D) a cycle)."""
         squares, dof, means = self._spread_sums
         if self._cycle_sum is None or self._n < 2:
             return self._spread_sums
@@ -285,7 +288,9 @@ class DriftCheck:
         within = (self._cycle_squares - self._n * mean * mean).clamp_min(0.0)
         squares = within if squares is None else squares + within
         cycle_sd = (within / (self._n - 1)).sqrt()
-        means = None if means is None else [*means, (mean, cycle_sd)]
+        if means is not None:
+            means = means if close else list(means)
+            means.append((mean, cycle_sd))
         return squares, dof + self._n - 1, means
 
     def report(self) -> DriftReport | None:
