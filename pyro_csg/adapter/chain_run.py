@@ -15,7 +15,7 @@ from ..core.drift import DriftCheck, drift_message
 from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import runaway_cycles
-from ..core.sampler import Chain, advance_safely, backoff_message, start
+from ..core.sampler import Chain, advance_safely, backoff_message, explore_with_noise, start
 from ..core.temperature import TemperatureCheck, TemperatureReport, temperature_message
 from ..services.resume import ChainRecord
 from .pyro_runner import in_warmup_habit, runner_num_samples, runner_progress_bars, warmup_message
@@ -28,6 +28,7 @@ __all__ = [
     "drift_by_coordinate",
     "marks_attrs",
     "estimator_attrs",
+    "exploration_attrs",
     "temperature_attrs",
     "temperature_by_coordinate",
     "tuning_attrs",
@@ -64,20 +65,35 @@ class ChainRun:
 
     def __post_init__(self) -> None:
         if self.drift is None:  # cycles with a noise-free exploration stage, or without
-            self.drift = DriftCheck(self.chain.config.layout.num_exploration_steps > 0)
+            config = self.chain.config
+            exploring = config.layout.num_exploration_steps > 0
+            self.drift = DriftCheck(exploring and config.exploration_noise != "always")
 
     @property
     def state(self):
         return self.record.state
 
     def advance(self, state, layout):
-        """The state at the next retained draw, the back-offs on the way recorded."""
+        """The state at the next retained draw, the back-offs on the way recorded (and,
+        at a cycle's start, noise in the exploration stage once the draws show one mode)."""
+        state = explore_with_noise(self.chain.config, state, self.drift)
         target = layout.retained_iteration(state.draws)
 
         def backed_off(error, step: float) -> None:
             self.backoffs.append((error.iteration, step))
 
         return advance_safely(self.chain, state, target, backed_off)
+
+    def replay(self) -> dict[str, torch.Tensor]:
+        """A resumed run's draw, read back; a kept one is shown to the drift check, which
+        so knows the whole run's cycles (its one-mode test chooses the exploration's
+        noise, as in the uninterrupted run)."""
+        record = self.record
+        kept = record.replayed >= record.warmup_steps
+        draw = record.replay()
+        if kept:
+            self.drift.add(record.stats["cycle"][-1], record.flat.flatten(draw))
+        return draw
 
     def progress(self, layout) -> OrderedDict:
         """What Pyro's progress bar shows after a draw: the cycle (of how many), the
@@ -239,6 +255,19 @@ def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     }
 
 
+def exploration_attrs(runs: list[ChainRun]) -> dict[str, Any]:
+    """From which cycle each chain's exploration stage had Langevin noise (-1: never, as
+    netCDF attrs keep no ``None``), for ``hyperparameters()`` where the kernel decides it
+    (``exploration_noise="auto"`` with an exploration stage)."""
+    config = runs[0].chain.config if runs else None
+    if config is None or config.exploration_noise != "auto":
+        return {}
+    if not config.layout.num_exploration_steps:
+        return {}
+    cycles = [run.state.noisy_exploration_from for run in runs]
+    return {"noisy_exploration_from": [-1 if cycle is None else cycle for cycle in cycles]}
+
+
 def estimator_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     """Whether each started chain chose control variates at its start (1) or not (0),
     for ``hyperparameters()`` when the kernel left the choice to the noise (netCDF attrs
@@ -342,7 +371,12 @@ def drift_by_coordinate(run: ChainRun | None) -> dict[str, dict[str, float]]:
 def checks_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     """What the checks on the draws found, for ``hyperparameters()``: the temperature and
     drift checks' results and the run's mark."""
-    return {**temperature_attrs(runs), **drift_attrs(runs), **marks_attrs(runs)}
+    return {
+        **exploration_attrs(runs),
+        **temperature_attrs(runs),
+        **drift_attrs(runs),
+        **marks_attrs(runs),
+    }
 
 
 def checks_by_coordinate(run: ChainRun | None) -> dict[str, dict]:

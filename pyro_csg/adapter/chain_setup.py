@@ -137,6 +137,7 @@ def sampler_config(
         start_fallback=optimize is None and not plates,
         name=name,
         suggest_control_variates=centre is False,
+        exploration_noise=options.exploration_noise,
     )
 
 
@@ -150,6 +151,7 @@ def fixed_hyperparameters(options: KernelOptions, diffusion: Diffusion, name: st
         "step_size": "auto" if schedule is None else schedule(1),
         "steps_per_cycle": layout.steps_per_cycle,
         "exploration_fraction": layout.exploration_fraction,
+        "exploration_noise": options.exploration_noise,
         "samples_per_cycle": layout.samples_per_cycle,
         "temperature": options.temperature,
         "schedule": "CosineCyclical(step_size=auto)" if schedule is None else repr(schedule),

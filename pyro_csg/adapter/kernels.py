@@ -30,7 +30,13 @@ from ..services.checkpoint import Checkpoint
 from ..services.distributed import RankShare
 from ..services.resume import ChainRecord, verify_potential
 from ..services.store import STATS
-from .chain_run import ChainRun, checks_attrs, checks_by_coordinate, estimator_attrs, tuning_attrs
+from .chain_run import (
+    ChainRun,
+    checks_attrs,
+    checks_by_coordinate,
+    estimator_attrs,
+    tuning_attrs,
+)
 from .chain_setup import (
     build_potential,
     compile_model_potential,
@@ -85,6 +91,7 @@ class CyclicalKernel(MCMCKernel):
         step_scale: float = 1.0,
         steps_per_cycle: int = 1000,
         exploration_fraction: float = 0.5,
+        exploration_noise: str = "auto",
         samples_per_cycle: int = 4,
         temperature: float = 1.0,
         init_strategy: Callable = init_to_uniform,
@@ -104,6 +111,7 @@ class CyclicalKernel(MCMCKernel):
         self.layout, self.schedule = options.layout, options.schedule
         self.steps_per_cycle: int = options.layout.steps_per_cycle
         self.exploration_fraction: float = options.layout.exploration_fraction
+        self.exploration_noise: str = options.exploration_noise
         self.samples_per_cycle: int = options.layout.samples_per_cycle
         self.auto_step_size, self.temperature = options.auto_step_size, options.temperature
         self.control_variates = options.control_variates  # None: decided per model (sampler_config)
@@ -180,8 +188,7 @@ class CyclicalKernel(MCMCKernel):
             self._run_complete = False
         index, num_chains = runner_chain()
         one_thread_in_worker()
-        name = type(self).__name__
-        params = self._initial_params
+        name, params = type(self).__name__, self._initial_params
         potential, theta, share = build_potential(self.options, params, args, kwargs, name)
         warn_partial_cycle(warmup_steps, self.samples_per_cycle, theta.numel())
         if isinstance(potential, ModelPotential):
@@ -232,8 +239,7 @@ class CyclicalKernel(MCMCKernel):
         if run is not None and run.chain.potential is not None:
             run.record.finish()
             run.chain.release()
-        self._current = None
-        self._initial_params = None
+        self._current = self._initial_params = None
 
     # -- state, in PyTorch's convention ----------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -308,7 +314,7 @@ class CyclicalKernel(MCMCKernel):
             raise RuntimeError(f"{type(self).__name__}.setup() must run before sample()")
         try:
             if run.record.replaying:
-                return run.record.replay()
+                return run.replay()
             return self._sample(run, params)
         except BaseException as error:
             run.record.stopped_early(error, self.samples_per_cycle)
@@ -428,10 +434,13 @@ class CyclicalSGLD(CyclicalKernel):
 
         eta_k  = (step_size / 2) * (cos(pi * mod(k - 1, L) / L) + 1)      (Eq. 1)
         stage  = exploration while mod(k - 1, L) / L < beta, sampling after
-        theta <- theta - eta_k * grad U~(theta) + [sampling] sqrt(2 * eta_k * T) * xi
+        theta <- theta - eta_k * grad U~(theta) + [sampling or noisy] sqrt(2 * eta_k * T) * xi
 
     with ``xi ~ N(0, I)``. Exploration steps add no noise: they are SGD, which carries the
     chain into a new mode at the start of every cycle; the sampling steps explore that mode.
+    Once the cycles show one mode (``noisy``, by default; ``exploration_noise``), the
+    exploration steps add the noise too: there the noise-free stage finds nothing new and
+    pulls every cycle to the mode, so that draws along a slow direction come out too narrow.
 
     **Step size.** By default (``step_size=None``) chosen at the start of each chain, with
     a diagonal preconditioner ``G`` (see :mod:`pyro_csg.core.tuning`): the update then uses
@@ -477,6 +486,14 @@ class CyclicalSGLD(CyclicalKernel):
         temperature 1 a longer sampling stage gives better within-mode spread (on the
         breast-cancer logistic regression of notebook 1, the median ratio of posterior sds to
         NUTS's was 0.64 with 0.8 and 0.99 with 0.5, 20 cycles of 1000 steps).
+    :param str exploration_noise: when the exploration stage adds Langevin noise:
+        ``"auto"`` (default) from the first cycle after the retained draws' cycles show one
+        mode with no trend (at least 10 cycles whose means spread with no gap, on every
+        coordinate; models of at most 256 coordinates; see
+        :func:`pyro_csg.core.sampler.explore_with_noise`), ``"never"`` (the paper's
+        noise-free exploration, for multimodal targets that the first cycles may not
+        show), or ``"always"``. ``hyperparameters()["noisy_exploration_from"]`` says from
+        which cycle each chain's exploration had noise (-1: never).
     :param int samples_per_cycle: retained draws per cycle, at most the number of
         sampling-stage steps (default 4).
     :param float temperature: ``T > 0`` (default 1, the posterior).
@@ -566,11 +583,12 @@ class CyclicalSGHMC(CyclicalKernel):
     ``beta``, ``eta_k`` of Eq. 1, ``T``) and ``alpha = friction``::
 
         v     <- (1 - alpha) * v - eta_k * grad U~(theta)
-                 + [sampling] sqrt(2 * alpha * eta_k * T) * xi
+                 + [sampling or noisy] sqrt(2 * alpha * eta_k * T) * xi
         theta <- theta + v
 
     ``xi ~ N(0, I)``; the momentum ``v`` starts at 0 and persists across stages and cycles.
-    The exploration stage is SGD with momentum ``1 - alpha``.
+    The exploration stage is SGD with momentum ``1 - alpha`` (until the cycles show one
+    mode: ``noisy``, see ``exploration_noise`` in :class:`CyclicalSGLD`).
 
     **Step size and friction.** ``step_size = lr / N`` for a learning rate ``lr`` on a mean
     loss over ``N`` data points; ``friction = 1 - momentum`` (the default 0.1 is SGD's
@@ -619,9 +637,10 @@ class CyclicalSGNHT(CyclicalKernel):
 
     **Update.** With the notation of :class:`CyclicalSGLD` and ``a = diffusion``::
 
-        v     <- (1 - alpha) * v - eta_k * grad U~(theta) + [sampling] sqrt(2 * a * eta_k * T) * xi
+        v     <- (1 - alpha) * v - eta_k * grad U~(theta)
+                 + [sampling or noisy] sqrt(2 * a * eta_k * T) * xi
         theta <- theta + v
-        alpha <- [sampling] clip(alpha + mean(v ** 2) - eta_k * T, 0, 1)
+        alpha <- [sampling or noisy] clip(alpha + mean(v ** 2) - eta_k * T, 0, 1)
 
     SGHMC whose friction ``alpha`` (a friction per step, starting at ``a``) is a
     thermostat: it rises while the momentum runs hotter than ``T``, as unmodelled

@@ -192,6 +192,17 @@ class DriftReport:
         return (self.spread < MIN_SPREAD) & self.one_mode
 
     @property
+    def one_mode_arrived(self) -> bool:
+        """Whether the cycles show one mode on every coordinate (their means spread with
+        no gap, over at least :data:`MIN_SPREAD_CYCLES` cycles) and no trend across
+        them: where the exploration stage no longer finds anything new
+        (:func:`~pyro_csg.core.sampler.explore_with_noise`). ``False`` for models above
+        :data:`SPREAD_MAX_DIM` coordinates, which do not keep the cycles' means."""
+        if self.one_mode is None or self.settle_cycles < MIN_SPREAD_CYCLES:
+            return False
+        return bool(self.one_mode.all()) and not bool(self.travelling.any())
+
+    @property
     def flagged(self) -> torch.Tensor:
         return self.travelling | self.settling | self.narrow
 
@@ -239,6 +250,12 @@ class DriftCheck:
         # degrees of freedom, and (small models) each cycle's mean and sd.
         self._spread_sums: tuple = (None, 0, None)
         self._report: DriftReport | None = None
+
+    def stop_exploring(self) -> None:
+        """The cycles from here on start without a noise-free exploration stage (the
+        sampler turned its noise on), so their spread within a cycle is not tested."""
+        if self.exploring:
+            self.exploring, self._report = False, None
 
     def add(self, cycle: int, theta: torch.Tensor) -> None:
         """One retained draw of cycle ``cycle`` (its flat, unconstrained ``theta``)."""

@@ -16,6 +16,9 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
   iterations, ``backoffs``, how often the automatic step was halved after the potential
   became NaN or infinite, and ``rejected``, how many proposals into a NaN or infinite
   potential were rejected (:func:`~pyro_csg.core.sampler.advance_safely`);
+* ``noisy_exploration_from``: the cycle from which the exploration stage has Langevin
+  noise too (``None``: noise-free, the paper's; see
+  :func:`~pyro_csg.core.sampler.explore_with_noise`);
 * ``estimator``: the gradient estimator's own state (``None`` for the plain minibatch
   estimator; for control variates their centre ``theta_hat`` with the full-data ``U`` and
   gradient there, :class:`~pyro_csg.core.estimators.CentreState`).
@@ -80,6 +83,7 @@ class ChainState:
     start_steps: int = 0
     backoffs: int = 0
     rejected: int = 0
+    noisy_exploration_from: int | None = None
 
     @property
     def started(self) -> bool:
@@ -104,6 +108,7 @@ class ChainState:
             "start_steps": self.start_steps,
             "backoffs": self.backoffs,
             "rejected": self.rejected,
+            "noisy_exploration_from": self.noisy_exploration_from,
         }
 
     @classmethod
@@ -135,6 +140,7 @@ class ChainState:
                     "pass the estimator that reads it"
                 )
             estimator = ControlVariates()  # the one estimator with a state in this version
+        noisy = state.get("noisy_exploration_from")  # absent in saves before it existed
         fields = set(algorithm_type._fields)
         saved = set(state["algorithm"])
         if fields != saved:
@@ -159,4 +165,5 @@ class ChainState:
             start_steps=int(state.get("start_steps", 0)),
             backoffs=int(state.get("backoffs", 0)),
             rejected=int(state.get("rejected", 0)),
+            noisy_exploration_from=None if noisy is None else int(noisy),
         )

@@ -1,0 +1,105 @@
+"""The exploration stage's noise (``exploration_noise``): turned on once the cycles show
+one mode (:func:`pyro_csg.core.sampler.explore_with_noise`), kept off over several modes.
+
+A resumed run makes the same choice: ``tests/test_checkpoint.py``'s run turns the noise
+on at cycle 12 of 42 and is killed before and after it (the draws equal bit for bit)."""
+
+import warnings
+from dataclasses import replace
+
+import pyro
+import pytest
+import torch
+from pyro.infer import MCMC
+from test_drift import draws
+
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg.core.diffusions import sgld
+from pyro_csg.core.drift import DriftCheck
+from pyro_csg.core.sampler import SamplerConfig, explore_with_noise, init_chain
+from pyro_csg.core.schedules import CycleLayout
+
+COV = torch.tensor([[1.0, 0.99], [0.99, 1.0]])  # sds 1, one direction 199 times softer
+PRECISION = torch.linalg.inv(COV)
+
+
+def correlated(params):
+    x = params["x"]
+    return 0.5 * x @ PRECISION @ x
+
+
+def run_correlated(exploration_noise, seed, kernel_class=CyclicalSGHMC, cycles=40):
+    kernel = kernel_class(
+        potential_fn=correlated, steps_per_cycle=100, exploration_noise=exploration_noise
+    )
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(
+        kernel,
+        num_samples=4 * cycles,
+        warmup_steps=0,
+        initial_params={"x": torch.zeros(2)},
+        disable_progbar=True,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcmc.run()
+        mcmc.diagnostics()  # (the checks' warnings, which mark the run)
+    return kernel, mcmc.get_samples()["x"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_slow_direction_on_one_mode_gets_its_spread_back(seed):
+    """A Gaussian with correlation 0.99, cycles of 100 steps: the paper's noise-free
+    exploration pulls every cycle to the mode and the sampling stage cannot spread the
+    chain along the soft direction (measured sds 0.54-0.63 over seeds 0-2, warned); with
+    the noise turned on at cycle 10 (after the one-mode test's 10 cycles) the 40
+    cycles' sds were 0.88-0.95, the first 10 cycles' narrow draws included."""
+    kernel, x = run_correlated("auto", seed)
+    assert kernel.hyperparameters()["noisy_exploration_from"] == [10]
+    sd = x.std(0)
+    assert ((sd > 0.8) & (sd < 1.2)).all(), sd
+    assert x.mean(0).abs().max() < 0.5  # a posterior sd of 1; about 10 effective cycles
+    paper, y = run_correlated("never", seed)
+    assert "noisy_exploration_from" not in paper.hyperparameters()
+    assert (y.std(0) < 0.75).all()
+    assert paper.hyperparameters()["sampler_warnings"]  # narrow, and said so
+
+
+def test_exploration_noise_always_is_noise_from_the_first_cycle():
+    kernel, x = run_correlated("always", 0, CyclicalSGLD, cycles=20)
+    assert kernel.state_dict()["chains"][0]["noisy_exploration_from"] == 0
+    assert ((x.std(0) > 0.8) & (x.std(0) < 1.25)).all()
+
+
+def _state_after(check, draws_made, exploration_noise="auto"):
+    config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld(), exploration_noise=exploration_noise)
+    _, state = init_chain(lambda t, i: ((t**2).sum() / 2, t), torch.zeros(5), config, 0)
+    return explore_with_noise(config, replace(state, draws=draws_made), check)
+
+
+def test_the_noise_comes_at_a_cycles_start_on_one_mode_only():
+    one_mode = DriftCheck()
+    draws(one_mode, lambda c, p: 0.0, cycles=12, dim=5)
+    assert _state_after(one_mode, 48).noisy_exploration_from == 12
+    assert not one_mode.exploring  # cycles that mix are no longer the test
+    assert _state_after(DriftCheck(), 48).noisy_exploration_from is None  # no cycles yet
+    check = DriftCheck()
+    draws(check, lambda c, p: 0.0, cycles=12, dim=5)
+    assert _state_after(check, 49).noisy_exploration_from is None  # mid-cycle
+    assert _state_after(check, 48, "never").noisy_exploration_from is None
+    assert check.exploring
+    modes = torch.zeros(5)
+    modes[2] = 20.0
+    several = DriftCheck()
+    draws(several, lambda c, p: modes * (c % 3 - 1), cycles=30, dim=5)
+    assert _state_after(several, 120).noisy_exploration_from is None
+    short = DriftCheck()
+    draws(short, lambda c, p: 0.0, cycles=9, dim=5)  # fewer cycles than the test needs
+    assert _state_after(short, 36).noisy_exploration_from is None
+
+
+def test_a_bad_exploration_noise_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="exploration_noise must be one of 'auto', 'never'"):
+        CyclicalSGLD(potential_fn=correlated, exploration_noise="sometimes")
+    with pytest.raises(ValueError, match="exploration_noise"):
+        SamplerConfig(CycleLayout(10, 0.5, 2), sgld(), exploration_noise=True)
