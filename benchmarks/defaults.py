@@ -8,7 +8,7 @@ counted). A run is
 * ``right``: every scalar element's mean within 0.3 NUTS sds and its sd within
   [0.7, 1.4] times NUTS's (elements of the constrained posterior);
 * ``warned``: not right, but a :class:`~pyro_csg.SamplerWarning` fired (which ones is
-  printed: ``temperature``, ``runaway``, ``noise``, ``backoff``, ``start``, ``drift``)
+  printed: ``temperature``, ``runaway``, ``noise``, ``backoff``, ``start``, ``drift``, ``ess``)
   and the run is marked (``hyperparameters()["sampler_warnings"]``, which the
   InferenceData's attrs carry);
 * ``silent``: not right and no warning -- the outcome this script exists to find;
@@ -498,6 +498,7 @@ WARNING_KINDS = {
     "backoff": "became NaN or infinite",
     "start": "optimisation stage",
     "drift": "have not reached the posterior",
+    "ess": "few effective draws",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..core.drift import DriftCheck, drift_message
+from ..core.drift import DriftCheck, drift_message, effective_draws_message
 from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import runaway_cycles
@@ -54,8 +54,9 @@ class ChainRun:
     backoffs_reported: int = 0
     temperature_reported: bool = False
     drift_reported: bool = False
+    ess_reported: bool = False
     # What the run's warnings said of its draws, in the order they fired ("start",
-    # "noise", "backoff", "runaway", "temperature", "drift"): the run's mark, for
+    # "noise", "backoff", "runaway", "temperature", "drift", "ess"): the run's mark, for
     # hyperparameters() and the InferenceData's attrs.
     marks: list = field(default_factory=list)
     bars: list = field(default_factory=list)  # Pyro's progress bar(s) for this chain
@@ -232,10 +233,14 @@ class ChainRun:
         warnings.warn(message, SamplerWarning, stacklevel=4)
 
     def _report_drift(self, kernel_name: str) -> None:
-        if self.drift_reported:
-            return
         report = self.drift.report()
-        if report is None or not report.any:
+        if report is not None and not self.ess_reported and report.few_effective.any():
+            self.ess_reported = True
+            self.mark("ess")
+            name = f"{kernel_name}: chain {self.record.index}"
+            message = effective_draws_message(name, report, self.record.flat.labels())
+            warnings.warn(message, SamplerWarning, stacklevel=4)
+        if self.drift_reported or report is None or not report.any:
             return
         self.drift_reported = True
         self.mark("drift")
@@ -314,13 +319,14 @@ def temperature_by_coordinate(run: ChainRun | None) -> dict[str, float]:
 def drift_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     """The coordinates that had not arrived (:mod:`pyro_csg.core.drift`), per chain, as
     one string (``""`` when none), for ``hyperparameters()``: ``"chain 0: tau settling
-    -0.9 sd, w[1] travelling +3 sd"``."""
+    -0.9 sd, w[1] travelling +3 sd"``, and those with few effective draws (``"R0 12
+    effective draws"``)."""
     reports = [run.drift.report() for run in runs]
     if all(report is None for report in reports):
         return {}
     flagged = []
     for run, report in zip(runs, reports, strict=True):
-        if report is None or not report.any:
+        if report is None or not (report.any or report.few_effective.any()):
             continue
         labels = run.record.flat.labels()
         shown = [
@@ -334,6 +340,10 @@ def drift_attrs(runs: list[ChainRun]) -> dict[str, Any]:
         shown += [
             f"{labels[i]} within-cycle spread {float(report.spread[i]):.2g}"
             for i in report.narrow.nonzero()[:, 0].tolist()
+        ]
+        shown += [
+            f"{labels[i]} {float(report.effective_draws[i]):.0f} effective draws"
+            for i in report.few_effective.nonzero()[:, 0].tolist()
         ]
         flagged.append(f"chain {run.record.index}: {', '.join(shown[:20])}")
     return {"drift_check_flagged": "; ".join(flagged)}
@@ -354,7 +364,8 @@ def drift_by_coordinate(run: ChainRun | None) -> dict[str, dict[str, float]]:
     """A chain's trends so far, for ``diagnostics()``: ``{"across_cycles": {label: drift},
     "within_cycles": {label: settling}}``, both in sds of the draws (0 when arrived), and
     ``"within_cycle_spread"``: the pooled within-cycle sd over all draws' (about 1 when
-    each cycle's draws mix)."""
+    each cycle's draws mix); ``"effective_draws"``: what the draws are worth in
+    independent ones (from the cycles' means)."""
     report = None if run is None else run.drift.report()
     if report is None:
         return {}
@@ -362,6 +373,8 @@ def drift_by_coordinate(run: ChainRun | None) -> dict[str, dict[str, float]]:
     series = [("across_cycles", report.drift), ("within_cycles", report.settle)]
     if report.spread is not None:
         series.append(("within_cycle_spread", report.spread))
+    if report.effective_draws is not None:
+        series.append(("effective_draws", report.effective_draws))
     return {
         key: {label: float(value) for label, value in zip(labels, values, strict=True)}
         for key, values in series

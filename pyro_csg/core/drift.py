@@ -60,7 +60,15 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DriftCheck", "DriftReport", "MIN_CYCLES", "drift_message", "t_quantile"]
+__all__ = [
+    "DriftCheck",
+    "DriftReport",
+    "MIN_CYCLES",
+    "drift_message",
+    "effective_draws_message",
+    "effective_size",
+    "t_quantile",
+]
 
 MIN_CYCLES = 6
 """Cycles (with retained draws) the check needs: a trend over fewer is too uncertain."""
@@ -75,6 +83,12 @@ MIN_SPREAD = 0.5
 the cycles' means spread as one mode) are flagged as not mixing within cycles."""
 MIN_SPREAD_CYCLES = 10
 """Cycles (with at least two draws) the within-cycle spread needs."""
+MIN_EFFECTIVE_DRAWS = 20
+"""Draws worth fewer independent ones than this along a coordinate are reported: the
+posterior mean's Monte Carlo error is then above 0.22 of its sd."""
+MIN_EFFECTIVE_CYCLES = 20
+"""Cycles (with at least two draws) the effective draws need: an autocorrelation over
+fewer is too uncertain."""
 SPREAD_MAX_DIM = 256
 """Models up to this many coordinates keep each cycle's mean draw, to tell one mode (the
 cycles' means spread with no gap) from several; larger ones are not checked for it."""
@@ -161,6 +175,8 @@ class DriftReport:
     spread: torch.Tensor | None = None
     one_mode: torch.Tensor | None = None
     exploring: bool = True  # cycles start with a noise-free exploration stage
+    # What the draws are worth in independent ones (None where not measured).
+    effective_draws: torch.Tensor | None = None
 
     @property
     def travelling(self) -> torch.Tensor:
@@ -190,6 +206,15 @@ class DriftReport:
         ):
             return torch.zeros_like(self.t, dtype=torch.bool)
         return (self.spread < MIN_SPREAD) & self.one_mode
+
+    @property
+    def few_effective(self) -> torch.Tensor:
+        """Coordinates whose draws are worth fewer than :data:`MIN_EFFECTIVE_DRAWS`
+        independent ones (at least :data:`MIN_EFFECTIVE_CYCLES` cycles): the posterior
+        mean's Monte Carlo error is above ``1 / sqrt(20)``, 0.22 sds."""
+        if self.effective_draws is None or self.settle_cycles < MIN_EFFECTIVE_CYCLES:
+            return torch.zeros_like(self.t, dtype=torch.bool)
+        return self.effective_draws < MIN_EFFECTIVE_DRAWS
 
     @property
     def one_mode_arrived(self) -> bool:
@@ -338,7 +363,12 @@ class DriftCheck:
             settle_t = mean_d / (var_d / k_settle).sqrt().clamp_min(1e-300)
             settle = mean_d / sd
         drift = slope * last_c / sd
-        spread, one_mode = _spread(*self._spread_closed(), sd)
+        squares, dof, means = self._spread_closed()
+        spread, one_mode = _spread(squares, dof, means, sd)
+        effective = None
+        if means is not None and len(means) >= 2:
+            cycle_means = torch.stack([mean for mean, _ in means])
+            effective = _effective_draws(cycle_means, sd, self._draws).cpu()
         return DriftReport(
             t.cpu(),
             drift.cpu(),
@@ -349,7 +379,44 @@ class DriftCheck:
             spread,
             one_mode,
             self.exploring,
+            effective,
         )
+
+
+def effective_size(series: torch.Tensor) -> torch.Tensor:
+    """The effective sample size of each column of ``series`` ``(K, D)``, by Geyer's
+    initial monotone sequence: with ``rho_t`` the autocorrelations (by FFT) and ``P_m =
+    rho_2m + rho_2m+1`` summed while positive and made non-increasing, ``ESS = K / (2
+    sum_m P_m - 1)``, at most ``K log10 K`` (an antithetic series, as Stan allows).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.drift import effective_size
+        >>> white = torch.randn(400, 1, generator=torch.Generator().manual_seed(0))
+        >>> bool(250 < effective_size(white.double()) < 600)
+        True
+    """
+    k = series.shape[0]
+    x = series - series.mean(0)
+    n = 1 << (2 * k - 1).bit_length()  # zero-padded: no circular wrap
+    spectrum = torch.fft.rfft(x, n=n, dim=0)
+    autocov = torch.fft.irfft(spectrum * spectrum.conj(), n=n, dim=0)[:k]
+    rho = autocov / autocov[0].clamp_min(1e-300)
+    m = (k - 1) // 2
+    pairs = rho[0 : 2 * m : 2] + rho[1 : 2 * m : 2]
+    positive = (pairs > 0).cumprod(0).bool()  # up to the first pair that is not
+    monotone = torch.cummin(torch.where(positive, pairs, torch.zeros_like(pairs)), 0).values
+    tau = 2 * monotone.sum(0) - 1
+    return k / tau.clamp_min(1.0 / (k * max(1.0, math.log10(k))))
+
+
+def _effective_draws(cycle_means: torch.Tensor, sd: torch.Tensor, draws: int) -> torch.Tensor:
+    """What the draws are worth in independent ones, per coordinate, from the cycles'
+    means (batch means): the posterior mean's Monte Carlo variance is ``var(m_c) /
+    ESS(m_c)``, so ``n_eff = sd^2 ESS(m_c) / var(m_c)`` (at most the number of draws)."""
+    between = cycle_means.var(0, unbiased=False).clamp_min(1e-300)
+    return (sd * sd * effective_size(cycle_means) / between).clamp(max=float(draws))
 
 
 def _spread(squares, dof: int, means, sd: torch.Tensor) -> tuple:
@@ -379,6 +446,30 @@ def _added(totals: list[torch.Tensor] | None, terms) -> list[torch.Tensor]:
     if totals is None:
         return [term.clone() for term in terms]
     return [total + term for total, term in zip(totals, terms, strict=True)]
+
+
+def effective_draws_message(name: str, report: DriftReport, labels: Sequence[str]) -> str:
+    """The warning for coordinates with few effective draws (``""`` when none)."""
+    chosen = sorted(
+        (int(i) for i in report.few_effective.nonzero()[:, 0]),
+        key=lambda i: float(report.effective_draws[i]),
+    )
+    if not chosen:
+        return ""
+    shown = ", ".join(f"{labels[i]} {float(report.effective_draws[i]):.0f}" for i in chosen[:6])
+    more = f" and {len(chosen) - 6} more" if len(chosen) > 6 else ""
+    worst = float(report.effective_draws[chosen[0]])
+    return (
+        f"{name}: few effective draws: along some coordinates the draws are worth fewer "
+        f"than {MIN_EFFECTIVE_DRAWS} independent ones ({shown}{more}; from the "
+        f"{report.settle_cycles} cycles' means, which follow each other from cycle to "
+        "cycle), so the posterior means' Monte Carlo error is up to "
+        f"{1 / math.sqrt(max(worst, 1e-12)):.2g} posterior sds and the sds are as "
+        "uncertain. Run more cycles (the error falls as one over the square root of "
+        "their number) or longer cycles (steps_per_cycle). Per coordinate in "
+        "diagnostics()['drift_check'] (effective_draws) and in the InferenceData's attrs "
+        "(drift_check_flagged); the run is marked in attrs['sampler_warnings']."
+    )
 
 
 def drift_message(name: str, report: DriftReport, labels: Sequence[str]) -> str:
@@ -424,8 +515,10 @@ def drift_message(name: str, report: DriftReport, labels: Sequence[str]) -> str:
             "), while the cycles' means spread with no gap, as over one mode. So the "
             "draws' spread is set by where each exploration stage stopped, and noise-free "
             "exploration pulls the chain towards the mode: the draws are too narrow there "
-            "(a slow, curved direction). Pass exploration_fraction=0 (noise throughout: "
-            "on one mode the exploration buys nothing) or longer cycles (steps_per_cycle)."
+            "(a slow, curved direction). Pass exploration_noise='always' (noise in the "
+            "exploration stage from the first cycle: on one mode the exploration buys "
+            "nothing; by default it comes once every coordinate's cycles show one mode) "
+            "or longer cycles (steps_per_cycle)."
         )
     parts.append(
         "Per coordinate in diagnostics()['drift_check'] and in the InferenceData's attrs "
