@@ -66,9 +66,7 @@ class ChainRun:
 
     def __post_init__(self) -> None:
         if self.drift is None:  # cycles with a noise-free exploration stage, or without
-            config = self.chain.config
-            exploring = config.layout.num_exploration_steps > 0
-            self.drift = DriftCheck(exploring and config.exploration_noise != "always")
+            self.drift = DriftCheck(self.chain.config.layout.num_exploration_steps > 0)
 
     @property
     def state(self):

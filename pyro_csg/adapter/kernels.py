@@ -30,13 +30,7 @@ from ..services.checkpoint import Checkpoint
 from ..services.distributed import RankShare
 from ..services.resume import ChainRecord, verify_potential
 from ..services.store import STATS
-from .chain_run import (
-    ChainRun,
-    checks_attrs,
-    checks_by_coordinate,
-    estimator_attrs,
-    tuning_attrs,
-)
+from .chain_run import ChainRun, checks_attrs, checks_by_coordinate, estimator_attrs, tuning_attrs
 from .chain_setup import (
     build_potential,
     compile_model_potential,
