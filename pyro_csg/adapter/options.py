@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..core.checks import check_positive
-from ..core.sampler import EXPLORATION_NOISE
+from ..core.sampler import check_exploration_noise
 from ..core.schedules import CosineCyclical, CycleLayout, Schedule
 from ..services.checkpoint import Checkpoint, as_checkpoint
 
@@ -196,12 +196,7 @@ def kernel_options(
     compile_potential = _nuts_keywords(name, nuts_keywords or {}, compile_potential)
     _check_callables(model, potential_fn, init_strategy, transforms, process_group)
     layout = CycleLayout(steps_per_cycle, exploration_fraction, samples_per_cycle)
-    if exploration_noise not in EXPLORATION_NOISE:
-        raise ValueError(
-            f"exploration_noise must be one of {', '.join(map(repr, EXPLORATION_NOISE))} "
-            "(noise in the exploration stage once the cycles show one mode, never: the "
-            f"paper's, or from the first cycle), got {exploration_noise!r}"
-        )
+    check_exploration_noise(exploration_noise)
     _check_flags(control_variates, preconditioner, optimize_start, compile_potential, potential_fn)
     auto_step_size = step_size is None and schedule is None
     step_scale = check_positive("step_scale", step_scale)

@@ -58,6 +58,7 @@ __all__ = [
     "advance",
     "advance_safely",
     "backoff_message",
+    "check_exploration_noise",
     "explore_with_noise",
     "EXPLORATION_NOISE",
     "run",
@@ -70,6 +71,17 @@ from the device, so it is batched rather than per step."""
 EXPLORATION_NOISE = ("auto", "never", "always")
 """When the exploration stage has Langevin noise: once the cycles show one mode, never
 (the paper's noise-free exploration), or from the first cycle."""
+
+
+def check_exploration_noise(value: Any) -> str:
+    """``value`` if it is one of :data:`EXPLORATION_NOISE`, else a clear error."""
+    if not (isinstance(value, str) and value in EXPLORATION_NOISE):
+        raise ValueError(
+            f"exploration_noise must be one of {', '.join(map(repr, EXPLORATION_NOISE))} "
+            "(noise in the exploration stage once the cycles show one mode, never: the "
+            f"paper's, or from the first cycle), got {value!r}"
+        )
+    return value
 
 MAX_BACKOFFS = 12
 """How often a chain's automatic step may be halved (to ``2**-12`` of the tuned step)
@@ -113,11 +125,7 @@ class SamplerConfig:
     exploration_noise: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.exploration_noise not in EXPLORATION_NOISE:
-            raise ValueError(
-                f"exploration_noise must be one of {', '.join(map(repr, EXPLORATION_NOISE))}, "
-                f"got {self.exploration_noise!r}"
-            )
+        check_exploration_noise(self.exploration_noise)
         if self.preconditioner is None:  # by default with the automatic step size
             object.__setattr__(self, "preconditioner", self.schedule is None)
 
