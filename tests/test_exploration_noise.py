@@ -1,5 +1,5 @@
 """The exploration stage's noise (``exploration_noise``): turned on once the cycles show
-one mode (:func:`pyro_csg.core.sampler.explore_with_noise`), kept off over several modes.
+one mode (:func:`pyro_csg.core.sampler.choose_exploration`), kept off over several modes.
 
 A resumed run makes the same choice: ``tests/test_checkpoint.py``'s run turns the noise
 on at cycle 12 of 42 and is killed before and after it (the draws equal bit for bit)."""
@@ -16,7 +16,7 @@ from test_drift import draws
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
 from pyro_csg.core.diffusions import sgld
 from pyro_csg.core.drift import DriftCheck
-from pyro_csg.core.sampler import SamplerConfig, explore_with_noise, init_chain
+from pyro_csg.core.sampler import SamplerConfig, choose_exploration, init_chain
 from pyro_csg.core.schedules import CycleLayout
 
 COV = torch.tensor([[1.0, 0.99], [0.99, 1.0]])  # sds 1, one direction 199 times softer
@@ -56,6 +56,8 @@ def test_a_slow_direction_on_one_mode_gets_its_spread_back(seed):
     cycles' sds were 0.88-0.95, the first 10 cycles' narrow draws included."""
     kernel, x = run_correlated("auto", seed)
     assert kernel.hyperparameters()["noisy_exploration_from"] == [10]
+    # Each cycle's draws spread over 0.12-0.49 of all draws' sd: never skipped.
+    assert kernel.hyperparameters()["exploration_skipped_cycles"] == [0]
     sd = x.std(0)
     assert ((sd > 0.8) & (sd < 1.2)).all(), sd
     assert x.mean(0).abs().max() < 0.5  # a posterior sd of 1; about 10 effective cycles
@@ -74,7 +76,7 @@ def test_exploration_noise_always_is_noise_from_the_first_cycle():
 def _state_after(check, draws_made, exploration_noise="auto"):
     config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld(), exploration_noise=exploration_noise)
     _, state = init_chain(lambda t, i: ((t**2).sum() / 2, t), torch.zeros(5), config, 0)
-    return explore_with_noise(config, replace(state, draws=draws_made), check)
+    return choose_exploration(config, replace(state, draws=draws_made), check)
 
 
 def test_the_noise_comes_at_a_cycles_start_on_one_mode_only():
@@ -96,6 +98,67 @@ def test_the_noise_comes_at_a_cycles_start_on_one_mode_only():
     short = DriftCheck()
     draws(short, lambda c, p: 0.0, cycles=9, dim=5)  # fewer cycles than the test needs
     assert _state_after(short, 36).noisy_exploration_from is None
+
+
+def test_a_cycle_whose_draws_mix_on_their_own_skips_its_exploration():
+    """Independent draws (spread about 1 of the sd): skipped; within-cycle correlation
+    0.95: the noisy exploration. Decided again at every cycle's start, kept within a cycle."""
+    mixing = DriftCheck()
+    draws(mixing, lambda c, p: 0.0, cycles=12, dim=5, rho=0.0)
+    assert mixing.report().mixes_within_cycles
+    state = _state_after(mixing, 48)
+    assert (state.noisy_exploration_from, state.skipping_exploration) == (12, True)
+    assert state.skipped_cycles == 1
+    slow = DriftCheck()
+    draws(slow, lambda c, p: 0.0, cycles=12, dim=5, rho=0.95)
+    assert not slow.report().mixes_within_cycles
+    state = _state_after(slow, 48)
+    assert (state.noisy_exploration_from, state.skipping_exploration) == (12, False)
+    assert state.skipped_cycles == 0
+    config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld())
+    skipping = replace(state, noisy_exploration_from=5, skipping_exploration=True, draws=49)
+    assert choose_exploration(config, skipping, slow).skipping_exploration  # mid-cycle
+    again = choose_exploration(config, replace(skipping, draws=52), slow)
+    assert not again.skipping_exploration  # the next cycle's start decides again
+    never = _state_after(mixing, 48, "never")
+    assert never.noisy_exploration_from is None and not never.skipping_exploration
+
+
+def counted_gaussian():
+    calls = [0]
+
+    def potential(params):
+        calls[0] += 1
+        return 0.5 * (params["x"] ** 2).sum()
+
+    return potential, calls
+
+
+@pytest.mark.parametrize("kernel_class", [CyclicalSGHMC, CyclicalSGLD])
+def test_skipped_explorations_halve_the_iterations_and_keep_the_posterior(kernel_class):
+    """A standard Gaussian in 3 coordinates, 40 cycles of 200 steps: from cycle 10 the
+    cycles skip their exploration, so the run evaluates the potential about 10 x 200 +
+    30 x 100 times instead of 40 x 200, and its draws are still N(0, 1)."""
+    runs = {}
+    for choice in ("auto", "never"):
+        potential, calls = counted_gaussian()
+        kernel = kernel_class(
+            potential_fn=potential, steps_per_cycle=200, exploration_noise=choice
+        )
+        pyro.set_rng_seed(0)
+        mcmc = MCMC(kernel, num_samples=160, warmup_steps=0, disable_progbar=True,
+                    initial_params={"x": torch.zeros(3)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mcmc.run()
+        runs[choice] = kernel, calls[0], mcmc.get_samples()["x"]
+    kernel, calls, x = runs["auto"]
+    hyper = kernel.hyperparameters()
+    assert hyper["noisy_exploration_from"] == [10]
+    assert hyper["exploration_skipped_cycles"] == [30]
+    assert calls < 0.7 * runs["never"][1], (calls, runs["never"][1])
+    assert ((x.std(0) > 0.8) & (x.std(0) < 1.2)).all(), x.std(0)
+    assert x.mean(0).abs().max() < 0.3, x.mean(0)
 
 
 def test_a_bad_exploration_noise_is_refused_naming_the_choices():

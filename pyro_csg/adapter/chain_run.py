@@ -15,7 +15,7 @@ from ..core.drift import DriftCheck, drift_message, effective_draws_message
 from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import runaway_cycles
-from ..core.sampler import Chain, advance_safely, backoff_message, explore_with_noise, start
+from ..core.sampler import Chain, advance_safely, backoff_message, choose_exploration, start
 from ..core.temperature import TemperatureCheck, TemperatureReport, temperature_message
 from ..services.resume import ChainRecord
 from .pyro_runner import in_warmup_habit, runner_num_samples, runner_progress_bars, warmup_message
@@ -75,7 +75,7 @@ class ChainRun:
     def advance(self, state, layout):
         """The state at the next retained draw, the back-offs on the way recorded (and,
         at a cycle's start, noise in the exploration stage once the draws show one mode)."""
-        state = explore_with_noise(self.chain.config, state, self.drift)
+        state = choose_exploration(self.chain.config, state, self.drift)
         target = layout.retained_iteration(state.draws)
 
         def backed_off(error, step: float) -> None:
@@ -259,16 +259,20 @@ def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
 
 
 def exploration_attrs(runs: list[ChainRun]) -> dict[str, Any]:
-    """From which cycle each chain's exploration stage had Langevin noise (-1: never, as
-    netCDF attrs keep no ``None``), for ``hyperparameters()`` where the kernel decides it
-    (``exploration_noise="auto"`` with an exploration stage)."""
+    """From which cycle each chain's exploration stage stopped being noise-free (-1:
+    never, as netCDF attrs keep no ``None``) and how many cycles skipped it, for
+    ``hyperparameters()`` where the kernel decides it (``exploration_noise="auto"`` with
+    an exploration stage)."""
     config = runs[0].chain.config if runs else None
     if config is None or config.exploration_noise != "auto":
         return {}
     if not config.layout.num_exploration_steps:
         return {}
     cycles = [run.state.noisy_exploration_from for run in runs]
-    return {"noisy_exploration_from": [-1 if cycle is None else cycle for cycle in cycles]}
+    return {
+        "noisy_exploration_from": [-1 if cycle is None else cycle for cycle in cycles],
+        "exploration_skipped_cycles": [run.state.skipped_cycles for run in runs],
+    }
 
 
 def estimator_attrs(runs: list[ChainRun]) -> dict[str, Any]:

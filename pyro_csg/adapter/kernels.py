@@ -480,14 +480,20 @@ class CyclicalSGLD(CyclicalKernel):
         temperature 1 a longer sampling stage gives better within-mode spread (on the
         breast-cancer logistic regression of notebook 1, the median ratio of posterior sds to
         NUTS's was 0.64 with 0.8 and 0.99 with 0.5, 20 cycles of 1000 steps).
-    :param str exploration_noise: when the exploration stage adds Langevin noise:
-        ``"auto"`` (default) from the first cycle after the retained draws' cycles show one
-        mode with no trend (at least 10 cycles whose means spread with no gap, on every
-        coordinate; models of at most 256 coordinates; see
-        :func:`pyro_csg.core.sampler.explore_with_noise`), ``"never"`` (the paper's
-        noise-free exploration, for multimodal targets that the first cycles may not
-        show), or ``"always"``. ``hyperparameters()["noisy_exploration_from"]`` says from
-        which cycle each chain's exploration had noise (-1: never).
+    :param str exploration_noise: what the exploration stage does once it stops paying:
+        ``"auto"`` (default): the paper's noise-free exploration until the retained
+        draws' cycles show one mode with no trend (at least 10 cycles whose means spread
+        with no gap, on every coordinate; models of at most 256 coordinates); from that
+        cycle on, a cycle whose sampling stage mixes on its own (each cycle's draws
+        spread over at least 0.7 of all draws' sd on every coordinate) skips its
+        exploration stage, which halves its cost with the defaults, and any other cycle
+        explores with the sampling stage's Langevin noise (see
+        :func:`pyro_csg.core.sampler.choose_exploration`). ``"never"``: the paper's
+        noise-free exploration throughout, for multimodal targets that the first cycles
+        may not show; ``"always"``: noise in the exploration stage from the first cycle.
+        ``hyperparameters()["noisy_exploration_from"]`` says from which cycle each
+        chain's exploration stopped being noise-free (-1: never) and
+        ``["exploration_skipped_cycles"]`` how many cycles skipped it.
     :param int samples_per_cycle: retained draws per cycle, at most the number of
         sampling-stage steps (default 4).
     :param float temperature: ``T > 0`` (default 1, the posterior).

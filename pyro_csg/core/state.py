@@ -16,9 +16,11 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
   iterations, ``backoffs``, how often the automatic step was halved after the potential
   became NaN or infinite, and ``rejected``, how many proposals into a NaN or infinite
   potential were rejected (:func:`~pyro_csg.core.sampler.advance_safely`);
-* ``noisy_exploration_from``: the cycle from which the exploration stage has Langevin
-  noise too (``None``: noise-free, the paper's; see
-  :func:`~pyro_csg.core.sampler.explore_with_noise`);
+* ``noisy_exploration_from``: the cycle from which the exploration stage is no longer
+  the paper's noise-free one (``None``: it still is): it has Langevin noise, or is
+  skipped; ``skipping_exploration``: whether the current cycle skips it (its draws
+  come from the sampling stage alone), ``skipped_cycles``: how many cycles did (see
+  :func:`~pyro_csg.core.sampler.choose_exploration`);
 * ``estimator``: the gradient estimator's own state (``None`` for the plain minibatch
   estimator; for control variates their centre ``theta_hat`` with the full-data ``U`` and
   gradient there, :class:`~pyro_csg.core.estimators.CentreState`).
@@ -84,6 +86,8 @@ class ChainState:
     backoffs: int = 0
     rejected: int = 0
     noisy_exploration_from: int | None = None
+    skipping_exploration: bool = False
+    skipped_cycles: int = 0
 
     @property
     def started(self) -> bool:
@@ -109,6 +113,8 @@ class ChainState:
             "backoffs": self.backoffs,
             "rejected": self.rejected,
             "noisy_exploration_from": self.noisy_exploration_from,
+            "skipping_exploration": self.skipping_exploration,
+            "skipped_cycles": self.skipped_cycles,
         }
 
     @classmethod
@@ -166,4 +172,6 @@ class ChainState:
             backoffs=int(state.get("backoffs", 0)),
             rejected=int(state.get("rejected", 0)),
             noisy_exploration_from=None if noisy is None else int(noisy),
+            skipping_exploration=bool(state.get("skipping_exploration", False)),
+            skipped_cycles=int(state.get("skipped_cycles", 0)),
         )
