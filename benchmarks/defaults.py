@@ -530,8 +530,16 @@ def run_defaults(name: str, kernel_class, seed: int, cycles: int) -> dict:
     samples = mcmc.get_samples()
     if name in POTENTIALS:
         samples = {"x": kernel.get_samples()["x"]}
-    marked = kernel.hyperparameters().get("sampler_warnings", "")
-    return {"samples": moments(samples), "warnings": kinds, "marked": marked, "seconds": seconds}
+    hyper = kernel.hyperparameters()
+    # Where the noise-free exploration stopped, and how many cycles skipped the stage.
+    exploration = (hyper.get("noisy_exploration_from"), hyper.get("exploration_skipped_cycles"))
+    return {
+        "samples": moments(samples),
+        "warnings": kinds,
+        "marked": hyper.get("sampler_warnings", ""),
+        "seconds": seconds,
+        "exploration": exploration,
+    }
 
 
 def judge(result: dict, ref: dict) -> dict:
@@ -584,9 +592,16 @@ def main() -> None:
                     f"max mean error {outcome['error_sd']:.2f} sd, sd ratios "
                     f"{outcome['sd_ratio'][0]:.2f}-{outcome['sd_ratio'][1]:.2f}"
                 )
+                switched, skipped = outcome.get("exploration", (None, None))
+                exploration = (
+                    f"; exploration noise-free until cycle {switched[0]}, {skipped[0]} skipped"
+                    if switched and switched[0] >= 0
+                    else ""
+                )
                 print(
                     f"  {kernel_name:14s} seed {seed}: {outcome['verdict']:6s} {detail}; "
                     f"warnings {outcome['warnings'] or '-'}; {outcome['seconds']:.1f} s"
+                    f"{exploration}"
                 )
     print("\n" + ", ".join(f"{verdict}: {n}" for verdict, n in sorted(counts.items())))
 

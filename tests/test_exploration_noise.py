@@ -4,6 +4,7 @@ one mode (:func:`pyro_csg.core.sampler.choose_exploration`), kept off over sever
 A resumed run makes the same choice: ``tests/test_checkpoint.py``'s run turns the noise
 on at cycle 12 of 42 and is killed before and after it (the draws equal bit for bit)."""
 
+import io
 import warnings
 from dataclasses import replace
 
@@ -102,7 +103,7 @@ def test_the_noise_comes_at_a_cycles_start_on_one_mode_only():
 
 def test_a_cycle_whose_draws_mix_on_their_own_skips_its_exploration():
     """Independent draws (spread about 1 of the sd): skipped; within-cycle correlation
-    0.95: the noisy exploration. Decided again at every cycle's start, kept within a cycle."""
+    0.95: the noisy exploration. Decided once, where the noise-free exploration stops."""
     mixing = DriftCheck()
     draws(mixing, lambda c, p: 0.0, cycles=12, dim=5, rho=0.0)
     assert mixing.report().mixes_within_cycles
@@ -117,9 +118,9 @@ def test_a_cycle_whose_draws_mix_on_their_own_skips_its_exploration():
     assert state.skipped_cycles == 0
     config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld())
     skipping = replace(state, noisy_exploration_from=5, skipping_exploration=True, draws=49)
-    assert choose_exploration(config, skipping, slow).skipping_exploration  # mid-cycle
-    again = choose_exploration(config, replace(skipping, draws=52), slow)
-    assert not again.skipping_exploration  # the next cycle's start decides again
+    assert choose_exploration(config, skipping, slow).skipped_cycles == 0  # mid-cycle
+    later = choose_exploration(config, replace(skipping, draws=52), slow)
+    assert later.skipping_exploration and later.skipped_cycles == 1  # kept, counted
     never = _state_after(mixing, 48, "never")
     assert never.noisy_exploration_from is None and not never.skipping_exploration
 
@@ -159,6 +160,39 @@ def test_skipped_explorations_halve_the_iterations_and_keep_the_posterior(kernel
     assert calls < 0.7 * runs["never"][1], (calls, runs["never"][1])
     assert ((x.std(0) > 0.8) & (x.std(0) < 1.2)).all(), x.std(0)
     assert x.mean(0).abs().max() < 0.3, x.mean(0)
+
+
+def test_a_run_continued_from_its_state_dict_skips_as_the_whole_run():
+    """The choice is kept in the chain's state: a kernel loaded from a state_dict (no
+    draws for its drift check to see) goes on skipping where the whole run does."""
+
+    def sampled(kernel, num_samples):
+        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=0, disable_progbar=True,
+                    initial_params={"x": torch.zeros(3)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mcmc.run()
+        return mcmc.get_samples()["x"]
+
+    def kernel():
+        return CyclicalSGHMC(potential_fn=counted_gaussian()[0], steps_per_cycle=100)
+
+    pyro.set_rng_seed(0)
+    whole = kernel()
+    all_draws = sampled(whole, 56)
+    pyro.set_rng_seed(0)
+    first = kernel()
+    head = sampled(first, 48)
+    assert first.hyperparameters()["exploration_skipped_cycles"] == [2]  # cycles 10, 11
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    later = kernel()
+    later.load_state_dict(torch.load(buffer, weights_only=True))
+    tail = sampled(later, 8)
+    assert torch.equal(torch.cat([head, tail]), all_draws)
+    assert later.hyperparameters()["exploration_skipped_cycles"] == [4]
+    assert whole.hyperparameters()["exploration_skipped_cycles"] == [4]
 
 
 def test_a_bad_exploration_noise_is_refused_naming_the_choices():

@@ -642,12 +642,15 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
        noise-free exploration. From the cycle where they do, ``noisy_exploration_from``
        (kept in the state, so that a resumed run makes the same choice), it stops:
     2. where each cycle's draws spread over most of the posterior on their own
-       (:attr:`~pyro_csg.core.drift.DriftReport.mixes_within_cycles`, decided again at
-       every cycle's start: ``skipping_exploration``, counted in ``skipped_cycles``), the
-       cycle skips its exploration stage: iterations ``E + 1, ..., L`` of the cycle run
-       (the schedule, the retained positions and the iteration count are unchanged), the
-       chain going on from where the last cycle's sampling stage ended;
+       (:attr:`~pyro_csg.core.drift.DriftReport.mixes_within_cycles`, decided at the
+       same cycle, ``skipping_exploration``; ``skipped_cycles`` counts the cycles), every
+       cycle skips its exploration stage: only the positions ``E, ..., L - 1`` of a cycle
+       run (the schedule, the retained positions and the iteration count are unchanged),
+       the chain going on from where the last cycle's sampling stage ended;
     3. otherwise the exploration stage adds the sampling stage's Langevin noise.
+
+    Both choices are made once and kept in the state, so that a run continued from its
+    ``state_dict`` alone (without its draws to show the drift check) goes on as it was.
 
     Why 3: on one mode the noise-free exploration finds nothing new, and it pulls every
     cycle to the mode, from where the sampling stage's small steps do not spread the
@@ -672,16 +675,12 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
         and layout.num_exploration_steps
         and state.draws % layout.samples_per_cycle == 0
     ):
-        report = drift.report()
-        cycle = state.draws // layout.samples_per_cycle
-        if state.noisy_exploration_from is None and report is not None:
-            if report.one_mode_arrived:
-                state = replace(state, noisy_exploration_from=cycle)
-        if state.noisy_exploration_from is not None:
-            skip = report is not None and report.mixes_within_cycles
-            state = replace(
-                state, skipping_exploration=skip, skipped_cycles=state.skipped_cycles + skip
-            )
+        report = None if state.noisy_exploration_from is not None else drift.report()
+        if report is not None and report.one_mode_arrived:
+            cycle, skip = state.draws // layout.samples_per_cycle, report.mixes_within_cycles
+            state = replace(state, noisy_exploration_from=cycle, skipping_exploration=skip)
+        if state.skipping_exploration:
+            state = replace(state, skipped_cycles=state.skipped_cycles + 1)
     if state.noisy_exploration_from is not None:
         drift.stop_exploring()
     return state
