@@ -484,10 +484,10 @@ class CyclicalSGLD(CyclicalKernel):
         ``"auto"`` (default): the paper's noise-free exploration until the retained
         draws' cycles show one mode with no trend (at least 10 cycles whose means spread
         with no gap, on every coordinate; models of at most 256 coordinates); from that
-        cycle on, a cycle whose sampling stage mixes on its own (each cycle's draws
-        spread over at least 0.7 of all draws' sd on every coordinate) skips its
-        exploration stage, which halves its cost with the defaults, and any other cycle
-        explores with the sampling stage's Langevin noise (see
+        cycle on, where the sampling stage mixes on its own (each cycle's draws spread
+        over at least 0.7 of all draws' sd on every coordinate) the cycles skip their
+        exploration stage, which halves their cost with the defaults, and elsewhere they
+        explore with the sampling stage's Langevin noise (see
         :func:`pyro_csg.core.sampler.choose_exploration`). ``"never"``: the paper's
         noise-free exploration throughout, for multimodal targets that the first cycles
         may not show; ``"always"``: noise in the exploration stage from the first cycle.
