@@ -1,7 +1,9 @@
 """The cyclical SG-MCMC sampler: a chain's working parts, its start and its hot loop.
 
 With ``U~`` the minibatch potential, ``k = 1, 2, ...`` the iteration, ``L`` the cycle's
-length and ``beta`` its exploration fraction, iteration ``k`` is::
+length and ``beta`` its exploration fraction, iteration ``k`` is (skipped where
+``mod(k - 1, L) < beta L`` and ``c(k) >= c_noisy`` in a chain that skips its
+explorations)::
 
     eta_k  = schedule(k)                      (cosine: (eta_1 / 2) (cos(pi mod(k-1, L) / L) + 1))
     state  <- rescale(state, eta_k / eta_{k-1})     (the diffusion's, if it has one)
@@ -10,8 +12,8 @@ length and ``beta`` its exploration fraction, iteration ``k`` is::
     U~, g  <- estimator(theta; next minibatch)
 
 ``c(k)`` is iteration ``k``'s cycle and ``c_noisy`` the cycle from which the exploration
-stage has noise too (by default from when the cycles show one mode:
-:func:`choose_exploration`). ``update`` is the diffusion's
+stage has noise too, or is skipped where each cycle's draws mix on their own (by
+default from when the cycles show one mode: :func:`choose_exploration`). ``update`` is the diffusion's
 (:mod:`pyro_csg.core.diffusions`), preconditioned by ``G`` when the tuning chose one;
 ``V`` is the measured minibatch noise per unit step (the noise correction,
 :mod:`pyro_csg.core.tuning`); the estimator (:mod:`pyro_csg.core.estimators`) may refresh
