@@ -13,8 +13,9 @@ explorations)::
 
 ``c(k)`` is iteration ``k``'s cycle and ``c_noisy`` the cycle from which the exploration
 stage has noise too, or is skipped where each cycle's draws mix on their own (by
-default from when the cycles show one mode: :func:`choose_exploration`). ``update`` is the diffusion's
-(:mod:`pyro_csg.core.diffusions`), preconditioned by ``G`` when the tuning chose one;
+default from when the cycles show one mode: :func:`choose_exploration`). ``update`` is
+the diffusion's (:mod:`pyro_csg.core.diffusions`), preconditioned by ``G`` when the
+tuning chose one;
 ``V`` is the measured minibatch noise per unit step (the noise correction,
 :mod:`pyro_csg.core.tuning`); the estimator (:mod:`pyro_csg.core.estimators`) may refresh
 itself at fixed positions of every cycle (control variates re-centre there). The ``n``-th
