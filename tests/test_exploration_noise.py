@@ -17,7 +17,7 @@ from test_drift import draws
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
 from pyro_csg.core.diffusions import sgld
 from pyro_csg.core.drift import DriftCheck
-from pyro_csg.core.sampler import SamplerConfig, choose_exploration, init_chain
+from pyro_csg.core.sampler import SamplerConfig, choose_exploration, init_chain, skipped_cycles
 from pyro_csg.core.schedules import CycleLayout
 
 COV = torch.tensor([[1.0, 0.99], [0.99, 1.0]])  # sds 1, one direction 199 times softer
@@ -107,20 +107,20 @@ def test_a_cycle_whose_draws_mix_on_their_own_skips_its_exploration():
     mixing = DriftCheck()
     draws(mixing, lambda c, p: 0.0, cycles=12, dim=5, rho=0.0)
     assert mixing.report().mixes_within_cycles
+    config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld())
     state = _state_after(mixing, 48)
     assert (state.noisy_exploration_from, state.skipping_exploration) == (12, True)
-    assert state.skipped_cycles == 1
+    assert skipped_cycles(config, replace(state, draws=49)) == 1  # cycle 12 begun
     slow = DriftCheck()
     draws(slow, lambda c, p: 0.0, cycles=12, dim=5, rho=0.95)
     assert not slow.report().mixes_within_cycles
     state = _state_after(slow, 48)
     assert (state.noisy_exploration_from, state.skipping_exploration) == (12, False)
-    assert state.skipped_cycles == 0
-    config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld())
-    skipping = replace(state, noisy_exploration_from=5, skipping_exploration=True, draws=49)
-    assert choose_exploration(config, skipping, slow).skipped_cycles == 0  # mid-cycle
-    later = choose_exploration(config, replace(skipping, draws=52), slow)
-    assert later.skipping_exploration and later.skipped_cycles == 1  # kept, counted
+    assert skipped_cycles(config, replace(state, draws=60)) == 0
+    skipping = replace(state, noisy_exploration_from=5, skipping_exploration=True, draws=52)
+    later = choose_exploration(config, skipping, slow)
+    assert later.skipping_exploration  # kept: not decided again on the slow draws
+    assert skipped_cycles(config, replace(later, draws=56)) == 9  # cycles 5 to 13
     never = _state_after(mixing, 48, "never")
     assert never.noisy_exploration_from is None and not never.skipping_exploration
 

@@ -15,7 +15,14 @@ from ..core.drift import DriftCheck, drift_message, effective_draws_message
 from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.runaway import runaway_cycles
-from ..core.sampler import Chain, advance_safely, backoff_message, choose_exploration, start
+from ..core.sampler import (
+    Chain,
+    advance_safely,
+    backoff_message,
+    choose_exploration,
+    skipped_cycles,
+    start,
+)
 from ..core.temperature import TemperatureCheck, TemperatureReport, temperature_message
 from ..services.resume import ChainRecord
 from .pyro_runner import in_warmup_habit, runner_num_samples, runner_progress_bars, warmup_message
@@ -74,7 +81,7 @@ class ChainRun:
 
     def advance(self, state, layout):
         """The state at the next retained draw, the back-offs on the way recorded (and,
-        at a cycle's start, noise in the exploration stage once the draws show one mode)."""
+        at a cycle's start, what its exploration stage does: :func:`choose_exploration`)."""
         state = choose_exploration(self.chain.config, state, self.drift)
         target = layout.retained_iteration(state.draws)
 
@@ -271,7 +278,7 @@ def exploration_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     cycles = [run.state.noisy_exploration_from for run in runs]
     return {
         "noisy_exploration_from": [-1 if cycle is None else cycle for cycle in cycles],
-        "exploration_skipped_cycles": [run.state.skipped_cycles for run in runs],
+        "exploration_skipped_cycles": [skipped_cycles(config, run.state) for run in runs],
     }
 
 

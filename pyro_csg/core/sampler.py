@@ -63,6 +63,7 @@ __all__ = [
     "backoff_message",
     "check_exploration_noise",
     "choose_exploration",
+    "skipped_cycles",
     "EXPLORATION_NOISE",
     "run",
 ]
@@ -646,7 +647,7 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
        (kept in the state, so that a resumed run makes the same choice), it stops:
     2. where each cycle's draws spread over most of the posterior on their own
        (:attr:`~pyro_csg.core.drift.DriftReport.mixes_within_cycles`, decided at the
-       same cycle, ``skipping_exploration``; ``skipped_cycles`` counts the cycles), every
+       same cycle: ``skipping_exploration``; :func:`skipped_cycles` counts them), every
        cycle skips its exploration stage: only the positions ``E, ..., L - 1`` of a cycle
        run (the schedule, the retained positions and the iteration count are unchanged),
        the chain going on from where the last cycle's sampling stage ended;
@@ -682,11 +683,32 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
         if report is not None and report.one_mode_arrived:
             cycle, skip = state.draws // layout.samples_per_cycle, report.mixes_within_cycles
             state = replace(state, noisy_exploration_from=cycle, skipping_exploration=skip)
-        if state.skipping_exploration:
-            state = replace(state, skipped_cycles=state.skipped_cycles + 1)
     if state.noisy_exploration_from is not None:
         drift.stop_exploring()
     return state
+
+
+def skipped_cycles(config: SamplerConfig, state: ChainState) -> int:
+    """How many of the cycles begun so far skipped their exploration stage
+    (:func:`choose_exploration`): every one from ``noisy_exploration_from`` on, or none.
+
+    Example::
+
+        >>> from dataclasses import replace
+        >>> import torch
+        >>> from pyro_csg.core.diffusions import sgld
+        >>> from pyro_csg.core.sampler import SamplerConfig, init_chain, skipped_cycles
+        >>> from pyro_csg.core.schedules import CycleLayout
+        >>> config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld())
+        >>> _, state = init_chain(lambda t, i: ((t**2).sum() / 2, t), torch.zeros(2), config, 0)
+        >>> state = replace(state, noisy_exploration_from=10, skipping_exploration=True)
+        >>> skipped_cycles(config, replace(state, draws=49))  # cycles 10, 11 and 12
+        3
+    """
+    if not state.skipping_exploration:
+        return 0
+    begun = -(-state.draws // config.layout.samples_per_cycle)  # the current one included
+    return begun - state.noisy_exploration_from
 
 
 MAX_REJECTED = 0.5

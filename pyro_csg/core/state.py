@@ -17,10 +17,9 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
   became NaN or infinite, and ``rejected``, how many proposals into a NaN or infinite
   potential were rejected (:func:`~pyro_csg.core.sampler.advance_safely`);
 * ``noisy_exploration_from``: the cycle from which the exploration stage is no longer
-  the paper's noise-free one (``None``: it still is): it has Langevin noise, or is
-  skipped; ``skipping_exploration``: whether the current cycle skips it (its draws
-  come from the sampling stage alone), ``skipped_cycles``: how many cycles did (see
-  :func:`~pyro_csg.core.sampler.choose_exploration`);
+  the paper's noise-free one (``None``: it still is): it has Langevin noise, or, with
+  ``skipping_exploration``, the cycles from that one on skip it (their draws come from
+  the sampling stage alone; see :func:`~pyro_csg.core.sampler.choose_exploration`);
 * ``estimator``: the gradient estimator's own state (``None`` for the plain minibatch
   estimator; for control variates their centre ``theta_hat`` with the full-data ``U`` and
   gradient there, :class:`~pyro_csg.core.estimators.CentreState`).
@@ -87,7 +86,6 @@ class ChainState:
     rejected: int = 0
     noisy_exploration_from: int | None = None
     skipping_exploration: bool = False
-    skipped_cycles: int = 0
 
     @property
     def started(self) -> bool:
@@ -114,7 +112,6 @@ class ChainState:
             "rejected": self.rejected,
             "noisy_exploration_from": self.noisy_exploration_from,
             "skipping_exploration": self.skipping_exploration,
-            "skipped_cycles": self.skipped_cycles,
         }
 
     @classmethod
@@ -173,5 +170,4 @@ class ChainState:
             rejected=int(state.get("rejected", 0)),
             noisy_exploration_from=None if noisy is None else int(noisy),
             skipping_exploration=bool(state.get("skipping_exploration", False)),
-            skipped_cycles=int(state.get("skipped_cycles", 0)),
         )
