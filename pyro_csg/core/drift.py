@@ -296,7 +296,7 @@ class DriftCheck:
 
     def stop_exploring(self) -> None:
         """The cycles from here on start without a noise-free exploration stage (the
-        sampler turned its noise on), so their spread within a cycle is not tested."""
+        sampler gave it noise or skips it), so their spread within a cycle is not tested."""
         if self.exploring:
             self.exploring, self._report = False, None
 

@@ -73,8 +73,9 @@ CHECK_EVERY = 100
 from the device, so it is batched rather than per step."""
 
 EXPLORATION_NOISE = ("auto", "never", "always")
-"""When the exploration stage has Langevin noise: once the cycles show one mode, never
-(the paper's noise-free exploration), or from the first cycle."""
+"""What the exploration stage does: the paper's until the cycles show one mode, then
+skipped where each cycle's draws mix on their own and noisy elsewhere; the paper's
+noise-free exploration throughout; or noise from the first cycle."""
 
 
 def check_exploration_noise(value: Any) -> str:
@@ -82,8 +83,8 @@ def check_exploration_noise(value: Any) -> str:
     if not (isinstance(value, str) and value in EXPLORATION_NOISE):
         raise ValueError(
             f"exploration_noise must be one of {', '.join(map(repr, EXPLORATION_NOISE))} "
-            "(noise in the exploration stage once the cycles show one mode, never: the "
-            f"paper's, or from the first cycle), got {value!r}"
+            "(once the cycles show one mode the exploration stage is skipped or gets noise, "
+            f"never: the paper's, or noise from the first cycle), got {value!r}"
         )
     return value
 
@@ -676,10 +677,11 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
     layout = config.layout
     if (
         config.exploration_noise == "auto"
+        and state.noisy_exploration_from is None
         and layout.num_exploration_steps
         and state.draws % layout.samples_per_cycle == 0
     ):
-        report = None if state.noisy_exploration_from is not None else drift.report()
+        report = drift.report()
         if report is not None and report.one_mode_arrived:
             cycle, skip = state.draws // layout.samples_per_cycle, report.mixes_within_cycles
             state = replace(state, noisy_exploration_from=cycle, skipping_exploration=skip)
