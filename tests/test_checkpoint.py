@@ -122,7 +122,9 @@ def test_ctrl_c_keeps_every_draw_and_the_run_resumes(tmp_path, reference):
     # signal lands mid-run however loaded the machine is. (The child restores the SIGINT
     # handler that a background launch, `make test &`, would have switched off.)
     process = start(folder, out, "--pause-per-draw", "0.02")
-    wait_for_draws(process, folder, 40)
+    # The 41st draw's file is written after the 40th draw is committed. (A signal between a
+    # draw's file and its commit leaves that draw uncounted, and its file is cleared.)
+    wait_for_draws(process, folder, 41)
     process.send_signal(signal.SIGINT)
     code, stdout, stderr = finish(process)
     assert code == 3, (code, out.exists(), draws_on_disk(folder), stdout, stderr)
@@ -140,6 +142,37 @@ def test_ctrl_c_keeps_every_draw_and_the_run_resumes(tmp_path, reference):
     code, _, stderr = finish(start(folder, out))
     assert code == 0, stderr
     assert_same_as_reference(out, reference)
+
+
+def test_a_stop_between_a_draws_file_and_its_commit_keeps_disk_and_count_agreeing(
+    tmp_path, reference, monkeypatch
+):
+    """Ctrl-C lands after the 20th retained draw's file is written, before the chain counts
+    it: the file is cleared, the checkpoint, the store and get_samples() all say 19, and the
+    resumed run makes the draw again, the same as the uninterrupted run's."""
+    from pyro_csg.services.resume import ChainRecord
+
+    folder = tmp_path / "run"
+    real_commit, commits = ChainRecord.commit, [0]
+
+    def commit(self, state, draw, per_cycle):
+        commits[0] += 1
+        if commits[0] == WARMUP + 20:
+            raise KeyboardInterrupt
+        real_commit(self, state, draw, per_cycle)
+
+    monkeypatch.setattr(ChainRecord, "commit", commit)
+    mcmc = build(folder)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        mcmc.run(*data(), subsample_size=B)
+    assert "stopped after 19 retained draw(s)" in caught.value.__notes__[0]
+    assert len(mcmc.kernel.get_samples()["w"]) == 19
+    assert draws_on_disk(folder) == 19
+    assert to_inference_data(folder).posterior.sizes["draw"] == 19
+    monkeypatch.setattr(ChainRecord, "commit", real_commit)
+    mcmc = build(folder)
+    mcmc.run(*data(), subsample_size=B)
+    assert torch.equal(mcmc.get_samples()["w"], reference[0]["w"])
 
 
 def test_a_finished_run_rerun_reads_its_draws_back(tmp_path, reference):

@@ -267,6 +267,14 @@ class ChainRecord:
                 self.save_checkpoint()
             except Exception as failure:  # noqa: BLE001 -- report, keep the first error
                 error.add_note(f"pyro-csg: writing the checkpoint failed too: {failure!r}")
+        if files is not None:
+            # A stop between a draw's file and its commit leaves one draw the state has not
+            # counted (a resume makes it again): off the disk, so the store, the checkpoint
+            # and get_samples() agree on what the run kept.
+            try:
+                files.writer.truncate(self.kept)
+            except OSError as failure:
+                error.add_note(f"pyro-csg: clearing an uncommitted draw failed: {failure!r}")
         error.add_note(self._stop_note(isinstance(error, KeyboardInterrupt), per_cycle))
         error._pyro_csg_noted = True
         if isinstance(error, NonFiniteError):
