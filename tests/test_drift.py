@@ -67,6 +67,25 @@ def test_draws_still_settling_within_every_cycle_are_flagged():
     assert "Still settling" in message and "x[7]" in message and "travelling" not in message
 
 
+def test_the_lean_of_cycles_that_skip_their_exploration_is_not_tested():
+    """Cycles that skip their exploration go on from where the last one ended: their
+    draws' lean within a cycle is not a start still settling, and is left out of the
+    test (it counts on cycles independent); the cycles before the skip still count."""
+    lean = torch.zeros(20)
+    lean[7] = 2.0
+    check = DriftCheck()
+    check.stop_exploring(skipping_from=0)  # every cycle skips: nothing tested
+    report = draws(check, lambda c, p: lean * 0.5**p)
+    assert not report.settling.any() and report.lean_cycles == 0
+    assert report.settle_cycles == 30  # still counted for the other tests
+    check = DriftCheck()
+    check.stop_exploring(skipping_from=20)  # cycles 0-19 restart and lean: flagged
+    report = draws(check, lambda c, p: lean * 0.5**p)
+    assert report.settling.nonzero().flatten().tolist() == [7] and report.lean_cycles == 20
+    message = drift_message("CyclicalSGLD: chain 0", report, [f"x[{i}]" for i in range(20)])
+    assert "within each of 20 cycles" in message
+
+
 def test_too_few_cycles_flag_nothing():
     step = torch.full((20,), 1.0)
     report = draws(DriftCheck(), lambda c, p: c * step, cycles=5)

@@ -20,7 +20,9 @@ from ..core.sampler import (
     advance_safely,
     backoff_message,
     choose_exploration,
+    sampling_stride,
     skipped_cycles,
+    skipping_from,
     start,
 )
 from ..core.temperature import TemperatureCheck, TemperatureReport, temperature_message
@@ -98,6 +100,9 @@ class ChainRun:
         kept = record.replayed >= record.warmup_steps
         draw = record.replay()
         if kept:
+            if record.state.noisy_exploration_from is not None:
+                # (The restored state's choice, known before its cycles' draws come.)
+                self.drift.stop_exploring(skipping_from(record.state))
             self.drift.add(record.stats["cycle"][-1], record.flat.flatten(draw))
         return draw
 
@@ -267,7 +272,8 @@ def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
 
 def exploration_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     """From which cycle each chain's exploration stage stopped being noise-free (-1:
-    never, as netCDF attrs keep no ``None``) and how many cycles skipped it, for
+    never, as netCDF attrs keep no ``None``), how many cycles skipped it and their
+    sampling stride, for
     ``hyperparameters()`` where the kernel decides it (``exploration_noise="auto"`` with
     an exploration stage)."""
     config = runs[0].chain.config if runs else None
@@ -279,6 +285,10 @@ def exploration_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     return {
         "noisy_exploration_from": [-1 if cycle is None else cycle for cycle in cycles],
         "exploration_skipped_cycles": [skipped_cycles(config, run.state) for run in runs],
+        "sampling_stride": [
+            sampling_stride(config.layout) if run.state.skipping_exploration else 1
+            for run in runs
+        ],
     }
 
 

@@ -252,3 +252,33 @@ class CycleLayout:
             raise ValueError(f"draws are counted from 0, got n={n}")
         cycle, m = divmod(n, self.samples_per_cycle)
         return cycle * self.steps_per_cycle + self.retained_positions[m] + 1
+
+    def idle_positions(self, stride: int) -> tuple[bool, ...]:
+        """Per position of a cycle, whether a cycle that skips its exploration stage
+        leaves it out: the exploration stage's ``0, ..., E - 1``, and in the sampling stage
+        all but every ``stride``-th position counted back from each retained one.
+
+        The positions that run keep the schedule's step at their place in the cycle, so
+        the chain meets the step sizes of a cycle ``stride`` times shorter (``stride = 1``:
+        every sampling-stage position runs), and every retained position runs.
+
+        Example::
+
+            >>> from pyro_csg.core.schedules import CycleLayout
+            >>> layout = CycleLayout(steps_per_cycle=12, exploration_fraction=0.5,
+            ...                      samples_per_cycle=2)
+            >>> layout.retained_positions
+            (8, 11)
+            >>> idle = layout.idle_positions(2)
+            >>> [n for n in range(12) if not idle[n]]
+            [6, 8, 9, 11]
+        """
+        if not (isinstance(stride, int) and stride >= 1):
+            raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+        idle = [True] * self.steps_per_cycle
+        start = self.num_exploration_steps
+        for retained in self.retained_positions:
+            for position in range(retained, start - 1, -stride):
+                idle[position] = False
+            start = retained + 1
+        return tuple(idle)
