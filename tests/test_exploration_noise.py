@@ -177,7 +177,8 @@ def test_a_run_continued_from_its_state_dict_skips_as_the_whole_run():
         return mcmc.get_samples()["x"]
 
     def kernel():
-        return CyclicalSGHMC(potential_fn=counted_gaussian()[0], steps_per_cycle=100)
+        # 400 steps: the skipping cycles run every 2nd sampling-stage position.
+        return CyclicalSGHMC(potential_fn=counted_gaussian()[0], steps_per_cycle=400)
 
     pyro.set_rng_seed(0)
     whole = kernel()
@@ -195,6 +196,7 @@ def test_a_run_continued_from_its_state_dict_skips_as_the_whole_run():
     assert torch.equal(torch.cat([head, tail]), all_draws)
     assert later.hyperparameters()["exploration_skipped_cycles"] == [4]
     assert whole.hyperparameters()["exploration_skipped_cycles"] == [4]
+    assert later.hyperparameters()["sampling_stride"] == [2]
 
 
 def test_a_bad_exploration_noise_is_refused_naming_the_choices():
