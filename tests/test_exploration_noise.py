@@ -74,8 +74,9 @@ def test_exploration_noise_always_is_noise_from_the_first_cycle():
     assert ((x.std(0) > 0.8) & (x.std(0) < 1.25)).all()
 
 
-def _state_after(check, draws_made, exploration_noise="auto"):
-    config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld(), exploration_noise=exploration_noise)
+def _state_after(check, draws_made, exploration_noise="auto", steps=100):
+    layout = CycleLayout(steps, 0.5, 4)
+    config = SamplerConfig(layout, sgld(), exploration_noise=exploration_noise)
     _, state = init_chain(lambda t, i: ((t**2).sum() / 2, t), torch.zeros(5), config, 0)
     return choose_exploration(config, replace(state, draws=draws_made), check)
 
@@ -123,6 +124,26 @@ def test_a_cycle_whose_draws_mix_on_their_own_skips_its_exploration():
     assert skipped_cycles(config, replace(later, draws=56)) == 9  # cycles 5 to 13
     never = _state_after(mixing, 48, "never")
     assert never.noisy_exploration_from is None and not never.skipping_exploration
+
+
+def test_the_sampling_stride_needs_draws_that_mix_with_a_margin():
+    """Cycles of 1,000 steps (125 between draws): independent draws (spread about 1) skip
+    with the stride of 5; draws with within-cycle correlation 0.55 (spread about 0.77)
+    skip their exploration but run their whole sampling stage."""
+    mixing = DriftCheck()
+    draws(mixing, lambda c, p: 0.0, cycles=12, dim=5, rho=0.0)
+    state = _state_after(mixing, 48, steps=1000)
+    assert (state.skipping_exploration, state.sampling_stride) == (True, 5)
+    marginal = DriftCheck()
+    draws(marginal, lambda c, p: 0.0, cycles=200, dim=5, rho=0.55)
+    report = marginal.report()
+    assert 0.7 < report.spread.min() < 0.8, report.spread
+    assert report.mixes_within_cycles and not report.mixes_with_margin
+    state = _state_after(marginal, 800, steps=1000)
+    assert (state.skipping_exploration, state.sampling_stride) == (True, 1)
+    slow = DriftCheck()
+    draws(slow, lambda c, p: 0.0, cycles=12, dim=5, rho=0.95)
+    assert _state_after(slow, 48, steps=1000).sampling_stride == 1  # noisy exploration
 
 
 def counted_gaussian():

@@ -20,7 +20,6 @@ from ..core.sampler import (
     advance_safely,
     backoff_message,
     choose_exploration,
-    sampling_stride,
     skipped_cycles,
     skipping_from,
     start,
@@ -285,10 +284,7 @@ def exploration_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     return {
         "noisy_exploration_from": [-1 if cycle is None else cycle for cycle in cycles],
         "exploration_skipped_cycles": [skipped_cycles(config, run.state) for run in runs],
-        "sampling_stride": [
-            sampling_stride(config.layout) if run.state.skipping_exploration else 1
-            for run in runs
-        ],
+        "sampling_stride": [run.state.sampling_stride for run in runs],
     }
 
 

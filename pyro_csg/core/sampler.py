@@ -590,7 +590,9 @@ def sampling_stride(layout: CycleLayout) -> int:
     its length is what sets the cost per draw, not the draws' quality: the step sizes of a
     cycle ``r`` times shorter give the same draws for ``1 / r`` of the iterations, down to
     the gap the momentum needs. The default layout (1,000 iterations, half exploring,
-    4 draws) has 125 between draws: ``r = 5``.
+    4 draws) has 125 between draws: ``r = 5``. :func:`choose_exploration` uses it where
+    the draws mixed within their cycles with a margin
+    (:attr:`~pyro_csg.core.drift.DriftReport.mixes_with_margin`), and 1 otherwise.
 
     Example::
 
@@ -609,13 +611,13 @@ def _exploration(config: SamplerConfig, state: ChainState) -> tuple[int, tuple[b
     and which positions do not run at all (``None``: all run) (:func:`choose_exploration`):
     the paper's exploration stage until it stops being noise-free, then the sampling
     stage's noise in it, or, in a cycle where the sampling stage mixes on its own, no
-    exploration stage and every :func:`sampling_stride`-th sampling-stage position."""
+    exploration stage and every ``state.sampling_stride``-th sampling-stage position."""
     layout = config.layout
     if state.noisy_exploration_from is None:
         return layout.num_exploration_steps, None
     if not state.skipping_exploration:
         return 0, None
-    return 0, layout.idle_positions(sampling_stride(layout))
+    return 0, layout.idle_positions(state.sampling_stride)
 
 
 def iterations_run(config: SamplerConfig, state: ChainState, target: int) -> int:
@@ -633,8 +635,10 @@ def iterations_run(config: SamplerConfig, state: ChainState, target: int) -> int
         >>> _, state = init_chain(lambda t, i: ((t**2).sum() / 2, t), torch.zeros(2), config, 0)
         >>> iterations_run(config, state, 625)  # to the first draw, exploration included
         625
-        >>> skipping = replace(state, noisy_exploration_from=0, skipping_exploration=True)
-        >>> iterations_run(config, skipping, 625)  # positions 504, 509, ..., 624 (stride 5)
+        >>> skipping = replace(
+        ...     state, noisy_exploration_from=0, skipping_exploration=True, sampling_stride=5
+        ... )
+        >>> iterations_run(config, skipping, 625)  # positions 504, 509, ..., 624
         25
     """
     _, idle = _exploration(config, state)
@@ -718,7 +722,9 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
        (:attr:`~pyro_csg.core.drift.DriftReport.mixes_within_cycles`, decided at the
        same cycle: ``skipping_exploration``; :func:`skipped_cycles` counts them), every
        cycle skips its exploration stage, and of its sampling stage runs every ``r``-th
-       position counted back from each retained one (:func:`sampling_stride`: the
+       position counted back from each retained one (``sampling_stride``, kept in the
+       state: :func:`sampling_stride` where the draws spread with a margin,
+       :attr:`~pyro_csg.core.drift.DriftReport.mixes_with_margin`, else 1; the
        step sizes of a cycle ``r`` times shorter; the schedule, the retained positions and
        the iteration count are unchanged), the chain going on from where the last cycle's
        sampling stage ended;
@@ -758,7 +764,13 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
         report = drift.report()
         if report is not None and report.one_mode_arrived:
             cycle, skip = state.draws // layout.samples_per_cycle, report.mixes_within_cycles
-            state = replace(state, noisy_exploration_from=cycle, skipping_exploration=skip)
+            stride = sampling_stride(layout) if skip and report.mixes_with_margin else 1
+            state = replace(
+                state,
+                noisy_exploration_from=cycle,
+                skipping_exploration=skip,
+                sampling_stride=stride,
+            )
     if state.noisy_exploration_from is not None:
         drift.stop_exploring(skipping_from(state))
     return state

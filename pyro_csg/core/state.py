@@ -19,7 +19,8 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
 * ``noisy_exploration_from``: the cycle from which the exploration stage is no longer
   the paper's noise-free one (``None``: it still is): it has Langevin noise, or, with
   ``skipping_exploration``, the cycles from that one on skip it (their draws come from
-  the sampling stage alone; see :func:`~pyro_csg.core.sampler.choose_exploration`);
+  the sampling stage alone, every ``sampling_stride``-th position of it run; see
+  :func:`~pyro_csg.core.sampler.choose_exploration`);
 * ``estimator``: the gradient estimator's own state (``None`` for the plain minibatch
   estimator; for control variates their centre ``theta_hat`` with the full-data ``U`` and
   gradient there, :class:`~pyro_csg.core.estimators.CentreState`).
@@ -86,6 +87,7 @@ class ChainState:
     rejected: int = 0
     noisy_exploration_from: int | None = None
     skipping_exploration: bool = False
+    sampling_stride: int = 1
 
     @property
     def started(self) -> bool:
@@ -112,6 +114,7 @@ class ChainState:
             "rejected": self.rejected,
             "noisy_exploration_from": self.noisy_exploration_from,
             "skipping_exploration": self.skipping_exploration,
+            "sampling_stride": self.sampling_stride,
         }
 
     @classmethod
@@ -170,4 +173,5 @@ class ChainState:
             rejected=int(state.get("rejected", 0)),
             noisy_exploration_from=None if noisy is None else int(noisy),
             skipping_exploration=bool(state.get("skipping_exploration", False)),
+            sampling_stride=int(state.get("sampling_stride", 1)),
         )
