@@ -531,8 +531,12 @@ def run_defaults(name: str, kernel_class, seed: int, cycles: int) -> dict:
     if name in POTENTIALS:
         samples = {"x": kernel.get_samples()["x"]}
     hyper = kernel.hyperparameters()
-    # Where the noise-free exploration stopped, and how many cycles skipped the stage.
-    exploration = (hyper.get("noisy_exploration_from"), hyper.get("exploration_skipped_cycles"))
+    # Where the noise-free exploration stopped, how many cycles skipped the stage, their stride.
+    exploration = (
+        hyper.get("noisy_exploration_from"),
+        hyper.get("exploration_skipped_cycles"),
+        hyper.get("sampling_stride"),
+    )
     return {
         "samples": moments(samples),
         "warnings": kinds,
@@ -592,12 +596,14 @@ def main() -> None:
                     f"max mean error {outcome['error_sd']:.2f} sd, sd ratios "
                     f"{outcome['sd_ratio'][0]:.2f}-{outcome['sd_ratio'][1]:.2f}"
                 )
-                switched, skipped = outcome.get("exploration", (None, None))
+                switched, skipped, stride = outcome.get("exploration", (None, None, None))
                 exploration = (
                     f"; exploration noise-free until cycle {switched[0]}, {skipped[0]} skipped"
                     if switched and switched[0] >= 0
                     else ""
                 )
+                if exploration and skipped[0]:
+                    exploration += f" (sampling stride {stride[0]})"
                 print(
                     f"  {kernel_name:14s} seed {seed}: {outcome['verdict']:6s} {detail}; "
                     f"warnings {outcome['warnings'] or '-'}; {outcome['seconds']:.1f} s"

@@ -486,17 +486,17 @@ class CyclicalSGLD(CyclicalKernel):
         with no gap, on every coordinate; models of at most 256 coordinates); from that
         cycle on, where the sampling stage mixes on its own (each cycle's draws spread
         over at least 0.7 of all draws' sd on every coordinate) the cycles skip their
-        exploration stage and run every ``r``-th position of their sampling stage
-        (:func:`~pyro_csg.core.sampler.sampling_stride`, the most that keeps 25 iterations
-        between draws: 5 with the defaults), a tenth of the cost with the defaults, and
-        elsewhere they explore with the sampling stage's Langevin noise (see
+        exploration stage, and where they spread over at least 0.8 run every ``r``-th
+        position of their sampling stage (:func:`~pyro_csg.core.sampler.sampling_stride`,
+        the most that keeps 25 iterations between draws: 5 with the defaults, a tenth of
+        the cost), and elsewhere they explore with the sampling stage's Langevin noise (see
         :func:`pyro_csg.core.sampler.choose_exploration`). ``"never"``: the paper's
         noise-free exploration throughout, for multimodal targets that the first cycles
         may not show; ``"always"``: noise in the exploration stage from the first cycle.
         ``hyperparameters()["noisy_exploration_from"]`` says from which cycle each
         chain's exploration stopped being noise-free (-1: never) and
         ``["exploration_skipped_cycles"]`` how many cycles skipped it, and
-        ``["sampling_stride"]`` the ``r`` of those cycles (1 where none skipped).
+        ``["sampling_stride"]`` the ``r`` of those cycles (1 where they run all of it).
     :param int samples_per_cycle: retained draws per cycle, at most the number of
         sampling-stage steps (default 4).
     :param float temperature: ``T > 0`` (default 1, the posterior).
