@@ -590,7 +590,15 @@ def sampling_stride(layout: CycleLayout) -> int:
     its length is what sets the cost per draw, not the draws' quality: the step sizes of a
     cycle ``r`` times shorter give the same draws for ``1 / r`` of the iterations, down to
     the gap the momentum needs. The default layout (1,000 iterations, half exploring,
-    4 draws) has 125 between draws: ``r = 5``. :func:`choose_exploration` uses it where
+    4 draws) has 125 between draws: ``r = 5``. Measured on the logistic regression of
+    ``benchmarks/large_n.py`` (N = 1e4, 1,000 draws, cSGHMC): an ESS of 745, 810 and 629
+    (seeds 0-2) in about a quarter of the iterations (34,000, not 130,000), where the
+    whole sampling stage gave 828 and 879 (seeds 0, 1); on the hierarchical logistic
+    regression of ``benchmarks/defaults.py`` (100 cycles) a least ESS of 203 in 48 s over
+    its 90 skipping cycles, against 240 in 96 s. The draws come out a little wider (N =
+    1e6, 1,000 draws, 3 seeds: sd ratios 1.030 on average over the 11 coordinates, 1.017
+    without the stride; the first draw of a cycle, after the largest steps, the widest).
+    :func:`choose_exploration` uses it where
     the draws mixed within their cycles with a margin
     (:attr:`~pyro_csg.core.drift.DriftReport.mixes_with_margin`), and 1 otherwise.
 
@@ -741,14 +749,10 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
     sampling stage decorrelates the draws by itself, the exploration's iterations buy
     nothing: on the logistic regression of ``benchmarks/large_n.py`` (N = 1e4, 1,000
     draws, cSGHMC) skipping gave an ESS of 828 and 879 (seeds 0, 1) in 43 s, against 882
-    in 79 s with the noisy exploration; with the sampling stride (5) added, 745, 810 and
-    629 (seeds 0-2) in about a quarter of the iterations (34,000, not 130,000; on the
-    hierarchical logistic regression of ``benchmarks/defaults.py``, 100 cycles, a least
-    ESS of 203 in 48 s, and 240 in 96 s without the stride, over its 90 skipping
-    cycles). Where the draws do not mix within a cycle (a slow direction), the noisy
-    exploration moves the chain further per iteration than
-    the sampling stage's smaller steps, and stays. Several modes keep the paper's
-    noise-free exploration, which finds them.
+    in 79 s with the noisy exploration (the stride: :func:`sampling_stride`). Where the
+    draws do not mix within a cycle (a slow direction), the noisy exploration moves the
+    chain further per iteration than the sampling stage's smaller steps, and stays.
+    Several modes keep the paper's noise-free exploration, which finds them.
 
     From the switch on ``drift`` no longer tests whether the cycles mix within themselves
     (:meth:`~pyro_csg.core.drift.DriftCheck.stop_exploring`): their starts are no longer
