@@ -597,7 +597,9 @@ def sampling_stride(layout: CycleLayout) -> int:
     regression of ``benchmarks/defaults.py`` (100 cycles) a least ESS of 203 in 48 s over
     its 90 skipping cycles, against 240 in 96 s. The draws come out a little wider (N =
     1e6, 1,000 draws, 3 seeds: sd ratios 1.030 on average over the 11 coordinates, 1.017
-    without the stride; the first draw of a cycle, after the largest steps, the widest).
+    without the stride; the first draw of a cycle, after the largest steps, the widest,
+    with or without it: on a 5-D standard Gaussian with exact gradients, 600 cycles of
+    cSGHMC, 1.041 with the stride and 1.066 without, all draws 1.026 and 1.028).
     :func:`choose_exploration` uses it where
     the draws mixed within their cycles with a margin
     (:attr:`~pyro_csg.core.drift.DriftReport.mixes_with_margin`), and 1 otherwise.
