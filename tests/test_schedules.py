@@ -53,6 +53,36 @@ def test_retained_draws_are_spread_over_the_sampling_stage_ending_the_cycle(
     assert iterations == [c * length + p + 1 for c in range(3) for p in positions]
 
 
+@pytest.mark.parametrize(
+    "length, beta, per_cycle, stride",
+    [(1000, 0.5, 4, 5), (1000, 0.5, 4, 1), (100, 0.8, 3, 2), (9, 0.0, 9, 1), (1667, 0.03, 100, 3)],
+)
+def test_a_strided_cycle_runs_every_retained_position_and_every_stride_th_before_it(
+    length, beta, per_cycle, stride
+):
+    layout = CycleLayout(length, beta, per_cycle)
+    idle = layout.idle_positions(stride)
+    running = [p for p in range(length) if not idle[p]]
+    explore = layout.num_exploration_steps
+    assert set(layout.retained_positions) <= set(running)
+    assert all(p >= explore for p in running)  # no exploration stage
+    # Back from each retained position, every stride-th one down to the previous draw.
+    bounds = (explore - 1, *layout.retained_positions)
+    expected = [
+        p for low, high in zip(bounds, bounds[1:], strict=False) for p in range(low + 1, high + 1)
+        if (high - p) % stride == 0
+    ]
+    assert running == expected
+    if stride == 1:
+        assert running == list(range(explore, length))
+
+
+@pytest.mark.parametrize("stride", [0, -1, 2.0, None])
+def test_a_bad_stride_is_refused_naming_it(stride):
+    with pytest.raises(ValueError, match="stride must be an int >= 1"):
+        CycleLayout(100, 0.5, 4).idle_positions(stride)
+
+
 def test_documented_example_layout():
     layout = CycleLayout(steps_per_cycle=10, exploration_fraction=0.6, samples_per_cycle=2)
     assert [layout.retained_iteration(n) for n in range(4)] == [8, 10, 18, 20]
