@@ -20,8 +20,8 @@ from ..core.sampler import (
     advance_safely,
     backoff_message,
     choose_exploration,
+    show_exploration,
     skipped_cycles,
-    skipping_from,
     start,
 )
 from ..core.temperature import TemperatureCheck, TemperatureReport, temperature_message
@@ -99,9 +99,7 @@ class ChainRun:
         kept = record.replayed >= record.warmup_steps
         draw = record.replay()
         if kept:
-            if record.state.noisy_exploration_from is not None:
-                # (The restored state's choice, known before its cycles' draws come.)
-                self.drift.stop_exploring(skipping_from(record.state))
+            show_exploration(record.state, self.drift)
             self.drift.add(record.stats["cycle"][-1], record.flat.flatten(draw))
         return draw
 

@@ -257,17 +257,18 @@ class DriftReport:
         """Whether each cycle's draws spread over at least :data:`MIXED_SPREAD` of all
         draws' sd on every coordinate (over at least :data:`MIN_SPREAD_CYCLES` cycles):
         the sampling stage alone decorrelates the draws."""
-        if self.spread is None or self.settle_cycles < MIN_SPREAD_CYCLES:
-            return False
-        return bool((self.spread >= MIXED_SPREAD).all())
+        return self._spreads_over(MIXED_SPREAD)
 
     @property
     def mixes_with_margin(self) -> bool:
         """Whether each cycle's draws spread over at least :data:`STRIDE_SPREAD` of all
         draws' sd on every coordinate (over at least :data:`MIN_SPREAD_CYCLES` cycles)."""
+        return self._spreads_over(STRIDE_SPREAD)
+
+    def _spreads_over(self, level: float) -> bool:
         if self.spread is None or self.settle_cycles < MIN_SPREAD_CYCLES:
             return False
-        return bool((self.spread >= STRIDE_SPREAD).all())
+        return bool((self.spread >= level).all())
 
     @property
     def flagged(self) -> torch.Tensor:

@@ -66,6 +66,7 @@ __all__ = [
     "choose_exploration",
     "skipped_cycles",
     "skipping_from",
+    "show_exploration",
     "sampling_stride",
     "iterations_run",
     "MIN_GAP",
@@ -777,9 +778,33 @@ def choose_exploration(config: SamplerConfig, state: ChainState, drift: DriftChe
                 skipping_exploration=skip,
                 sampling_stride=stride,
             )
+    show_exploration(state, drift)
+    return state
+
+
+def show_exploration(state: ChainState, drift: DriftCheck) -> None:
+    """Tell ``drift`` what the state chose (:func:`choose_exploration`): from the switch
+    on its cycles no longer start with the noise-free exploration, and those from
+    :func:`skipping_from` on do not restart at all. A resumed run calls it before its
+    replayed draws come, since its state made the choice already.
+
+    Example::
+
+        >>> from dataclasses import replace
+        >>> import torch
+        >>> from pyro_csg.core.diffusions import sgld
+        >>> from pyro_csg.core.drift import DriftCheck
+        >>> from pyro_csg.core.sampler import SamplerConfig, init_chain, show_exploration
+        >>> from pyro_csg.core.schedules import CycleLayout
+        >>> config = SamplerConfig(CycleLayout(100, 0.5, 4), sgld())
+        >>> _, state = init_chain(lambda t, i: ((t**2).sum() / 2, t), torch.zeros(2), config, 0)
+        >>> drift = DriftCheck()
+        >>> show_exploration(replace(state, noisy_exploration_from=10), drift)
+        >>> drift.exploring
+        False
+    """
     if state.noisy_exploration_from is not None:
         drift.stop_exploring(skipping_from(state))
-    return state
 
 
 def skipping_from(state: ChainState) -> int | None:
