@@ -12,7 +12,9 @@ every rewrite keeps the value, shape and dtype of the node it replaces.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import operator
 import warnings
 from collections.abc import Callable
 
@@ -276,10 +278,100 @@ def direct_forward(graph: GraphModule) -> Callable:
     return functools.partial(namespace["forward"], graph)
 
 
+# Ops whose result is finite wherever their tensor arguments are, short of overflow (a
+# backward op with them: the gradient of a sum, a product, tanh, ...).
+_TOTAL = {
+    operator.getitem,
+    aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar, aten.rsub.Scalar,
+    aten.mul.Tensor, aten.mul.Scalar, aten.neg.default, aten.abs.default, aten.exp.default,
+    aten.sum.default, aten.sum.dim_IntList, aten.mean.default, aten.mean.dim,
+    aten.mv.default, aten.mm.default, aten.addmm.default, aten.bmm.default, aten.dot.default,
+    aten.sigmoid.default, aten.tanh.default, aten.relu.default, aten.softplus.default,
+    aten.sigmoid_backward.default, aten.tanh_backward.default,
+    aten.threshold_backward.default, aten.softplus_backward.default,
+    aten.binary_cross_entropy_with_logits.default, aten.logsumexp.default,
+    aten._log_softmax.default, aten._log_softmax_backward_data.default,
+    aten._softmax.default, aten._softmax_backward_data.default,
+    aten.nll_loss_forward.default, aten.nll_loss_backward.default,
+    aten.gather.default, aten.scatter_add.default, aten.index.Tensor, aten.select.int,
+    aten.select_backward.default, aten.slice_backward.default,
+    aten.slice.Tensor, aten.split_with_sizes.default, aten.split.Tensor, aten.cat.default,
+    aten.stack.default, aten.clone.default, aten.t.default, aten.transpose.int,
+    aten.permute.default, aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.default,
+    *_RESHAPES, *_PASSTHROUGH,
+}  # fmt: skip
+
+
+def _total(node: Node, graph: GraphModule) -> bool:
+    """Whether ``node``'s value is finite wherever its inputs are (short of overflow)."""
+    if node.op == "get_attr":
+        value = getattr(graph, node.target)
+        return not isinstance(value, torch.Tensor) or bool(torch.isfinite(value).all())
+    if node.op != "call_function":
+        return node.op in ("placeholder", "output")
+    if node.target in _TOTAL:
+        return True
+    args = node.args
+    if node.target is aten.pow.Tensor_Scalar:  # x ** n, n a whole number >= 0
+        exponent = args[1]
+        return isinstance(exponent, (int, float)) and exponent >= 0 and exponent == int(exponent)
+    if node.target in (aten.div.Tensor, aten.div.Scalar):  # by a constant without zeros
+        divisor = args[1]
+        if isinstance(divisor, Node):
+            if divisor.op != "get_attr":
+                return False
+            divisor = getattr(graph, divisor.target)
+        return bool(torch.as_tensor(divisor).ne(0).all())
+    return False
+
+
+def lean(graph: GraphModule) -> GraphModule | None:
+    """The gradient alone of ``graph`` (``(theta, *indices) -> (U~, grad)``), as a graph
+    returning ``(grad,)``; ``None`` unless every op of ``graph`` gives a finite result
+    wherever its inputs are finite, short of overflow (the ops of :data:`_TOTAL`, a power
+    by a whole number, a division by a non-zero constant).
+
+    Why: on a small model a step's cost is op dispatch, and the potential's own ops are
+    about half of them (the logistic regression of ``benchmarks/large_n.py``: 38 ops, 22
+    for the gradient; the MLP of ``benchmarks/overhead.py``: 81 and 51), so the sampler
+    computes ``U~`` only where it checks or keeps it. Why only such graphs: there ``U~``
+    is finite wherever the iterate and the data are, and the sampler checks the iterate
+    where it checks ``U~``. A support's edge (a comparison, ``where``, the log of a
+    mask), a logarithm, a division by a parameter or any op not known to be total can
+    make ``U~`` infinite or NaN at a finite iterate and gradient: those graphs compute it
+    at every step.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.adapter.graph import count_ops, lean, trace
+        >>> def energy_and_grad(theta):  # U = sum(theta^2) / 2
+        ...     return (theta**2).sum() / 2, theta.clone()
+        >>> count_ops(lean(trace(energy_and_grad, torch.ones(3))))  # the clone alone
+        1
+        >>> def with_log(theta):  # U = -sum(log theta): infinite at 0, NaN below
+        ...     return -theta.log().sum(), -1 / theta
+        >>> lean(trace(with_log, torch.ones(3))) is None
+        True
+    """
+    if not all(_total(node, graph) for node in graph.graph.nodes):
+        return None
+    lean_graph = GraphModule(graph, copy.deepcopy(graph.graph))
+    output = next(node for node in lean_graph.graph.nodes if node.op == "output")
+    results = output.args[0]
+    if not (isinstance(results, (tuple, list)) and len(results) == 2):
+        return None
+    output.args = ((results[1],),)
+    lean_graph.graph.eliminate_dead_code()
+    lean_graph.recompile()
+    return lean_graph
+
+
 def paired(graph: GraphModule, flat, other, indices, inductor: bool = False):
-    """``graph`` (``(theta, *indices) -> (U~, grad)``) vmapped over two points and traced
-    again, so that a control-variate step's two evaluations cost one call of batched
-    ops; returned if it agrees with two plain calls (else ``None``). ``inductor``: built
+    """``graph`` (``(theta, *indices) -> (U~, grad)``, or ``(grad,)``: :func:`lean`)
+    vmapped over two points and traced again, so that a control-variate step's two
+    evaluations cost one call of batched ops; returned if it agrees with two plain calls
+    (else ``None``). ``inductor``: built
     by :func:`torch.compile` where that agrees too (to 1e-3 of the norm)."""
     over_points = torch.func.vmap(graph.forward, in_dims=(0, *[None] * len(indices)))
 
@@ -291,22 +383,20 @@ def paired(graph: GraphModule, flat, other, indices, inductor: bool = False):
 
     def agrees(forward, fused: bool) -> bool:
         with torch.no_grad():
-            energies, grads = forward(torch.stack(points), *indices)
+            together = forward(torch.stack(points), *indices)
             for row, point in enumerate(points):
-                energy, grad = graph.forward(point, *indices)
-                if fused:  # summed in another order: whole vectors, to 1e-3
-                    size = float(grad.double().norm()) + float(energy.double().abs())
-                    error = float((grads[row] - grad).double().norm()) + float(
-                        (energies[row] - energy).double().abs()
-                    )
-                    if not error <= 1e-3 * size + 1e-5:
+                alone = graph.forward(point, *indices)
+                size = error = 0.0
+                for both, want in zip(together, alone, strict=True):
+                    have = both[row]
+                    if fused:  # summed in another order: whole vectors, to 1e-3
+                        size += float(want.double().norm())
+                        error += float((have - want).double().norm())
+                        continue
+                    scale = 1e-5 * float(want.abs().max()) + 1e-6 if want.numel() else 1e-6
+                    if not torch.allclose(have, want, rtol=1e-5, atol=scale):
                         return False
-                    continue
-                scale = 1e-5 * float(grad.abs().max()) + 1e-6 if grad.numel() else 1e-6
-                if not (
-                    torch.allclose(energies[row], energy, rtol=1e-5, atol=1e-6)
-                    and torch.allclose(grads[row], grad, rtol=1e-5, atol=scale)
-                ):
+                if fused and not error <= 1e-3 * size + 1e-5:
                     return False
         return True
 
@@ -335,4 +425,4 @@ def count_ops(graph: GraphModule) -> int:
     return sum(1 for node in graph.graph.nodes if node.op == "call_function")
 
 
-__all__ = ["trace", "simplify", "direct_forward", "paired", "count_ops"]
+__all__ = ["trace", "simplify", "direct_forward", "lean", "paired", "count_ops"]

@@ -30,7 +30,10 @@ BlackJAX's ``grad_estimator`` argument:
 * ``init(potential, theta) -> state``: the estimator's own state at the start (``None``
   for the plain minibatch estimator, the centre for control variates);
 * ``bind(potential, state) -> Gradient``: the function ``(theta, indices) -> (U~, grad
-  U~)`` the hot loop calls;
+  U~)`` the hot loop calls; optionally ``bind_lean(potential, state)``, the same
+  returning ``(None, grad U~)``, which the loop calls between its checks of ``U~`` where
+  the potential is ``lean`` (its gradient alone costs fewer ops;
+  :func:`pyro_csg.adapter.graph.lean`);
 * ``refresh_window(layout) -> (first, last)``: the positions within a cycle (0-based) at
   which ``refresh(potential, state, theta, starts, ends) -> state`` wants to see the
   iterate (``(0, -1)``: never; ``starts`` and ``ends`` flag the window's first and last
@@ -80,10 +83,33 @@ __all__ = [
     "Centre",
     "centre_at",
     "control_variates",
+    "lean_binding",
 ]
 
-Gradient = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
-"""A gradient estimator: ``(theta, batch indices) -> (U~, grad U~)``."""
+Gradient = Callable[
+    [torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor | None, torch.Tensor]
+]
+"""A gradient estimator: ``(theta, batch indices) -> (U~, grad U~)``; a lean one
+(``bind_lean``) returns ``(None, grad U~)``."""
+
+
+def lean_binding(estimator, potential, state) -> Gradient | None:
+    """The estimator's gradient without ``U~`` (``bind_lean``), where the estimator and
+    the potential have one; else ``None``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.estimators import Minibatch, lean_binding
+        >>> from pyro_csg.core.parameters import GradientPotential
+        >>> potential = GradientPotential(lambda theta, indices: (theta.sum(), theta))
+        >>> lean_binding(Minibatch(), potential, None) is None  # a potential_fn has none
+        True
+    """
+    bind_lean = getattr(estimator, "bind_lean", None)
+    if bind_lean is None or not getattr(potential, "lean", False):
+        return None
+    return bind_lean(potential, state)
 
 
 @dataclass(frozen=True)
@@ -171,6 +197,8 @@ def control_variates(gradient: Gradient, centre: Centre, paired: Paired | None =
             energy_0, grad_0 = gradient(theta_hat, indices)
         else:
             (energy, grad), (energy_0, grad_0) = paired(theta, theta_hat, indices)
+        if energy is None:  # a lean gradient: the gradient alone
+            return None, grad - grad_0 + grad_hat
         return energy - energy_0 + energy_hat, grad - grad_0 + grad_hat
 
     return estimate
@@ -214,6 +242,9 @@ class Minibatch:
 
     def bind(self, potential, state: None) -> Gradient:
         return potential.value_and_grad
+
+    def bind_lean(self, potential, state: None) -> Gradient:
+        return potential.lean_value_and_grad
 
     def refresh_window(self, layout: CycleLayout) -> tuple[int, int]:
         return 0, -1
@@ -296,6 +327,10 @@ class ControlVariates:
     def bind(self, potential, state: CentreState) -> Gradient:
         paired = getattr(potential, "paired_value_and_grad", None)
         return control_variates(potential.value_and_grad, state.centre, paired)
+
+    def bind_lean(self, potential, state: CentreState) -> Gradient:
+        paired = potential.paired_lean_value_and_grad
+        return control_variates(potential.lean_value_and_grad, state.centre, paired)
 
     def refresh_window(self, layout: CycleLayout) -> tuple[int, int]:
         steps, exploration = layout.steps_per_cycle, layout.num_exploration_steps
@@ -387,6 +422,11 @@ class Automatic:
         if state is None:
             return potential.value_and_grad
         return self._centred.bind(potential, state)
+
+    def bind_lean(self, potential, state: CentreState | None) -> Gradient:
+        if state is None:
+            return potential.lean_value_and_grad
+        return self._centred.bind_lean(potential, state)
 
     def refresh_window(self, layout: CycleLayout) -> tuple[int, int]:
         return self._centred.refresh_window(layout)

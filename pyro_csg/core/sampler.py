@@ -45,7 +45,7 @@ import torch
 from .diffusions import Diffusion, preconditioned
 from .drift import DriftCheck
 from .errors import NonFiniteError, SamplerWarning, StateMismatchError
-from .estimators import Gradient, GradientEstimator, Minibatch
+from .estimators import Gradient, GradientEstimator, Minibatch, lean_binding
 from .noise import noise_limited_message, spare_batches
 from .parameters import Potential, as_potential
 from .schedules import CosineCyclical, CycleLayout, Schedule
@@ -211,6 +211,12 @@ class Chain:
         return self._cached(
             "gradient", state.estimator, lambda: estimator.bind(self.potential, state.estimator)
         )
+
+    def lean_gradient(self, state: ChainState) -> Gradient | None:
+        """The estimator's gradient without ``U~`` (:func:`~pyro_csg.core.estimators.
+        lean_binding`), or ``None`` where the potential or the estimator has none."""
+        estimator, held = self.config.estimator, state.estimator
+        return self._cached("lean", held, lambda: lean_binding(estimator, self.potential, held))
 
     def release(self) -> None:
         """Drop what holds the data and the traced graph (after the run)."""
@@ -659,6 +665,13 @@ def iterations_run(config: SamplerConfig, state: ChainState, target: int) -> int
     return sum(not idle[(k - 1) % steps] for k in range(state.iteration + 1, target + 1))
 
 
+def _injected(theta: torch.Tensor, generator, eta: float, noise) -> torch.Tensor:
+    """``xi``: ``N(0, I)`` less the minibatch's measured noise ``V`` (the noise
+    correction), ``sqrt(max(0, 1 - eta V))`` times it."""
+    xi = torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
+    return xi if noise is None else xi * (1.0 - eta * noise).clamp_min(0.0).sqrt()
+
+
 def advance(chain: Chain, state: ChainState, target: int, careful: bool = False) -> ChainState:
     """Run iterations ``k + 1, ..., target`` from ``state`` (the hot loop; see the module
     docstring) and return the new state, one draw further, uncommitted.
@@ -667,18 +680,19 @@ def advance(chain: Chain, state: ChainState, target: int, careful: bool = False)
     or infinite, or where the potential rose by more than :data:`MAX_ENERGY_RISE`, is
     rejected (as NUTS rejects a divergent trajectory): the chain stays, the diffusion's
     ``reject`` drops its momentum, ``state.rejected`` counts it. Otherwise the potential
-    is checked every :data:`CHECK_EVERY` iterations; a NaN or inf raises NonFiniteError.
+    is checked every :data:`CHECK_EVERY` iterations (a NaN or inf raises NonFiniteError),
+    and between checks a ``lean`` potential computes the gradient alone (``U~`` is finite
+    wherever ``theta`` is: :func:`pyro_csg.adapter.graph.lean`).
     """
     config, potential, estimator = chain.config, chain.potential, chain.config.estimator
     schedule, diffusion = chain.schedule(state), chain.diffusion(state)
     update, rescale, reject = diffusion.update, diffusion.rescale, diffusion.reject
     steps, (exploration, idle) = config.layout.steps_per_cycle, _exploration(config, state)
-    (first, last), batches, generator = chain.window, chain.batches, chain.generator
+    (first, last), generator = chain.window, chain.generator
     estimate, gradient = state.estimator, chain.gradient(state)
+    lean = None if careful else chain.lean_gradient(state)  # the gradient alone
     theta, algorithm, energy, grad = state.theta, state.algorithm, state.energy, state.grad
-    shape, dtype, device = theta.shape, theta.dtype, theta.device
-    # The noise correction: the injected noise less the minibatch's (measured) noise.
-    noise = None if state.tuning is None else state.tuning.noise
+    noise = None if state.tuning is None else state.tuning.noise  # the minibatch's, V
     watch, eta, rejected = _FiniteWatch(config, schedule), state.step_size, 0
     for k in range(state.iteration + 1, target + 1):
         position = (k - 1) % steps
@@ -687,26 +701,25 @@ def advance(chain: Chain, state: ChainState, target: int, careful: bool = False)
         previous, eta = eta, _step_size(schedule, k)
         if rescale is not None and previous == previous and eta != previous:
             algorithm = rescale(algorithm, eta / previous)
-        xi = None
-        if position >= exploration:
-            xi = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-            if noise is not None:
-                xi = xi * (1.0 - eta * noise).clamp_min(0.0).sqrt()
+        xi = _injected(theta, generator, eta, noise) if position >= exploration else None
         proposal, moved = update(theta, algorithm, grad, eta, xi)
         held = estimate, gradient
         if first <= position <= last:
             ends = position == last
             estimate = estimator.refresh(potential, estimate, proposal, position == first, ends)
             gradient = estimator.bind(potential, estimate)
-        new_energy, new_grad = gradient(proposal, [cursor.next() for cursor in batches])
+            lean = lean and lean_binding(estimator, potential, estimate)
+        # U~ only where it is checked (every CHECK_EVERY-th iteration) or kept (the draw).
+        quick = lean is not None and k != target and k % CHECK_EVERY
+        new_energy, new_grad = (lean if quick else gradient)(proposal, chain.next_indices())
         if careful and _diverged(new_energy, energy, proposal, new_grad):
             rejected += 1  # stay; the estimator as it was; no momentum into the wall
             estimate, gradient = held
             algorithm = algorithm if reject is None else reject(algorithm)
             continue
         theta, algorithm, energy, grad = proposal, moved, new_energy, new_grad
-        if not careful:
-            watch.add(k, energy, k == target)
+        if not (careful or quick):
+            watch.add(k, energy, k == target or lean is not None)
     new = replace(
         chain.snapshot(state, theta, energy, grad),
         algorithm=algorithm,

@@ -166,13 +166,13 @@ class GradientCounter:
 
     def __enter__(self) -> GradientCounter:
         counter = self
-        for name in ("value_and_grad", "eager_value_and_grad"):
+        for name in ("value_and_grad", "eager_value_and_grad", "lean_value_and_grad"):
             original = getattr(ModelPotential, name)
             self._originals[name] = original
 
             def counted(potential, flat, indices=(), *rest, _original=original, _name=name):
                 # The traced path calls eager_value_and_grad only for the partial windows.
-                if _name == "value_and_grad" or not potential.compiled or rest:
+                if _name != "eager_value_and_grad" or not potential.compiled or rest:
                     counter.calls += 1
                     counter.data += sum(len(index) for index in indices) or int(
                         potential.model_args[0].shape[0]
@@ -189,18 +189,19 @@ class GradientCounter:
             return _original(potential, flat, windows)
 
         ModelPotential.vectorised = vectorised
-        original = ModelPotential.paired_value_and_grad
-        self._originals["paired_value_and_grad"] = original
+        for name in ("paired_value_and_grad", "paired_lean_value_and_grad"):
+            original = getattr(ModelPotential, name)
+            self._originals[name] = original
 
-        def paired(potential, flat, other, indices=(), _original=original):
-            before = counter.calls
-            result = _original(potential, flat, other, indices)
-            if counter.calls == before:  # one vmapped call: two gradients of the batch
-                counter.calls += 2
-                counter.data += 2 * sum(len(index) for index in indices)
-            return result
+            def paired(potential, flat, other, indices=(), _original=original):
+                before = counter.calls
+                result = _original(potential, flat, other, indices)
+                if counter.calls == before:  # one vmapped call: two gradients of the batch
+                    counter.calls += 2
+                    counter.data += 2 * sum(len(index) for index in indices)
+                return result
 
-        ModelPotential.paired_value_and_grad = paired
+            setattr(ModelPotential, name, paired)
         return self
 
     def __exit__(self, *exc) -> None:
