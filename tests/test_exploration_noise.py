@@ -14,11 +14,14 @@ import torch
 from pyro.infer import MCMC
 from test_drift import draws
 
+import pyro_csg.core.noise as noise_module
 from pyro_csg import CyclicalSGHMC, CyclicalSGLD
 from pyro_csg.core.diffusions import sgld
 from pyro_csg.core.drift import DriftCheck
+from pyro_csg.core.noise import NOISE_SPACING, CycleNoise
 from pyro_csg.core.sampler import SamplerConfig, choose_exploration, init_chain, skipped_cycles
 from pyro_csg.core.schedules import CycleLayout
+from pyro_csg.core.state import ChainState
 
 COV = torch.tensor([[1.0, 0.99], [0.99, 1.0]])  # sds 1, one direction 199 times softer
 PRECISION = torch.linalg.inv(COV)
@@ -156,14 +159,38 @@ def counted_gaussian():
     return potential, calls
 
 
+def test_a_cycle_that_skips_positions_spaces_its_noise_measurements_by_iterations_run():
+    state = ChainState(torch.zeros(2), (), None, None, 1, 0, 0.1, (), torch.Generator().get_state())
+    noise = CycleNoise(layout=CycleLayout(1000, 0.5, 4))
+    assert noise.spacing(state) == NOISE_SPACING
+    skipping = replace(state, noisy_exploration_from=0, skipping_exploration=True)
+    # Stride 1: the 500 sampling-stage positions run; stride 5: 100 of the 1,000.
+    assert noise.spacing(skipping) == NOISE_SPACING * 2
+    assert noise.spacing(replace(skipping, sampling_stride=5)) == NOISE_SPACING * 10
+    assert CycleNoise().spacing(replace(skipping, sampling_stride=5)) == NOISE_SPACING
+
+
 @pytest.mark.parametrize("kernel_class", [CyclicalSGHMC, CyclicalSGLD])
-def test_skipped_explorations_cut_the_iterations_and_keep_the_posterior(kernel_class):
+def test_skipped_explorations_cut_the_iterations_and_keep_the_posterior(
+    kernel_class, monkeypatch
+):
     """A standard Gaussian in 3 coordinates, 40 cycles of 400 steps: from cycle 10 the
     cycles skip their exploration and run every 2nd sampling-stage position (50 between
     draws: stride 2), so the run evaluates the potential about 10 x 400 + 30 x 100 times
-    instead of 40 x 400, and its draws are still N(0, 1)."""
+    instead of 40 x 400, and its draws are still N(0, 1). The gradient noise (a
+    ``potential_fn`` may be stochastic) is measured at every cycle's first draw until
+    then (400 iterations apart), and at every 4th skipping cycle's after."""
+    measured = []
+    original = noise_module.gradient_noise
+
+    def counted(*args, **kwargs):
+        measured.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(noise_module, "gradient_noise", counted)
     runs = {}
     for choice in ("auto", "never"):
+        measured.clear()
         potential, calls = counted_gaussian()
         kernel = kernel_class(
             potential_fn=potential, steps_per_cycle=400, exploration_noise=choice
@@ -174,8 +201,10 @@ def test_skipped_explorations_cut_the_iterations_and_keep_the_posterior(kernel_c
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mcmc.run()
-        runs[choice] = kernel, calls[0], mcmc.get_samples()["x"]
-    kernel, calls, x = runs["auto"]
+        runs[choice] = kernel, calls[0], mcmc.get_samples()["x"], len(measured)
+    kernel, calls, x, measurements = runs["auto"]
+    # Cycles 0-9, then every 4th cycle's (1,600 positions, 400 iterations run): 13, ..., 37.
+    assert runs["never"][3] == 40 and measurements == 10 + len(range(13, 40, 4)), measurements
     hyper = kernel.hyperparameters()
     assert hyper["noisy_exploration_from"] == [10]
     assert hyper["exploration_skipped_cycles"] == [30]

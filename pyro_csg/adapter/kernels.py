@@ -198,7 +198,7 @@ class CyclicalKernel(MCMCKernel):
         config = sampler_config(self.options, self.build_diffusion(), potential, name)
         chain, state = init_chain(potential, theta, config, int(seed.item()))
         record = ChainRecord(index, potential.sites, state, warmup_steps, share)
-        noise = CycleNoise(config.diffusion.friction, self.temperature)
+        noise = CycleNoise(config.diffusion.friction, self.temperature, self.layout)
         run = ChainRun(chain, record, noise, TemperatureCheck(self.temperature))
         run.watch_progress(num_chains, self.samples_per_cycle)
         if index == 0 or index in self._chains:
