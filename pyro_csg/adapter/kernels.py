@@ -317,8 +317,7 @@ class CyclicalKernel(MCMCKernel):
     def _sample(self, run: ChainRun, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not run.ready:
             self._start(run)
-        chain, record = run.chain, run.record
-        state = record.state
+        chain, record, state = run.chain, run.record, run.record.state
         if params is not record.last_draw:
             # Someone handed us other parameters than our last draw: continue from them.
             theta = chain.potential.flatten(params).to(state.theta)
@@ -330,6 +329,7 @@ class CyclicalKernel(MCMCKernel):
         if kept:
             cycle = self.layout.cycle(new.iteration)
             noise = run.noise.measure(chain.gradient(new), chain.potential, new, cycle)
+            new = run.noise.corrected(new, cycle)  # V follows the noise at the draws
             stats = {
                 "cycle": cycle,
                 "iteration": new.iteration,
