@@ -6,6 +6,8 @@ of the gradient the chain uses, preconditioned if so; ``alpha`` the diffusion's
 friction, 1 for SGLD). :class:`CycleNoise` measures it at each cycle's first kept draw on
 :data:`NOISE_BATCHES` extra minibatches; :func:`noise_warning` says, after a run, when
 it dominated, and :func:`noise_limited_message` when it limited the automatic step.
+:meth:`CycleNoise.corrected` moves the automatic step's noise correction towards what
+the measurements find at the draws.
 
 The extra minibatches come from a generator seeded by a hash of the chain's state
 (:func:`spare_batches`), and torch's global generator is set aside meanwhile
