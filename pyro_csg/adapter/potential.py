@@ -476,9 +476,7 @@ class ModelPotential(BasePotential):
         if lean_graph is None:
             return
         forward = graphs.direct_forward(lean_graph)
-        bump = 0.01 * ((torch.arange(theta.numel(), device=theta.device) % 7) - 3)
-        for which, point in enumerate((theta, theta + bump.to(theta.dtype))):
-            indices = [_probe_indices(plate, which) for plate in self.local_plates]
+        for point, indices in _probes(theta, self.local_plates):
             if not torch.equal(forward(point, *indices)[0], self._forward(point, *indices)[1]):
                 return
         self._lean_graph, self._lean = lean_graph, forward
@@ -492,12 +490,7 @@ class ModelPotential(BasePotential):
         compared, to 1e-3 of their norm (a model that depends on hidden state is off by
         order 1).
         """
-        # Two deterministic probes (no RNG use, so compiling does not change the draws):
-        # the start itself, and a nearby point with other minibatch indices.
-        bump = 0.01 * ((torch.arange(theta.numel(), device=theta.device) % 7) - 3)
-        probes = [(theta, 0), (theta + bump.to(theta.dtype), 1)]
-        for point, which in probes:
-            indices = [_probe_indices(plate, which) for plate in self.local_plates]
+        for point, indices in _probes(theta, self.local_plates):
             with pyro.validation_enabled(False):
                 expected = self.eager_value_and_grad(point, indices)
             with torch.no_grad():
@@ -670,6 +663,17 @@ class _DropFirst(Messenger):
                 keep = self.keep.to(device).reshape((-1,) + (1,) * (-frame.dim - 1))
                 msg["mask"] = keep if msg["mask"] is None else msg["mask"] & keep
                 return
+
+
+def _probes(theta: torch.Tensor, plates) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Two deterministic probes of a compiled potential (no RNG use, so compiling does not
+    change the draws): the start itself, and a nearby point with other minibatch indices."""
+    bump = 0.01 * ((torch.arange(theta.numel(), device=theta.device) % 7) - 3)
+    points = (theta, theta + bump.to(theta.dtype))
+    return [
+        (point, [_probe_indices(plate, which) for plate in plates])
+        for which, point in enumerate(points)
+    ]
 
 
 def _probe_indices(plate: SubsamplePlate, which: int) -> torch.Tensor:
