@@ -181,10 +181,14 @@ def test_by_default_control_variates_are_kept_only_where_they_enlarge_the_step()
         (chain,) = kernel._chains.values()
         return kernel.hyperparameters(), chain.state, [str(w.message) for w in caught]
 
-    report, state, messages = run()
+    report, state, messages = run(max_batch_size=64)  # the plate's own batches
     assert report["control_variates"] == "auto" and report["control_variates_used"] == [0]
     assert state.estimator is None and state.tuning.noise_cut > 10  # tried, and dropped
     assert any("control variates were tried and allowed" in m for m in messages), messages
+    # By default the batch grows instead (tests/test_batch_growth.py), still without them.
+    report, state, messages = run()
+    assert report["control_variates_used"] == [0] and report["subsample_size"][0] > 10 * 64
+    assert not any("noise limited" in m for m in messages), messages
     report, state, _ = run(control_variates=True)  # forced: every chain has a centre
     assert "control_variates_used" not in report and state.estimator.centre is not None
 

@@ -257,14 +257,20 @@ class ChainRun:
 
 
 def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
-    """Each chain's automatic step (``nan`` before its start), its noise ratio and how
-    often the step was halved, for ``hyperparameters()``."""
+    """Each chain's automatic step (``nan`` before its start), its noise ratio, how
+    often the step was halved and, for a model with one subsampled plate, the batch it
+    reads a step (grown where the noise cut the step: ``max_batch_size``), for
+    ``hyperparameters()``."""
     tunings = [run.state.tuning for run in runs]
-    return {
+    attrs = {
         "tuned_step_size": [math.nan if t is None else t.step_size for t in tunings],
         "noise_ratio": [math.nan if t is None else t.noise_ratio for t in tunings],
         "backoffs": [run.state.backoffs for run in runs],
     }
+    cursors = [run.chain.batches for run in runs]
+    if cursors and all(len(chain) == 1 for chain in cursors):
+        attrs["subsample_size"] = [chain[0].plate.subsample_size for chain in cursors]
+    return attrs
 
 
 def exploration_attrs(runs: list[ChainRun]) -> dict[str, Any]:

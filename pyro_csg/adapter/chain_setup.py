@@ -138,6 +138,7 @@ def sampler_config(
         name=name,
         suggest_control_variates=centre is False,
         exploration_noise=options.exploration_noise,
+        max_batch=options.max_batch_size,
     )
 
 
@@ -163,6 +164,11 @@ def fixed_hyperparameters(options: KernelOptions, diffusion: Diffusion, name: st
         **diffusion.settings,
         # Only when set: runs and checkpoints made before it existed keep their settings.
         **({} if options.step_scale == 1.0 else {"step_scale": options.step_scale}),
+        **(
+            {}
+            if options.max_batch_size is None
+            else {"max_batch_size": options.max_batch_size}
+        ),
     }
 
 

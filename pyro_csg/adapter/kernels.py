@@ -97,6 +97,7 @@ class CyclicalKernel(MCMCKernel):
         preconditioner: bool | None = None,
         optimize_start: bool | None = None,
         process_group: Any = None,
+        max_batch_size: int | None = None,
         **nuts_keywords: Any,  # a NUTS user's: answered by options.NUTS_KEYWORDS
     ) -> None:
         arguments = {k: v for k, v in locals().items() if k != "self"}  # checked, before work
@@ -117,8 +118,7 @@ class CyclicalKernel(MCMCKernel):
         self._share: RankShare | None = None  # this rank's share, data-parallel
         self._initial_params: dict[str, torch.Tensor] | None = None
         self._chains: dict[int, ChainRun] = {}
-        self._current: ChainRun | None = None
-        self._loaded: dict[str, Any] | None = None
+        self._current = self._loaded = None  # the ChainRun sampling; a state to go on from
 
     def build_diffusion(self) -> Diffusion:  # pragma: no cover - abstract
         """The diffusion this kernel runs, its hyperparameters bound."""
@@ -537,6 +537,12 @@ class CyclicalSGLD(CyclicalKernel):
         (default): the default group when ``torch.distributed`` is initialised, else one
         process; ``False``: stay out of it (one independent chain per rank, merged later
         with :func:`~pyro_csg.merge_runs`); a ``ProcessGroup``: that group.
+    :param int max_batch_size: where the minibatch noise cuts the automatic step
+        tenfold or more, the chain reads ``ceil(B * cut)`` indices of its one subsampled
+        plate a step instead of ``B`` (the plate scaled to match), up to this many (default
+        ``None``: ``N``, ``64 B`` and 65,536; ``B`` or less: never). The data per unit of
+        Langevin time stay the same, the steps fewer (:func:`~pyro_csg.core.subsample.
+        grown_batch`); ``hyperparameters()["subsample_size"]`` says each chain's batch.
     :param nuts_keywords: the keywords a NUTS user passes: ``jit_compile`` (-> the compiled
         potential), ``ignore_jit_warnings``, ``jit_options`` and ``max_plate_nesting``
         (accepted: the plates are found by tracing); the others (``max_tree_depth``,

@@ -70,6 +70,7 @@ class KernelOptions:
     checkpoint: Checkpoint | None
     process_group: Any
     exploration_noise: str = "auto"
+    max_batch_size: int | None = None
 
 
 def _check_flags(
@@ -180,6 +181,7 @@ def kernel_options(
     preconditioner: bool | None,
     optimize_start: bool | None,
     process_group: Any,
+    max_batch_size: int | None = None,
     nuts_keywords: dict[str, Any] | None = None,
     name: str = "the kernel",
 ) -> KernelOptions:
@@ -204,6 +206,17 @@ def kernel_options(
         raise ValueError(
             f"step_scale={step_scale!r} scales the automatic step size; with an explicit "
             "step_size or schedule, pass a smaller step_size instead"
+        )
+    if max_batch_size is not None and (
+        isinstance(max_batch_size, bool)
+        or not isinstance(max_batch_size, (int, np.integer))
+        or max_batch_size < 1
+    ):
+        raise ValueError(
+            "max_batch_size must be a whole number >= 1 (the most indices of the "
+            "subsampled plate a step may read where the minibatch noise cuts the automatic "
+            "step; the plate's subsample_size or less keeps it) or None (the default "
+            f"bound), got {max_batch_size!r}"
         )
     if preconditioner is None:
         preconditioner = auto_step_size
@@ -231,6 +244,7 @@ def kernel_options(
         checkpoint=as_checkpoint(checkpoint),
         process_group=process_group,
         exploration_noise=exploration_noise,
+        max_batch_size=None if max_batch_size is None else int(max_batch_size),
     )
 
 

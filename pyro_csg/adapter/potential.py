@@ -24,6 +24,7 @@ the eager potential instead, with a warning that says why.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ from ..core.subsample import SubsamplePlate
 from . import graph as graphs
 from .full_data import full_value_and_grad
 
-__all__ = ["ModelPotential", "trace_model", "subsampled_plates", "is_latent"]
+__all__ = ["ModelPotential", "trace_model", "subsampled_plates", "is_latent", "widened"]
 
 
 def trace_model(model, args, kwargs, init_strategy=None):
@@ -335,6 +336,7 @@ class ModelPotential(BasePotential):
         # Data-parallel (split_batches): this rank's plates, of B / R indices each.
         self.share = None
         self.local_plates = self.plates
+        self.narrow: ModelPotential | None = None  # the model's own batches (widened)
 
     def split_batches(self, share) -> None:
         """Evaluate this rank's share of every global batch (a data-parallel chain).
@@ -358,6 +360,10 @@ class ModelPotential(BasePotential):
             replace(plate, subsample_size=plate.subsample_size // share.world_size)
             for plate in self.plates
         )
+
+    def widened(self, batch: int, theta: torch.Tensor | None = None) -> ModelPotential | None:
+        """:func:`widened`: this potential on batches of ``batch`` indices."""
+        return widened(self, batch, theta)
 
     # -- eager -----------------------------------------------------------------------------
     def __call__(
@@ -388,7 +394,7 @@ class ModelPotential(BasePotential):
         if keep_from:
             (plate,) = self.local_plates
             conditioned = _DropFirst(plate.name, keep_from, plate.subsample_size)(conditioned)
-        with _any_batch_size([plate.name for plate in self.plates] if self.share else []):
+        with _any_batch_size([p.name for p in self.plates] if self.share or self.narrow else []):
             trace = poutine.trace(conditioned).get_trace(*self.model_args, **self.model_kwargs)
         return -(trace.log_prob_sum() - log_jacobian)
 
@@ -617,6 +623,50 @@ class ModelPotential(BasePotential):
         state["compiled"] = False
         state["windows_vectorise"] = None
         return state
+
+
+def widened(
+    potential: ModelPotential, batch: int, theta: torch.Tensor | None = None
+) -> ModelPotential | None:
+    """``potential`` on batches of ``batch`` indices of its one subsampled plate, the
+    likelihood scaled by ``N / batch`` (the plate's ``subsample_size`` as the model
+    declares it is the batch of ``potential.narrow``, or of ``potential`` itself). It
+    shares the model and the data; where ``theta`` is given and ``potential`` was
+    compiled, it is traced again there with the same backend. ``None`` where it cannot
+    be: several subsampled plates, a data-parallel chain, or a graph that no longer
+    builds (the chain then keeps its batches).
+
+    Example::
+
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer.autoguide.initialization import init_to_median
+        >>> from pyro_csg.adapter.potential import ModelPotential
+        >>> y = torch.arange(10.0)
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(y), subsample_size=2) as idx:
+        ...         pyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
+        >>> wide = ModelPotential(model, (y,), {}, init_to_median).widened(10)
+        >>> wide.plates[0].subsample_size
+        10
+        >>> wide.value_and_grad(torch.zeros(1), [torch.arange(10)])[1]  # all the data
+        tensor([-45.])
+    """
+    narrow = potential.narrow or potential
+    if len(narrow.plates) != 1 or narrow.share is not None:
+        return None
+    if batch == narrow.plates[0].subsample_size:
+        return narrow
+    wide = copy.copy(narrow)
+    wide.narrow = narrow
+    wide.plates = wide.local_plates = (replace(narrow.plates[0], subsample_size=int(batch)),)
+    wide._graph = wide._forward = wide._paired = None
+    wide._lean_graph = wide._lean = wide._lean_paired = None
+    wide.backend, wide.compiled, wide.windows_vectorise = None, False, None
+    if theta is not None and narrow.compiled:
+        if wide.compile(theta, narrow.backend) is not None and not wide.compiled:
+            return None
+    return wide
 
 
 @contextmanager

@@ -50,7 +50,7 @@ from .noise import noise_limited_message, spare_batches
 from .parameters import Potential, as_potential
 from .schedules import CosineCyclical, CycleLayout, Schedule
 from .state import ChainState
-from .subsample import EpochBatches
+from .subsample import EpochBatches, grown_batch
 from .tuning import Tuning, optimize_start, tune
 
 __all__ = [
@@ -110,7 +110,9 @@ class SamplerConfig:
 
     ``name`` begins every message; ``suggest_control_variates`` makes the noise warnings
     name control variates (the user turned them off). ``exploration_noise`` is one of
-    :data:`EXPLORATION_NOISE` (:func:`choose_exploration`).
+    :data:`EXPLORATION_NOISE` (:func:`choose_exploration`). ``max_batch``: the most
+    indices of the one subsampled plate a step may read where the start grows the batch
+    (:func:`~pyro_csg.core.subsample.grown_batch`; ``None``: its default bound).
 
     Example::
 
@@ -134,6 +136,7 @@ class SamplerConfig:
     name: str = "sampler"
     suggest_control_variates: bool = False
     exploration_noise: str = "auto"
+    max_batch: int | None = None
 
     def __post_init__(self) -> None:
         check_exploration_noise(self.exploration_noise)
@@ -223,6 +226,19 @@ class Chain:
         self.potential = None
         self._cache.clear()
 
+    def resize(self, batch: int, theta: torch.Tensor | None = None) -> bool:
+        """Run on batches of ``batch`` indices of the one subsampled plate (a potential
+        that has ``widened``; built at ``theta`` where given) with new cursors; whether it
+        could (the potential's ``widened`` gives ``None`` where it cannot)."""
+        widened = getattr(self.potential, "widened", None)
+        wide = None if widened is None else widened(batch, theta)
+        if wide is None:
+            return False
+        self.potential = wide
+        self.batches = [EpochBatches(plate, self.generator) for plate in wide.plates]
+        self._cache.clear()
+        return True
+
     def rewind(self, state: ChainState) -> None:
         """Set the generator and the cursors back to where they were at ``state``."""
         self.generator.set_state(state.rng_state)
@@ -254,6 +270,11 @@ class Chain:
             raise StateMismatchError(
                 f"the saved state has {state.theta.numel()} parameters, this model has "
                 f"{like.numel()}"
+            )
+        if state.batch_size is not None and not self.resize(state.batch_size):
+            raise StateMismatchError(
+                f"the saved chain ran batches of {state.batch_size} indices, which this "
+                "model's potential cannot evaluate"
             )
         if len(state.batches) != len(self.batches):
             raise StateMismatchError(
@@ -413,7 +434,8 @@ def _choose_estimator(
     can be as large with them as without). ``before``: the chain's streams before any
     tuning, which either choice then continues as if it had been made by the user (the
     same draws as ``control_variates=True`` or ``False``). ``precondition``: as
-    :func:`_tuning`'s. Returns the estimator's state, its gradient and the tuning."""
+    :func:`_tuning`'s. Returns the estimator's state, its gradient, the tuning and the
+    tuning with control variates where they were tried and dropped (else ``None``)."""
     estimator, potential = chain.config.estimator, chain.potential
     tuning = _tuning(chain, state, theta, gradient, warn=False, precondition=precondition)
     if estimator.pays(tuning):
@@ -425,20 +447,67 @@ def _choose_estimator(
             chain, state, theta, centred_gradient, warn=False, precondition=precondition
         )
         if estimator.pays_against(tuning, centred_tuning):
-            _warn_noise_limited(chain.config, centred_tuning)
-            return centred, centred_gradient, centred_tuning
+            return centred, centred_gradient, centred_tuning, None
         chain.set_streams(after_plain)  # and on as control_variates=False would have
-        _warn_noise_limited(chain.config, tuning, tried=centred_tuning)
-        return None, gradient, tuning
-    _warn_noise_limited(chain.config, tuning)
-    return None, gradient, tuning
+        return None, gradient, tuning, centred_tuning
+    return None, gradient, tuning, None
 
 
-def _warn_noise_limited(config: SamplerConfig, tuning: Tuning, tried: Tuning | None = None):
+def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning):
+    """Where the automatic step is :data:`~pyro_csg.core.subsample.GROW_FROM` times or
+    more below the mean curvature's bound (the noise warning's test), the chain on larger
+    batches of its one subsampled plate
+    (:func:`~pyro_csg.core.subsample.grown_batch`), tuned again: ``(batch, estimator
+    state, gradient, tuning)``, or ``None`` where the batch stays (a potential that
+    cannot widen). On every datum a step, automatic control variates are dropped."""
+    plates = chain.potential.plates
+    if len(plates) != 1:
+        return None
+    # How far below the mean curvature's bound the step is: the noise (~ 1 / B) and the
+    # stiffest single batch's curvature (its spread ~ 1 / sqrt(B)) both shrink with B.
+    cut = 1.0 / max(tuning.step_size * tuning.lambda_max, 1e-300)
+    batch = grown_batch(plates[0], cut, chain.config.max_batch, theta.numel())
+    if batch == plates[0].subsample_size or not chain.resize(batch, theta):
+        return None
+    estimator = chain.config.estimator
+    if batch == plates[0].size and getattr(estimator, "pays", None) is not None:
+        estimate = None  # every datum a step: no noise for control variates to remove
+    gradient = estimator.bind(chain.potential, estimate)
+    return batch, estimate, gradient, _tuning(chain, state, theta, gradient, warn=False)
+
+
+def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient):
+    """The start's tuning (:func:`start`): the estimator (control variates where they
+    pay), the batch (grown where the noise cut the automatic step tenfold), the step and
+    preconditioner, and the warning where the noise still limits the step. Returns the
+    estimator's state, its gradient, the tuning and the grown batch (``None``: the
+    plate's own)."""
+    config, tried, batch = chain.config, None, None
+    if getattr(config.estimator, "pays", None) is None:
+        tuning = _tuning(chain, state, theta, gradient, warn=False)
+    else:  # control variates where they pay
+        estimate, gradient, tuning, tried = _choose_estimator(
+            chain, state, theta, gradient, chain.streams()
+        )
+    grown = _grown(chain, state, theta, estimate, tuning) if config.auto_step_size else None
+    if grown is not None:  # larger batches where the noise cut the step tenfold
+        (batch, estimate, gradient, tuning), tried = grown, None
+    _warn_noise_limited(config, tuning, tried, batch, stacklevel=5)
+    tuned = getattr(config.estimator, "tuned", None)  # the spread, where it needs it
+    return estimate if tuned is None else tuned(estimate, tuning), gradient, tuning, batch
+
+
+def _warn_noise_limited(
+    config: SamplerConfig,
+    tuning: Tuning,
+    tried: Tuning | None = None,
+    batch: int | None = None,
+    stacklevel: int = 5,
+):
     if config.auto_step_size and tuning.step_size * tuning.lambda_max < 0.1:
         suggest = config.suggest_control_variates
-        message = noise_limited_message(config.name, tuning, suggest, tried)
-        warnings.warn(message, SamplerWarning, stacklevel=5)
+        message = noise_limited_message(config.name, tuning, suggest, tried, batch)
+        warnings.warn(message, SamplerWarning, stacklevel=stacklevel)
 
 
 def start(
@@ -461,17 +530,12 @@ def start(
         theta, start_steps = _converged_start(chain, theta)
     estimator_state = config.estimator.init(chain.potential, theta)
     gradient = config.estimator.bind(chain.potential, estimator_state)
-    tuning = None
+    tuning = batch = None
     if config.auto_step_size or config.preconditioner:
         say("tuning")
-        if getattr(config.estimator, "pays", None) is None:
-            tuning = _tuning(chain, state, theta, gradient)
-        else:  # control variates where they pay
-            estimator_state, gradient, tuning = _choose_estimator(
-                chain, state, theta, gradient, chain.streams()
-            )
-        tuned = getattr(config.estimator, "tuned", None)  # the spread, where it needs it
-        estimator_state = estimator_state if tuned is None else tuned(estimator_state, tuning)
+        estimator_state, gradient, tuning, batch = _tuned(
+            chain, state, theta, estimator_state, gradient
+        )
     elif getattr(config.estimator, "pays", None) is not None:
         # An explicit step: the same measurement (in the preconditioned units where the
         # posterior's sd is 1) chooses the estimator, not the step, and the streams are
@@ -479,7 +543,7 @@ def start(
         say("tuning")
         before = chain.streams()
         try:
-            estimator_state, gradient, _ = _choose_estimator(
+            estimator_state, gradient, *_ = _choose_estimator(
                 chain, state, theta, gradient, before, precondition=True
             )
         except NonFiniteError:  # a measurement the explicit step does not need: centred,
@@ -497,6 +561,7 @@ def start(
         tuning=tuning,
         estimator=estimator_state,
         start_steps=start_steps,
+        batch_size=batch,
     )
 
 

@@ -21,6 +21,9 @@ A chain of cyclical SG-MCMC is, between two draws, fully described by
   ``skipping_exploration``, the cycles from that one on skip it (their draws come from
   the sampling stage alone, every ``sampling_stride``-th position of it run; see
   :func:`~pyro_csg.core.sampler.choose_exploration`);
+* ``batch_size``: the batch of the one subsampled plate that the chain runs where the
+  start grew it (:func:`~pyro_csg.core.subsample.grown_batch`; ``None``: the model's own
+  ``subsample_size``);
 * ``estimator``: the gradient estimator's own state (``None`` for the plain minibatch
   estimator; for control variates their centre ``theta_hat`` with the full-data ``U`` and
   gradient there, :class:`~pyro_csg.core.estimators.CentreState`).
@@ -88,6 +91,7 @@ class ChainState:
     noisy_exploration_from: int | None = None
     skipping_exploration: bool = False
     sampling_stride: int = 1
+    batch_size: int | None = None
 
     @property
     def started(self) -> bool:
@@ -115,6 +119,7 @@ class ChainState:
             "noisy_exploration_from": self.noisy_exploration_from,
             "skipping_exploration": self.skipping_exploration,
             "sampling_stride": self.sampling_stride,
+            "batch_size": self.batch_size,
         }
 
     @classmethod
@@ -174,4 +179,5 @@ class ChainState:
             noisy_exploration_from=None if noisy is None else int(noisy),
             skipping_exploration=bool(state.get("skipping_exploration", False)),
             sampling_stride=int(state.get("sampling_stride", 1)),
+            batch_size=None if state.get("batch_size") is None else int(state["batch_size"]),
         )

@@ -16,11 +16,37 @@ batch is then a uniformly random subset of size ``B``, so with the plate's own s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SubsamplePlate", "EpochBatches", "windows"]
+__all__ = [
+    "SubsamplePlate",
+    "EpochBatches",
+    "windows",
+    "grown_batch",
+    "GROW_FROM",
+    "MAX_GROWTH",
+    "MAX_GROWN_BATCH",
+    "MAX_GROWN_WORK",
+]
+
+GROW_FROM = 10.0
+"""The cut (``1 / (eta_1 lambda_max)``: how many times below the mean curvature's bound
+the minibatch noise and the stiffest single batch put the automatic step) from which a
+chain runs larger batches (:func:`grown_batch`); the noise warning's threshold, where the
+chain would otherwise barely move."""
+MAX_GROWTH = 64
+"""By default a batch grows to at most this many times the plate's ``subsample_size``."""
+MAX_GROWN_BATCH = 65_536
+"""And to at most this many indices (the most one call of the full-data pass evaluates)."""
+MAX_GROWN_WORK = 2**20
+"""And to at most this many parameter-datum products a step (``B' D``, the arithmetic of
+a linear predictor's gradient): below it a step costs about its fixed overhead on one
+core (the traced graph's ops: 100 to 200 us on the benchmarks' models), so growing costs
+little; a network's batch is there already (the MLP of ``benchmarks/overhead.py``: 128
+rows of 7,510 weights, 0.96e6) and keeps its step's cost."""
 
 
 @dataclass(frozen=True)
@@ -148,3 +174,39 @@ def windows(plate: SubsamplePlate) -> list[tuple[int, int]]:
     if covered < size:
         result.append((size - batch, covered - (size - batch)))
     return result
+
+
+def grown_batch(plate: SubsamplePlate, cut: float, most: int | None = None, dim: int = 1) -> int:
+    """The batch a chain runs on ``plate`` when its minibatches put the automatic step
+    ``cut`` times below the mean curvature's bound: the plate's ``B`` below
+    :data:`GROW_FROM`, else ``ceil(B * cut)``, at most ``N`` and ``most`` (``None``: the
+    default bounds, :data:`MAX_GROWTH` ``B``, :data:`MAX_GROWN_BATCH` and
+    :data:`MAX_GROWN_WORK` over ``dim`` parameters); ``B`` where that is not twice ``B``.
+
+    Why it pays: the noise variance of ``grad U~`` falls as ``1 / B``, so where it bounds
+    the step, ``eta ~ c B`` and the data read per unit of Langevin time, ``B / eta``, is
+    the same whatever ``B``; the larger batch covers that time in ``1 / cut`` of the
+    steps (each step's fixed cost paid that much less often), up to the batch at which
+    the curvature bounds the step again, from which on a larger batch only costs. A
+    chain whose step the noise cut tenfold or more otherwise barely moves in its cycles
+    (``benchmarks/defaults.py``'s hierarchical regression, 60 group effects, ``B = 100``
+    of 3,000: 21 sds off after 50 cycles). Where a step's arithmetic, not its fixed
+    cost, sets its time (a network), the default bounds keep the batch: growing it
+    would cost each step as much more, and the noise warning says so.
+
+    Example::
+
+        >>> from pyro_csg.core.subsample import SubsamplePlate, grown_batch
+        >>> plate = SubsamplePlate("data", size=3000, subsample_size=100, device="cpu")
+        >>> grown_batch(plate, 4.0), grown_batch(plate, 12.5), grown_batch(plate, 436.0)
+        (100, 1250, 3000)
+        >>> grown_batch(plate, 436.0, most=500), grown_batch(plate, 436.0, dim=7510)
+        (500, 100)
+    """
+    batch = plate.subsample_size
+    if not cut >= GROW_FROM:
+        return batch
+    if most is None:
+        most = min(MAX_GROWTH * batch, MAX_GROWN_BATCH, MAX_GROWN_WORK // max(dim, 1))
+    grown = min(plate.size, most, math.ceil(batch * cut))
+    return grown if grown >= 2 * batch else batch
