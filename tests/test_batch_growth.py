@@ -79,7 +79,7 @@ def test_a_noise_limited_chain_grows_its_batch_and_is_right(kernel_class):
 
 
 def test_on_the_plates_own_batches_the_chain_warns_and_is_too_narrow():
-    # Seeds 0-2: the least sd ratio 0.37 to 0.55, where the grown batches give 0.84 to 0.87.
+    # Seeds 0-2 (cSGHMC): the least sd ratio 0.37 to 0.55; on the grown batches 0.81 to 0.84.
     kernel, draws, messages = run(max_batch_size=B)
     assert kernel.hyperparameters()["subsample_size"] == [B]
     assert any("noise limited the automatic step size" in m for m in messages), messages
@@ -130,7 +130,7 @@ def test_max_batch_size_must_be_a_whole_number(bad):
 
 def test_the_rule_grows_to_the_curvatures_batch_within_its_bounds():
     plate = SubsamplePlate("data", size=10**6, subsample_size=100, device="cpu")
-    assert grown_batch(plate, 9.9) == 100  # below the warning's threshold
+    assert grown_batch(plate, 1.9) == 100  # the noise did not halve the step
     assert grown_batch(plate, 10.0) == 1000
     assert grown_batch(plate, 1e4) == MAX_GROWTH * 100
     assert grown_batch(plate, 1e4, most=50) == 100  # never below the plate's own

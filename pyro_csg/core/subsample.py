@@ -32,11 +32,12 @@ __all__ = [
     "MAX_GROWN_WORK",
 ]
 
-GROW_FROM = 10.0
+GROW_FROM = 2.0
 """The cut (``1 / (eta_1 lambda_max)``: how many times below the mean curvature's bound
 the minibatch noise and the stiffest single batch put the automatic step) from which a
-chain runs larger batches (:func:`grown_batch`); the noise warning's threshold, where the
-chain would otherwise barely move."""
+chain runs larger batches (:func:`grown_batch`): where the noise at least halves the step
+(as for control variates, ``CONTROL_VARIATES_PAY``). Growing costs no more data per unit
+of Langevin time at any cut; the noise warning comes at a cut of 10 that remains."""
 MAX_GROWTH = 64
 """By default a batch grows to at most this many times the plate's ``subsample_size``."""
 MAX_GROWN_BATCH = 65_536
@@ -198,7 +199,7 @@ def grown_batch(plate: SubsamplePlate, cut: float, most: int | None = None, dim:
 
         >>> from pyro_csg.core.subsample import SubsamplePlate, grown_batch
         >>> plate = SubsamplePlate("data", size=3000, subsample_size=100, device="cpu")
-        >>> grown_batch(plate, 4.0), grown_batch(plate, 12.5), grown_batch(plate, 436.0)
+        >>> grown_batch(plate, 1.5), grown_batch(plate, 12.5), grown_batch(plate, 436.0)
         (100, 1250, 3000)
         >>> grown_batch(plate, 436.0, most=500), grown_batch(plate, 436.0, dim=7510)
         (500, 100)
