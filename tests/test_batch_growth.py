@@ -131,7 +131,7 @@ def test_max_batch_size_must_be_a_whole_number(bad):
 def test_the_rule_grows_to_the_curvatures_batch_within_its_bounds():
     plate = SubsamplePlate("data", size=10**6, subsample_size=100, device="cpu")
     assert grown_batch(plate, 1.9) == 100  # the noise did not halve the step
-    assert grown_batch(plate, 10.0) == 1000
+    assert grown_batch(plate, 10.0) == 4000  # four times the curvature's batch
     assert grown_batch(plate, 1e4) == MAX_GROWTH * 100
     assert grown_batch(plate, 1e4, most=50) == 100  # never below the plate's own
     assert grown_batch(plate, 15.0, most=150) == 100  # nor by less than twice

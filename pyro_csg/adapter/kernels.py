@@ -538,7 +538,7 @@ class CyclicalSGLD(CyclicalKernel):
         process; ``False``: stay out of it (one independent chain per rank, merged later
         with :func:`~pyro_csg.merge_runs`); a ``ProcessGroup``: that group.
     :param int max_batch_size: where the minibatch noise cuts the automatic step
-        twofold or more, the chain reads ``ceil(B * cut)`` indices of its one subsampled
+        twofold or more, the chain reads ``ceil(4 B cut)`` indices of its one subsampled
         plate a step instead of ``B`` (the plate scaled to match), up to this many (default
         ``None``: ``N``, ``64 B`` and 65,536; ``B`` or less: never). The data per unit of
         Langevin time stay the same, the steps fewer (:func:`~pyro_csg.core.subsample.
