@@ -138,3 +138,15 @@ def test_the_rule_grows_to_the_curvatures_batch_within_its_bounds():
     assert grown_batch(plate, 1e4, dim=7510) == 100  # a network: its arithmetic sets its cost
     assert grown_batch(plate, 1e4, dim=7510, most=10**6) == 10**6  # asked for
     assert grown_batch(plate, float("nan")) == 100
+
+
+def test_a_smaller_step_scale_is_not_read_as_noise():
+    # A logistic regression whose step the curvature bounds (cut 1.0): step_scale=0.3 puts
+    # the step 3.3 times below the curvature's bound, but by the user's choice.
+    from pyro_csg.examples.large_logistic import logistic, make_data
+
+    x, y = make_data(2000)
+    pyro.set_rng_seed(0)
+    kernel = CyclicalSGHMC(logistic, steps_per_cycle=50, step_scale=0.3)
+    MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True).run(x, y, 100)
+    assert kernel.hyperparameters()["subsample_size"] == [100]

@@ -386,13 +386,12 @@ def _tuning(
     state: ChainState,
     theta: torch.Tensor,
     gradient: Gradient,
-    warn: bool = True,
     precondition: bool | None = None,
 ):
     """The automatic step size and preconditioner at ``theta``, measured with the chain's
-    gradient; spare batches come from ``state`` (the state before the start). ``warn``:
-    say when the noise limited the step; ``precondition``: measure in preconditioned
-    units (default: where the chain runs in them)."""
+    gradient (before ``step_scale``); spare batches come from ``state`` (the state
+    before the start). ``precondition``: measure in preconditioned units (default: where
+    the chain runs in them)."""
     config = chain.config
     plates = chain.potential.plates
     # The noise is bounded where the sampling stage starts, its largest step.
@@ -412,15 +411,6 @@ def _tuning(
         )
     except FloatingPointError as error:
         raise NonFiniteError(f"{config.name}: {error}") from None
-    if warn:
-        _warn_noise_limited(config, tuning)
-    if config.auto_step_size and config.step_scale != 1.0:
-        scale, stable = config.step_scale, tuning.stable_step
-        tuning = replace(
-            tuning,
-            step_size=tuning.step_size * scale,
-            stable_step=None if stable is None else stable * scale,
-        )
     return tuning
 
 
@@ -437,14 +427,14 @@ def _choose_estimator(
     :func:`_tuning`'s. Returns the estimator's state, its gradient, the tuning and the
     tuning with control variates where they were tried and dropped (else ``None``)."""
     estimator, potential = chain.config.estimator, chain.potential
-    tuning = _tuning(chain, state, theta, gradient, warn=False, precondition=precondition)
+    tuning = _tuning(chain, state, theta, gradient, precondition=precondition)
     if estimator.pays(tuning):
         centred = estimator.adopt(potential, theta)
         centred_gradient = estimator.bind(potential, centred)
         after_plain = chain.streams()
         chain.set_streams(before)  # tuned as control_variates=True would have been
         centred_tuning = _tuning(
-            chain, state, theta, centred_gradient, warn=False, precondition=precondition
+            chain, state, theta, centred_gradient, precondition=precondition
         )
         if estimator.pays_against(tuning, centred_tuning):
             return centred, centred_gradient, centred_tuning, None
@@ -491,7 +481,7 @@ def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning) -> 
     elif estimate is not None:  # centred where the chain now starts
         estimate = getattr(estimator, "adopt", estimator.init)(chain.potential, theta)
     gradient = estimator.bind(chain.potential, estimate)
-    tuning = _tuning(chain, state, theta, gradient, warn=False)
+    tuning = _tuning(chain, state, theta, gradient)
     return Grown(batch, theta, steps, estimate, gradient, tuning)
 
 
@@ -502,7 +492,7 @@ def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient):
     noise still limits the step. The batch is ``None`` where it is the plate's own."""
     config, tried, batch, steps = chain.config, None, None, 0
     if getattr(config.estimator, "pays", None) is None:
-        tuning = _tuning(chain, state, theta, gradient, warn=False)
+        tuning = _tuning(chain, state, theta, gradient)
     else:  # control variates where they pay
         estimate, gradient, tuning, tried = _choose_estimator(
             chain, state, theta, gradient, chain.streams()
@@ -511,6 +501,13 @@ def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient):
     if grown is not None:  # larger batches where the noise at least halved the step
         (batch, theta, steps, estimate, gradient, tuning), tried = grown, None
     _warn_noise_limited(config, tuning, tried, batch, stacklevel=5)
+    if config.step_scale != 1.0:  # the user's factor, after the measurements that use it
+        scale, stable = config.step_scale, tuning.stable_step
+        tuning = replace(
+            tuning,
+            step_size=tuning.step_size * scale,
+            stable_step=None if stable is None else stable * scale,
+        )
     tuned = getattr(config.estimator, "tuned", None)  # the spread, where it needs it
     estimate = estimate if tuned is None else tuned(estimate, tuning)
     return Grown(batch, theta, steps, estimate, gradient, tuning)
