@@ -443,7 +443,7 @@ def _choose_estimator(
     return None, gradient, tuning, None
 
 
-class Grown(NamedTuple):
+class _Grown(NamedTuple):
     """The start on grown batches (:func:`_grown`)."""
 
     batch: int
@@ -454,7 +454,7 @@ class Grown(NamedTuple):
     tuning: Tuning
 
 
-def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning) -> Grown | None:
+def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning) -> _Grown | None:
     """Where the automatic step is :data:`~pyro_csg.core.subsample.GROW_FROM` times or
     more below the mean curvature's bound, the chain on larger
     batches of its one subsampled plate (:func:`~pyro_csg.core.subsample.grown_batch`):
@@ -482,7 +482,7 @@ def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning) -> 
         estimate = getattr(estimator, "adopt", estimator.init)(chain.potential, theta)
     gradient = estimator.bind(chain.potential, estimate)
     tuning = _tuning(chain, state, theta, gradient)
-    return Grown(batch, theta, steps, estimate, gradient, tuning)
+    return _Grown(batch, theta, steps, estimate, gradient, tuning)
 
 
 def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient):
@@ -510,7 +510,7 @@ def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient):
         )
     tuned = getattr(config.estimator, "tuned", None)  # the spread, where it needs it
     estimate = estimate if tuned is None else tuned(estimate, tuning)
-    return Grown(batch, theta, steps, estimate, gradient, tuning)
+    return _Grown(batch, theta, steps, estimate, gradient, tuning)
 
 
 def _warn_noise_limited(
