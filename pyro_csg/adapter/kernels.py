@@ -540,7 +540,9 @@ class CyclicalSGLD(CyclicalKernel):
     :param int max_batch_size: where the minibatch noise cuts the automatic step
         twofold or more, the chain reads ``ceil(4 B cut)`` indices of its one subsampled
         plate a step instead of ``B`` (the plate scaled to match), up to this many (default
-        ``None``: ``N``, ``64 B`` and 65,536; ``B`` or less: never). The data per unit of
+        ``None``: ``N``, ``64 B``, 65,536 and ``2^20`` parameter-datum products, and only
+        where that at least doubles ``B``, so a network keeps its batch; ``B`` or less:
+        never). The data per unit of
         Langevin time stay the same, the steps fewer (:func:`~pyro_csg.core.subsample.
         grown_batch`); ``hyperparameters()["subsample_size"]`` says each chain's batch.
     :param nuts_keywords: the keywords a NUTS user passes: ``jit_compile`` (-> the compiled

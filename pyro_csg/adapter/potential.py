@@ -614,15 +614,16 @@ class ModelPotential(BasePotential):
 
     def __getstate__(self):
         # A traced graph holds references to the data and does not pickle: it is rebuilt.
-        state = self.__dict__.copy()
-        state["_graph"] = None
-        state["_forward"] = None
-        state["_paired"] = None
-        state["_lean_graph"] = state["_lean"] = state["_lean_paired"] = None
-        state["backend"] = None
-        state["compiled"] = False
-        state["windows_vectorise"] = None
-        return state
+        return {**self.__dict__, **_UNTRACED}
+
+
+_UNTRACED = {
+    "_graph": None, "_forward": None, "_paired": None,
+    "_lean_graph": None, "_lean": None, "_lean_paired": None,
+    "backend": None, "compiled": False, "windows_vectorise": None,
+}  # fmt: skip
+"""What a :class:`ModelPotential` holds before :meth:`~ModelPotential.compile`: what
+pickling drops and a widened potential builds again."""
 
 
 def widened(
@@ -660,9 +661,7 @@ def widened(
     wide = copy.copy(narrow)
     wide.narrow = narrow
     wide.plates = wide.local_plates = (replace(narrow.plates[0], subsample_size=int(batch)),)
-    wide._graph = wide._forward = wide._paired = None
-    wide._lean_graph = wide._lean = wide._lean_paired = None
-    wide.backend, wide.compiled, wide.windows_vectorise = None, False, None
+    wide.__dict__.update(_UNTRACED)  # traced again below, at its own batch
     if theta is not None and narrow.compiled:
         if wide.compile(theta, narrow.backend) is not None and not wide.compiled:
             return None

@@ -288,12 +288,6 @@ def noise_limited_message(
     """The warning when the minibatch noise cut the automatic step tenfold or more
     (``tried``: the tuning with control variates, which did not enlarge it enough;
     ``batch``: the batch the start grew the plate's to, which did not either)."""
-    advice = (
-        "drop control_variates=False (they are then used where they enlarge the step: "
-        "their variance shrinks near the mode), or use a larger subsample_size"
-        if suggest_control_variates
-        else "use a larger subsample_size"
-    ) + " (or max_batch_size: the batch the kernel may grow to where the step is noise-bound)"
     if batch is not None:
         advice = (
             f"the chain already runs batches of {batch} indices, grown from the plate's "
@@ -301,6 +295,13 @@ def noise_limited_message(
             "raise max_batch_size"
             + (", or drop control_variates=False" if suggest_control_variates else "")
         )
+    else:
+        advice = (
+            "drop control_variates=False (they are then used where they enlarge the step: "
+            "their variance shrinks near the mode), or use a larger subsample_size"
+            if suggest_control_variates
+            else "use a larger subsample_size"
+        ) + " (or max_batch_size: the batch the kernel may grow to where the step is noise-bound)"
     if tried is not None:
         advice += (
             f" (control variates were tried and allowed {tried.step_size:.3g}: too little "
