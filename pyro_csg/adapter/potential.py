@@ -456,7 +456,7 @@ class ModelPotential(BasePotential):
         reason = self._check_graph(graph, theta)
         if reason is not None:
             return reason
-        self._graph, self._forward = graph, graphs.direct_forward(graph)
+        self._graph, self._forward = graph, graphs.fast_forward(graph, theta.detach(), *indices)
         reason = self._check_graph(self._forward, theta)
         if reason is not None:  # pragma: no cover - the same ops: it agrees
             self._forward = graph.forward
@@ -481,8 +481,9 @@ class ModelPotential(BasePotential):
         lean_graph = graphs.lean(graph)
         if lean_graph is None:
             return
-        forward = graphs.direct_forward(lean_graph)
-        for point, indices in _probes(theta, self.local_plates):
+        probes = _probes(theta, self.local_plates)
+        forward = graphs.fast_forward(lean_graph, probes[0][0].detach(), *probes[0][1])
+        for point, indices in probes:
             if not torch.equal(forward(point, *indices)[0], self._forward(point, *indices)[1]):
                 return
         self._lean_graph, self._lean = lean_graph, forward

@@ -747,11 +747,35 @@ def iterations_run(config: SamplerConfig, state: ChainState, target: int) -> int
     return sum(not idle[(k - 1) % steps] for k in range(state.iteration + 1, target + 1))
 
 
-def _injected(theta: torch.Tensor, generator, eta: float, noise) -> torch.Tensor:
+MAX_NOISE_SCALES = 4096
+"""How many step sizes' noise scales :func:`_injected` keeps (a cycle has at most
+``steps_per_cycle`` step sizes, and every cycle the same ones)."""
+
+
+def _injected(theta: torch.Tensor, generator, eta: float, noise, scales: dict) -> torch.Tensor:
     """``xi``: ``N(0, I)`` less the minibatch's measured noise ``V`` (the noise
-    correction), ``sqrt(max(0, 1 - eta V))`` times it."""
-    xi = torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
-    return xi if noise is None else xi * (1.0 - eta * noise).clamp_min(0.0).sqrt()
+    correction), ``sqrt(max(0, 1 - eta V))`` times it.
+
+    ``scales`` holds that factor by ``eta`` for one ``V``: the cosine schedule gives every
+    cycle the same step sizes, and four small ops a step (a multiplication by a Python
+    number costs twice one by a tensor on a small model) become a look-up, with the same
+    values. ``torch.empty_like(theta).normal_`` is ``torch.randn``'s own stream."""
+    xi = torch.empty_like(theta).normal_(generator=generator)
+    if noise is None:
+        return xi
+    scale = scales.get(eta)
+    if scale is None:
+        if len(scales) >= MAX_NOISE_SCALES:
+            scales.clear()
+        scale = scales[eta] = (1.0 - eta * noise).clamp_min(0.0).sqrt()
+    return xi * scale
+
+
+def _noise_scales(chain: Chain, state: ChainState) -> tuple[torch.Tensor | None, dict]:
+    """The minibatch noise ``V`` the state's tuning measured, and :func:`_injected`'s
+    store of its scales (kept while ``V`` is the same tensor)."""
+    noise = None if state.tuning is None else state.tuning.noise
+    return noise, chain._cached("noise_scales", noise, dict)
 
 
 def advance(chain: Chain, state: ChainState, target: int, careful: bool = False) -> ChainState:
@@ -774,7 +798,7 @@ def advance(chain: Chain, state: ChainState, target: int, careful: bool = False)
     estimate, gradient = state.estimator, chain.gradient(state)
     lean = None if careful else chain.lean_gradient(state)  # the gradient alone
     theta, algorithm, energy, grad = state.theta, state.algorithm, state.energy, state.grad
-    noise = None if state.tuning is None else state.tuning.noise  # the minibatch's, V
+    noise, scales = _noise_scales(chain, state)  # the minibatch's V; sqrt(1 - eta V) by eta
     watch, eta, rejected = _FiniteWatch(config, schedule), state.step_size, 0
     for k in range(state.iteration + 1, target + 1):
         position = (k - 1) % steps
@@ -783,7 +807,7 @@ def advance(chain: Chain, state: ChainState, target: int, careful: bool = False)
         previous, eta = eta, _step_size(schedule, k)
         if rescale is not None and previous == previous and eta != previous:
             algorithm = rescale(algorithm, eta / previous)
-        xi = _injected(theta, generator, eta, noise) if position >= exploration else None
+        xi = _injected(theta, generator, eta, noise, scales) if position >= exploration else None
         proposal, moved = update(theta, algorithm, grad, eta, xi)
         held = estimate, gradient
         if first <= position <= last:

@@ -1,0 +1,108 @@
+"""The traced graphs run by TorchScript's interpreter (``pyro_csg.adapter.graph.fast_forward``):
+the same draws bit for bit as the direct forward, and the direct forward wherever
+TorchScript fails or disagrees."""
+
+import functools
+import pickle
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import MCMC
+from pyro.infer.autoguide.initialization import init_to_median
+
+from pyro_csg import CyclicalSGHMC, CyclicalSGLD
+from pyro_csg.adapter import graph as graphs
+from pyro_csg.adapter.potential import ModelPotential
+
+N = 2_000
+GENERATOR = torch.Generator().manual_seed(5)
+X = torch.randn(N, 3, generator=GENERATOR)
+Y = torch.bernoulli(torch.sigmoid(X @ torch.tensor([1.0, -0.5, 0.25]) - 0.3), generator=GENERATOR)
+
+
+def logistic(x, y, batch=50):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 2.0))
+    with pyro.plate("data", x.shape[0], subsample_size=batch) as idx:
+        pyro.sample("y", dist.Bernoulli(logits=x[idx] @ w + b), obs=y[idx])
+
+
+def scale_model(y):  # not lean (a logarithm of a parameter): U~ at every step
+    s = pyro.sample("s", dist.Gamma(2.0, 2.0))
+    with pyro.plate("data", len(y), subsample_size=10) as idx:
+        pyro.sample("y", dist.Normal(0.0, s), obs=y[idx])
+
+
+def direct_only(graph, *example):
+    return graphs.direct_forward(graph)
+
+
+def draws(kernel, *args, samples=60):
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(kernel, num_samples=samples, warmup_steps=0, disable_progbar=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcmc.run(*args)
+    return mcmc.get_samples()
+
+
+@pytest.mark.parametrize(
+    "make, args",
+    [
+        (lambda: CyclicalSGHMC(logistic, steps_per_cycle=200), (X, Y)),
+        (lambda: CyclicalSGLD(logistic, steps_per_cycle=200, control_variates=False), (X, Y)),
+        (lambda: CyclicalSGHMC(scale_model, steps_per_cycle=200), (X[:, 0] * 2,)),
+    ],
+    ids=["cSGHMC-automatic", "cSGLD-plain", "not-lean"],
+)
+def test_the_interpreter_gives_the_same_draws(make, args, monkeypatch):
+    fast = draws(make(), *args)
+    monkeypatch.setattr(graphs, "fast_forward", direct_only)
+    direct = draws(make(), *args)
+    for site, values in direct.items():
+        assert torch.equal(fast[site], values), site
+
+
+def test_a_compiled_potential_runs_its_graphs_in_the_interpreter_and_still_pickles():
+    potential = ModelPotential(logistic, (X, Y), {}, init_to_median)
+    theta = potential.initial_theta()
+    assert potential.compile(theta) is None
+    assert isinstance(potential._forward, torch.jit.ScriptModule)
+    assert isinstance(potential._lean, torch.jit.ScriptModule)
+    indices = [torch.arange(50)]
+    (_, grad), (_, other) = potential.paired_value_and_grad(theta, theta + 0.1, indices)
+    assert isinstance(potential._paired, torch.jit.ScriptModule)
+    # The pair is the graph vmapped (batched matrix products): equal up to rounding.
+    assert torch.allclose(grad, potential.value_and_grad(theta, indices)[1], rtol=1e-5)
+    assert torch.allclose(other, potential.value_and_grad(theta + 0.1, indices)[1], rtol=1e-5)
+    copy = pickle.loads(pickle.dumps(potential))  # the graphs are dropped, and rebuilt
+    assert copy._forward is None and not copy.compiled
+
+
+def test_where_torchscript_fails_or_disagrees_the_direct_forward_runs(monkeypatch):
+    graph = graphs.trace(lambda t: ((t**2).sum() / 2, t * 1.0), torch.ones(3))
+    example = torch.tensor([0.5, -1.0, 2.0])
+    assert isinstance(graphs.fast_forward(graph, example), torch.jit.ScriptModule)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no TorchScript here")
+
+    monkeypatch.setattr(torch.jit, "trace", fails)
+    forward = graphs.fast_forward(graph, example)
+    assert isinstance(forward, functools.partial)  # the direct forward
+    assert torch.equal(forward(example)[1], example)
+
+    def off_by_one_ulp(module, example_inputs, **kwargs):
+        return lambda t: tuple(value.nextafter(value + 1) for value in module(t))
+
+    monkeypatch.setattr(torch.jit, "trace", off_by_one_ulp)
+    assert isinstance(graphs.fast_forward(graph, example), functools.partial)
+
+
+def test_a_graph_on_another_device_keeps_the_direct_forward():
+    graph = graphs.trace(lambda t: ((t**2).sum() / 2, t * 1.0), torch.ones(3))
+    meta = torch.ones(3, device="meta")
+    assert isinstance(graphs.fast_forward(graph, meta), functools.partial)
