@@ -70,11 +70,11 @@ def test_a_compiled_potential_runs_its_graphs_in_the_interpreter_and_still_pickl
     potential = ModelPotential(logistic, (X, Y), {}, init_to_median)
     theta = potential.initial_theta()
     assert potential.compile(theta) is None
-    assert isinstance(potential._forward, torch.jit.ScriptModule)
-    assert isinstance(potential._lean, torch.jit.ScriptModule)
+    assert isinstance(potential._forward, torch.ScriptMethod)
+    assert isinstance(potential._lean, torch.ScriptMethod)
     indices = [torch.arange(50)]
     (_, grad), (_, other) = potential.paired_value_and_grad(theta, theta + 0.1, indices)
-    assert isinstance(potential._paired, torch.jit.ScriptModule)
+    assert isinstance(potential._paired, torch.ScriptMethod)
     # The pair is the graph vmapped (batched matrix products): equal up to rounding.
     assert torch.allclose(grad, potential.value_and_grad(theta, indices)[1], rtol=1e-5)
     assert torch.allclose(other, potential.value_and_grad(theta + 0.1, indices)[1], rtol=1e-5)
@@ -85,7 +85,7 @@ def test_a_compiled_potential_runs_its_graphs_in_the_interpreter_and_still_pickl
 def test_where_torchscript_fails_or_disagrees_the_direct_forward_runs(monkeypatch):
     graph = graphs.trace(lambda t: ((t**2).sum() / 2, t * 1.0), torch.ones(3))
     example = torch.tensor([0.5, -1.0, 2.0])
-    assert isinstance(graphs.fast_forward(graph, example), torch.jit.ScriptModule)
+    assert isinstance(graphs.fast_forward(graph, example), torch.ScriptMethod)
 
     def fails(*args, **kwargs):
         raise RuntimeError("no TorchScript here")
