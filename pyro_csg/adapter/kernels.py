@@ -510,8 +510,10 @@ class CyclicalSGLD(CyclicalKernel):
         "cycles" are blocks of ``steps_per_cycle`` iterations that set the thinning, and
         ``exploration_fraction=0`` keeps the noise on throughout).
     :param compile_potential: ``True`` (default): trace the model's potential and gradient
-        into one graph at the first step; models that cannot be traced fall back to the
-        eager potential with a warning. ``"inductor"``: also build that graph with
+        into one graph at the first step (on the CPU run by TorchScript's interpreter where
+        that gives the same results bit for bit:
+        :func:`~pyro_csg.adapter.graph.fast_forward`); models that cannot be traced fall
+        back to the eager potential with a warning. ``"inductor"``: also build that graph with
         :func:`torch.compile` (opt-in: it compiles for tens of seconds once, then fuses the
         step's kernels; see ``benchmarks/overhead.py --inductor``). ``False``: eager.
     :param checkpoint: a folder (or a :class:`~pyro_csg.Checkpoint`) for long runs: every
