@@ -382,6 +382,28 @@ def test_state_dict_round_trip_continues_the_chain_exactly():
         MCMC(other, 8, warmup_steps=0, disable_progbar=True).run(x, y, subsample_size=20)
 
 
+def test_the_data_are_digested_only_where_a_state_is_saved_or_compared(monkeypatch):
+    from pyro_csg.services import checkpoint, resume
+
+    x, y = linear_regression_data(n=400, d=2)
+    digests = []
+    monkeypatch.setattr(
+        resume, "data_digest", lambda *args: digests.append(1) or checkpoint.data_digest(*args)
+    )
+    first = MCMC(short_kernel(), 8, warmup_steps=0, disable_progbar=True)
+    first.run(x, y, subsample_size=20)
+    assert digests == []  # a plain run never reads its data for the digest
+    saved = first.kernel.state_dict()
+    assert saved["settings"]["data"] == checkpoint.data_digest((x, y), {"subsample_size": 20})
+    assert len(digests) == 1
+    later = short_kernel()
+    later.load_state_dict(saved)
+    y_other = y.clone()
+    y_other[0] += 1.0
+    with pytest.raises(CheckpointError, match="data"):
+        MCMC(later, 8, warmup_steps=0, disable_progbar=True).run(x, y_other, subsample_size=20)
+
+
 def test_two_kernels_in_one_process_do_not_share_randomness():
     x, y = linear_regression_data(n=400, d=2)
 

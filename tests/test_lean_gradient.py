@@ -59,7 +59,7 @@ def compiled(model, *args):
 def run(kernel, *args, samples=80, seed=0, lean=True, monkeypatch=None):
     calls = []
     if not lean:
-        monkeypatch.setattr(graphs, "lean", lambda graph: None)
+        monkeypatch.setattr(graphs, "lean", lambda graph, finite=(): None)
     original = ModelPotential.lean_value_and_grad
 
     def counted(self, flat, indices=()):
@@ -121,3 +121,25 @@ def test_only_potentials_finite_wherever_the_iterate_is_go_lean():
     # make U~ infinite or NaN where the gradient is finite: U~ at every step.
     assert not compiled(bounded, y).lean
     assert not compiled(gamma_scale, y).lean
+
+
+def test_the_data_checked_at_the_start_are_not_read_again_for_the_lean_graph(monkeypatch):
+    reads = []
+    original = torch.isfinite
+
+    def counted(value):
+        reads.append(value.numel())
+        return original(value)
+
+    potential = ModelPotential(logistic, (X, Y), {}, init_to_median)
+    monkeypatch.setattr(torch, "isfinite", counted)
+    assert potential.compile(potential.initial_theta()) is None
+    assert potential.lean
+    assert X.numel() not in reads and N not in reads  # x and y: checked at __init__
+    # A constant that is not the data is still read: NaN in it keeps U~ at every step.
+    graph = graphs.trace(lambda t: ((t * X[0]).sum(), X[0].clone()), torch.ones(3))
+    assert graphs.lean(graph, finite=[X]) is not None
+    poisoned = X[0].clone()
+    poisoned[1] = float("nan")
+    graph = graphs.trace(lambda t: ((t * poisoned).sum(), poisoned.clone()), torch.ones(3))
+    assert graphs.lean(graph, finite=[X]) is None

@@ -20,7 +20,6 @@ from ..core.errors import SamplerWarning
 from ..core.estimators import Automatic, ControlVariates, Minibatch
 from ..core.parameters import FunctionPotential
 from ..core.sampler import SamplerConfig
-from ..services.checkpoint import data_digest
 from ..services.distributed import RankShare, resolve_process_group
 from .full_data import single_plate
 from .options import KernelOptions
@@ -177,12 +176,12 @@ def resume_settings(
     potential,
     warmup_steps: int,
     num_chains: int | None,
-    args: tuple,
-    kwargs: dict,
     theta: torch.Tensor,
 ) -> dict[str, Any]:
     """What a saved state must agree on to be resumed (JSON-able): the kernel's
-    ``fixed`` hyperparameters, the warm-up, the chains, the sites, plates and data."""
+    ``fixed`` hyperparameters, the warm-up, the chains, the sites, plates and data (its
+    ``"data"`` digest left ``None``: :meth:`~pyro_csg.services.resume.ChainRecord.
+    set_settings` takes it when it is first needed)."""
     return {
         **fixed,
         "warmup_steps": warmup_steps,
@@ -194,7 +193,7 @@ def resume_settings(
         "subsampled plates": [
             f"{plate.name}: {plate.subsample_size} of {plate.size}" for plate in potential.plates
         ],
-        "data": data_digest(args, kwargs),
+        "data": None,
         "dtype": str(theta.dtype),
         "device type": theta.device.type,
     }

@@ -205,10 +205,10 @@ class CyclicalKernel(MCMCKernel):
             self._chains = {}  # a new run
         self._chains[index] = self._current = run
         fixed = self._fixed()
-        settings = resume_settings(fixed, potential, warmup_steps, num_chains, args, kwargs, theta)
-        record.settings = settings
+        record.set_settings(resume_settings(fixed, potential, warmup_steps, num_chains, theta))
+        record.digest_data(args, kwargs)
         if share is not None:
-            share.check_same(settings, "model, data and settings")
+            share.check_same(record.settings, "model, data and settings")
         if self.checkpoint is not None and self._loaded is not None:
             raise ValueError(
                 "this kernel has both a loaded state (load_state_dict) and checkpoint=; "

@@ -185,33 +185,44 @@ def _unconstraining_transform(name: str, support) -> Transform:
         ) from None
 
 
-def _check_finite_data(model, args: tuple, kwargs: dict) -> None:
-    """Refuse NaN or infinite values in the model's floating-point arguments (its data):
-    they make the potential NaN, and the failure would surface later, blaming the step.
-    Refuse tensors without values (the ``meta`` device) too."""
+def _data_tensors(model, args: tuple, kwargs: dict) -> list[tuple[str, torch.Tensor]]:
+    """The model's tensor arguments (its data, one level into lists and tuples), named."""
     try:
         bound = inspect.signature(model).bind_partial(*args, **kwargs).arguments
     except (TypeError, ValueError):  # no signature, or one the arguments do not fit
         bound = {**{f"argument {i}": value for i, value in enumerate(args)}, **kwargs}
-    for name, value in bound.items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for value in values:
-            if isinstance(value, torch.Tensor) and value.device.type == "meta":
+    return [
+        (name, value)
+        for name, values in bound.items()
+        for value in (values if isinstance(values, (list, tuple)) else [values])
+        if isinstance(value, torch.Tensor)
+    ]
+
+
+def _check_finite_data(model, args: tuple, kwargs: dict) -> None:
+    """Refuse NaN or infinite values in the model's floating-point arguments (its data):
+    they make the potential NaN, and the failure would surface later, blaming the step.
+    Refuse tensors without values (the ``meta`` device) too."""
+    for name, value in _data_tensors(model, args, kwargs):
+        if value.device.type == "meta":
+            raise ModelError(
+                f"the model's argument '{name}' is on the 'meta' device, which holds "
+                "shapes but no values: the kernels need the data itself. Move it to "
+                "'cpu' or 'cuda' (tensor.to('cpu') after loading it)."
+            )
+        # A finite sum means every value is finite (a NaN or an infinity would carry into
+        # it); only a sum that is not (a bad value, or an overflow) looks element by
+        # element: at N = 1e7 rows of 10 features 0.02 s instead of 0.65 s.
+        if value.is_floating_point() and not torch.isfinite(value.sum()):
+            bad = ~torch.isfinite(value)
+            if bad.any():
+                first = [int(i) for i in bad.nonzero()[0]]
                 raise ModelError(
-                    f"the model's argument '{name}' is on the 'meta' device, which holds "
-                    "shapes but no values: the kernels need the data itself. Move it to "
-                    "'cpu' or 'cuda' (tensor.to('cpu') after loading it)."
+                    f"the model's argument '{name}' has {int(bad.sum())} NaN or infinite "
+                    f"value(s) (the first at index {first}): the potential would be NaN. "
+                    "Drop or fill those rows; for missing observations, fill them and "
+                    "mask them out of the likelihood (poutine.mask or obs_mask=)."
                 )
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                bad = ~torch.isfinite(value)
-                if bad.any():
-                    first = [int(i) for i in bad.nonzero()[0]]
-                    raise ModelError(
-                        f"the model's argument '{name}' has {int(bad.sum())} NaN or infinite "
-                        f"value(s) (the first at index {first}): the potential would be NaN. "
-                        "Drop or fill those rows; for missing observations, fill them and "
-                        "mask them out of the likelihood (poutine.mask or obs_mask=)."
-                    )
 
 
 def _fixed_subsamples(trace) -> list[tuple[str, int, int]]:
@@ -478,7 +489,8 @@ class ModelPotential(BasePotential):
     def _build_lean(self, graph, theta: torch.Tensor) -> None:
         """The gradient-only graph (:func:`~pyro_csg.adapter.graph.lean`), kept where it
         gives the full graph's gradient bit for bit at the two probes."""
-        lean_graph = graphs.lean(graph)
+        data = [value for _, value in _data_tensors(self.model, self.model_args, self.model_kwargs)]
+        lean_graph = graphs.lean(graph, finite=data)  # the data were checked at __init__
         if lean_graph is None:
             return
         probes = _probes(theta, self.local_plates)
