@@ -2,8 +2,8 @@
 
 Issue 22's measure. The model and reference are ``benchmarks/large_n.py``'s (logistic
 regression, 10 slopes and an intercept, N(0, 1) priors; the Laplace approximation in
-float64). Every sampler runs one chain on one thread, and is timed from the call to its
-last draw, everything it needs included:
+float64). Every sampler runs one chain on one thread (but the ``--machine`` rows), and is
+timed from the call to its last draw, everything it needs included:
 
 * ``cSGHMC`` and ``cSGLD``: ``Kernel(logistic)`` with every default, minibatches of
   ``--batch``, ``draws / 4`` cycles (4 draws a cycle); and cSGHMC with the shorter
@@ -15,7 +15,10 @@ last draw, everything it needs included:
   warm-up steps, ``draws`` draws;
 * ``HMCECS (free ref.)``: the same handed the exact MAP for nothing (as
   ``large_n.py`` does), a second row;
-* ``Pyro NUTS`` where ``N <= --nuts-max``.
+* ``Pyro NUTS`` where ``N <= --nuts-max``;
+* with ``--machine``, the defaults using every core of the machine: one independent chain
+  a core, each in its own process on one thread (ESS over all chains), and one chain on
+  as many intra-op threads: effective draws per second per machine.
 
 For each ``N``, seed and draw count, a row per sampler: max |mean error| and the sd
 ratios (reference sds), the least bulk ESS over the 11 parameters, wall seconds, ESS
@@ -44,6 +47,7 @@ os.environ.setdefault(
 )
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 from large_n import numpyro_installed, numpyro_logistic  # noqa: E402  (this folder)
@@ -73,6 +77,37 @@ def run_kernel(kernel_class, batch, x, y, draws, seed, **options):
         mcmc.run(x, y, batch)
         seconds = time.perf_counter() - start
     return flat_draws(mcmc.get_samples()), seconds, counter.data
+
+
+def _one_chain(batch, x, y, draws, seed):
+    """One chain of the defaults in a worker process (one thread): its draws."""
+    torch.set_num_threads(1)
+    return run_kernel(CyclicalSGHMC, batch, x, y, draws, seed)[0]
+
+
+def run_machine(batch, x, y, draws, seed, chains=1, threads=1):
+    """``CyclicalSGHMC(model)`` using the machine: ``chains`` independent chains of
+    ``draws`` draws, one a process (spawned, one thread each, the data in shared memory;
+    seeds ``chains * seed + c``), as scaling.md's "many chains" runs them; or one chain
+    on ``threads`` intra-op threads. Pyro's own ``MCMC(num_chains=...)`` keeps a core for
+    its main process and draws the chains one after the other on 2 cores. Timed from
+    the call to the last draw, the processes' start-up included; the draws as
+    ``(chains, draws, D)``."""
+    if chains > 1:
+        import torch.multiprocessing as processes
+
+        x, y = x.share_memory_(), y.share_memory_()
+        jobs = [(batch, x, y, draws, chains * seed + c) for c in range(chains)]
+        start = time.perf_counter()
+        with processes.get_context("spawn").Pool(chains) as pool:
+            samples = pool.starmap(_one_chain, jobs)
+        return np.stack(samples), time.perf_counter() - start, None
+    torch.set_num_threads(threads)
+    try:
+        sample, seconds, _ = run_kernel(CyclicalSGHMC, batch, x, y, draws, seed)
+    finally:
+        torch.set_num_threads(1)
+    return sample[None], seconds, None
 
 
 def run_nuts(x, y, draws, seed):
@@ -114,6 +149,7 @@ def window_ess(sample, mean, sd, size: int = 100) -> str:
     """The median over consecutive ``size``-draw windows of their least bulk ESS (the
     issue's measure of short runs: independent draws give about 62 for 11 parameters);
     ``-`` for runs of fewer than two windows."""
+    sample = sample[0] if sample.ndim == 3 else sample  # several chains: the first
     count = len(sample) // size
     if count < 2:
         return "-"
@@ -129,6 +165,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--nuts-max", type=float, default=1e4)
     parser.add_argument("--no-sgld", action="store_true", help="skip cSGLD")
+    parser.add_argument("--no-hmcecs", action="store_true", help="skip NumPyro's HMCECS")
     parser.add_argument(
         "--cycle-lengths",
         type=int,
@@ -139,12 +176,19 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--inductor", action="store_true", help="also those with compile_potential='inductor'"
     )
+    parser.add_argument(
+        "--machine",
+        action="store_true",
+        help="also the defaults with every core: one chain a core in parallel processes, "
+        "and one chain on that many intra-op threads (ESS per second per machine)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    peers = numpyro_installed()
+    peers = numpyro_installed() and not args.no_hmcecs
     print(
         f"torch {torch.__version__}, pyro {pyro.__version__}, one thread each; B = "
-        f"{args.batch}; HMCECS: " + ("on" if peers else "skipped (pip install -e '.[peers]')")
+        f"{args.batch}; HMCECS: "
+        + ("on" if peers else "skipped (--no-hmcecs, or pip install -e '.[peers]')")
     )
     print(
         f"{'N':>9} {'draws':>5} {'seed':>4} {'sampler':<20} {'max err':>7} {'sd ratio':>11} "
@@ -169,6 +213,17 @@ def main(argv=None) -> None:
                                 partial(run_kernel, CyclicalSGHMC, args.batch, *common, **options),
                             )
                         )
+                if args.machine:
+                    cores = os.cpu_count() or 1
+                    runs.append(
+                        (f"cSGHMC {cores} chains", partial(run_machine, args.batch, *common, cores))
+                    )
+                    runs.append(
+                        (
+                            f"cSGHMC {cores} threads",
+                            partial(run_machine, args.batch, *common, threads=cores),
+                        )
+                    )
                 if not args.no_sgld:
                     runs.append(("cSGLD", partial(run_kernel, CyclicalSGLD, args.batch, *common)))
                 if peers:

@@ -1,5 +1,6 @@
 """The README's commands keep working: the demo and the overhead benchmark run end to end."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,20 @@ def test_pipeline_benchmark_runs():
     assert all(float(row[-3]) > 0 for row in rows), output  # ESS per second
     assert float(rows[0][-1]) > 2000 * 40 / 4, output  # per-datum gradients per ESS
     assert "cSGHMC's ESS/s over each peer's" in output
+
+
+def test_pipeline_benchmark_uses_the_machine():
+    args = ("--sizes", "2000", "--seeds", "0", "--draws", "20", "--cycle-lengths", "--machine")
+    output = run_benchmark("pipeline.py", *args, "--nuts-max", "0", "--no-sgld")
+    cores = os.cpu_count() or 1
+    rows = {
+        " ".join(line.split()[3:6]): line.split()
+        for line in output.splitlines()
+        if line.startswith("     2000")
+    }
+    for name in (f"cSGHMC {cores} chains", f"cSGHMC {cores} threads"):
+        row = next((row for key, row in rows.items() if key.startswith(name)), None)
+        assert row is not None and float(row[-3]) > 0, output  # ESS per second
 
 
 def test_bnn_control_variates_benchmark_runs():

@@ -113,7 +113,8 @@ def flat_draws(samples: dict) -> np.ndarray:
 
 def accuracy(draws: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> dict:
     """Max ``|mean error|`` and the range of sd ratios (in reference sds), and the least
-    bulk ESS over the parameters (ArviZ, the draws as one chain).
+    bulk ESS over the parameters (ArviZ; ``draws`` of shape ``(draws, D)`` as one chain,
+    ``(chains, draws, D)`` as several).
 
     Example::
 
@@ -123,12 +124,16 @@ def accuracy(draws: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> dict:
         >>> report = accuracy(draws, np.zeros(11), np.ones(11))
         >>> bool(report["error"] < 0.1), bool(0.9 < report["ratio"][0] < 1.1)
         (True, True)
+        >>> bool(accuracy(draws.reshape(2, 1000, 11), np.zeros(11), np.ones(11))["ess"] > 1500)
+        True
     """
-    error = np.abs(draws.mean(0) - mean) / sd
-    ratio = draws.std(0, ddof=1) / sd
+    chains = draws if draws.ndim == 3 else draws[None]
+    pooled = chains.reshape(-1, chains.shape[-1])
+    error = np.abs(pooled.mean(0) - mean) / sd
+    ratio = pooled.std(0, ddof=1) / sd
     import xarray as xr
 
-    ess = arviz().ess(xr.Dataset({"theta": (("chain", "draw", "element"), draws[None])}))
+    ess = arviz().ess(xr.Dataset({"theta": (("chain", "draw", "element"), chains)}))
     ess = ess["theta"].values
     return {
         "error": float(error.max()),
