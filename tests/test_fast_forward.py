@@ -10,6 +10,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models import logistic_regression, logistic_regression_data
 from pyro.infer import MCMC
 from pyro.infer.autoguide.initialization import init_to_median
 
@@ -17,17 +18,11 @@ from pyro_csg import CyclicalSGHMC, CyclicalSGLD
 from pyro_csg.adapter import graph as graphs
 from pyro_csg.adapter.potential import ModelPotential
 
-N = 2_000
-GENERATOR = torch.Generator().manual_seed(5)
-X = torch.randn(N, 3, generator=GENERATOR)
-Y = torch.bernoulli(torch.sigmoid(X @ torch.tensor([1.0, -0.5, 0.25]) - 0.3), generator=GENERATOR)
+X, Y = logistic_regression_data(n=2_000, d=3, seed=5)
 
 
 def logistic(x, y, batch=50):
-    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
-    b = pyro.sample("b", dist.Normal(0.0, 2.0))
-    with pyro.plate("data", x.shape[0], subsample_size=batch) as idx:
-        pyro.sample("y", dist.Bernoulli(logits=x[idx] @ w + b), obs=y[idx])
+    logistic_regression(x, y, subsample_size=batch)
 
 
 def scale_model(y):  # not lean (a logarithm of a parameter): U~ at every step
