@@ -105,6 +105,7 @@ def test_pipeline_benchmark_runs():
 
 def test_pipeline_benchmark_uses_the_machine():
     args = ("--sizes", "2000", "--seeds", "0", "--draws", "20", "--cycle-lengths", "--machine")
+    args += ("--no-hmcecs",)
     output = run_benchmark("pipeline.py", *args, "--nuts-max", "0", "--no-sgld")
     cores = os.cpu_count() or 1
     rows = {

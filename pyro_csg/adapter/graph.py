@@ -327,6 +327,20 @@ def fast_forward(graph: GraphModule, *example: torch.Tensor) -> Callable:
     whose build takes seconds (minutes cold) on a CPU, more than a run of tens of
     thousands of steps saves: where TorchScript is gone, fails or disagrees, the direct
     forward runs, as before.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.adapter.graph import direct_forward, fast_forward, trace
+        >>> def energy_and_grad(theta):  # U = sum(theta^2) / 2
+        ...     return (theta**2).sum() / 2, theta * 1.0
+        >>> graph = trace(energy_and_grad, torch.ones(3))
+        >>> theta = torch.tensor([0.5, -1.0, 2.0])
+        >>> forward = fast_forward(graph, theta)
+        >>> isinstance(forward, torch.ScriptMethod)  # on the CPU, where TorchScript runs
+        True
+        >>> all(torch.equal(a, b) for a, b in zip(forward(theta), direct_forward(graph)(theta)))
+        True
     """
     direct = direct_forward(graph)
     cpu = all(not isinstance(x, torch.Tensor) or x.device.type == "cpu" for x in example)
