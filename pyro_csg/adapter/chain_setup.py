@@ -180,8 +180,8 @@ def resume_settings(
 ) -> dict[str, Any]:
     """What a saved state must agree on to be resumed (JSON-able): the kernel's
     ``fixed`` hyperparameters, the warm-up, the chains, the sites, plates and data (its
-    ``"data"`` digest left ``None``: :meth:`~pyro_csg.services.resume.ChainRecord.
-    set_settings` takes it when it is first needed)."""
+    ``"data"`` digest left ``None``: :attr:`~pyro_csg.services.resume.ChainRecord.settings`
+    takes it when it is first needed)."""
     return {
         **fixed,
         "warmup_steps": warmup_steps,

@@ -344,8 +344,8 @@ def fast_forward(graph: GraphModule, *example: torch.Tensor) -> Callable:
     """
     direct = direct_forward(graph)
     cpu = all(not isinstance(x, torch.Tensor) or x.device.type == "cpu" for x in example)
-    jit = getattr(torch, "jit", None)
-    if not cpu or jit is None or torch._C._jit_can_fuse_on_cpu():
+    jit, can_fuse = getattr(torch, "jit", None), getattr(torch._C, "_jit_can_fuse_on_cpu", None)
+    if not cpu or jit is None or can_fuse is None or can_fuse():
         return direct
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -439,7 +439,7 @@ def lean(graph: GraphModule, finite: Sequence[torch.Tensor] = ()) -> GraphModule
     wherever its inputs are finite, short of overflow (the ops of :data:`_TOTAL`, a power
     by a whole number, a division by a non-zero constant). Its constants must be finite:
     those that are ``finite``'s tensors (the data, checked already) are not read again
-    (at N = 1e7 each read of the logistic regression's data is a tenth of a second).
+    (at N = 1e7 each read of the logistic regression's features takes 0.65 s).
 
     Why: on a small model a step's cost is op dispatch, and the potential's own ops are
     about half of them (the logistic regression of ``benchmarks/large_n.py``: 38 ops, 22
