@@ -468,7 +468,7 @@ def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning) -> 
         return None
     # How far below the mean curvature's bound the step is: the noise (~ 1 / B) and the
     # stiffest single batch's curvature (its spread ~ 1 / sqrt(B)) both shrink with B.
-    cut = 1.0 / max(tuning.step_size * tuning.lambda_max, 1e-300)
+    cut = tuning.curvature_cut
     batch = grown_batch(plates[0], cut, chain.config.max_batch, theta.numel())
     if batch == plates[0].subsample_size or not chain.resize(batch, theta):
         return None
@@ -513,6 +513,12 @@ def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient):
     return _Grown(batch, theta, steps, estimate, gradient, tuning)
 
 
+NOISE_WARNING_CUT = 10.0
+"""The curvature cut (:attr:`~pyro_csg.core.tuning.Tuning.curvature_cut`) above which the
+start warns that the minibatch noise limits the automatic step: there the chain barely
+moves in its cycles."""
+
+
 def _warn_noise_limited(
     config: SamplerConfig,
     tuning: Tuning,
@@ -520,7 +526,7 @@ def _warn_noise_limited(
     batch: int | None = None,
     stacklevel: int = 5,
 ):
-    if config.auto_step_size and tuning.step_size * tuning.lambda_max < 0.1:
+    if config.auto_step_size and tuning.curvature_cut > NOISE_WARNING_CUT:
         suggest = config.suggest_control_variates
         message = noise_limited_message(config.name, tuning, suggest, tried, batch)
         warnings.warn(message, SamplerWarning, stacklevel=stacklevel)

@@ -38,7 +38,8 @@ GROW_FROM = 2.0
 the minibatch noise and the stiffest single batch put the automatic step) from which a
 chain runs larger batches (:func:`grown_batch`): where the noise at least halves the step
 (as for control variates, ``CONTROL_VARIATES_PAY``). Growing costs no more data per unit
-of Langevin time at any cut; the noise warning comes at a cut of 10 that remains."""
+of Langevin time at any cut; the noise warning comes at a cut that remains above
+``pyro_csg.core.sampler.NOISE_WARNING_CUT`` (10)."""
 GROWTH_MARGIN = 4.0
 """A grown batch is this many times the one at which the curvature, not the noise, would
 bound the step: there the noise ratio is still up to ``NOISE_RATIO_LIMIT`` (1/2) at the

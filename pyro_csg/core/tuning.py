@@ -464,6 +464,19 @@ class Tuning:
         )
 
     @property
+    def curvature_cut(self) -> float:
+        """How many times below the mean curvature's bound ``1 / lambda_max`` the step is
+        (the minibatch noise and the stiffest single batch both lower it; 1: not at all).
+
+        Example::
+
+            >>> from pyro_csg.core.tuning import Tuning
+            >>> Tuning(0.05, None, 2.0, 0.5, True).curvature_cut
+            10.0
+        """
+        return 1.0 / max(self.step_size * self.lambda_max, 1e-300)
+
+    @property
     def noise_cut(self) -> float:
         """How many times smaller the minibatch noise made the step than the curvature
         allows (1: not at all)."""
