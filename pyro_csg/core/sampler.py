@@ -443,10 +443,12 @@ def _choose_estimator(
     return None, gradient, tuning, None
 
 
-class _Grown(NamedTuple):
-    """The start on grown batches (:func:`_grown`)."""
+class _Tuned(NamedTuple):
+    """A start's tuned parts (:func:`_tuned`, and :func:`_grown` on larger batches):
+    ``batch`` ``None`` where it is the plate's own, ``start_steps`` the optimisation
+    steps run again on a grown batch."""
 
-    batch: int
+    batch: int | None
     theta: torch.Tensor
     start_steps: int
     estimate: Any
@@ -454,7 +456,7 @@ class _Grown(NamedTuple):
     tuning: Tuning
 
 
-def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning) -> _Grown | None:
+def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning) -> _Tuned | None:
     """Where the automatic step is :data:`~pyro_csg.core.subsample.GROW_FROM` times or
     more below the mean curvature's bound, the chain on larger
     batches of its one subsampled plate (:func:`~pyro_csg.core.subsample.grown_batch`):
@@ -482,10 +484,10 @@ def _grown(chain: Chain, state: ChainState, theta, estimate, tuning: Tuning) -> 
         estimate = getattr(estimator, "adopt", estimator.init)(chain.potential, theta)
     gradient = estimator.bind(chain.potential, estimate)
     tuning = _tuning(chain, state, theta, gradient)
-    return _Grown(batch, theta, steps, estimate, gradient, tuning)
+    return _Tuned(batch, theta, steps, estimate, gradient, tuning)
 
 
-def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient):
+def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient) -> _Tuned:
     """The start's tuning (:func:`start`): the estimator (control variates where they
     pay), the batch (grown where the noise at least halved the automatic step, with the
     start found again on it), the step and preconditioner, and the warning where the
@@ -510,7 +512,7 @@ def _tuned(chain: Chain, state: ChainState, theta, estimate, gradient):
         )
     tuned = getattr(config.estimator, "tuned", None)  # the spread, where it needs it
     estimate = estimate if tuned is None else tuned(estimate, tuning)
-    return _Grown(batch, theta, steps, estimate, gradient, tuning)
+    return _Tuned(batch, theta, steps, estimate, gradient, tuning)
 
 
 NOISE_WARNING_CUT = 10.0
