@@ -205,8 +205,8 @@ class CyclicalKernel(MCMCKernel):
             self._chains = {}  # a new run
         self._chains[index] = self._current = run
         fixed = self._fixed()
-        record.set_settings(resume_settings(fixed, potential, warmup_steps, num_chains, theta))
-        record.digest_data(args, kwargs)
+        settings = resume_settings(fixed, potential, warmup_steps, num_chains, theta)
+        record.set_settings(settings, args, kwargs)
         if share is not None:
             share.check_same(record.settings, "model, data and settings")
         if self.checkpoint is not None and self._loaded is not None:

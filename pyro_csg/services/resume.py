@@ -84,12 +84,10 @@ class ChainRecord:
             self._settings["data"] = data_digest(args, kwargs)
         return self._settings
 
-    def set_settings(self, settings: dict[str, Any]) -> None:
-        self._settings, self._data = settings, None
-
-    def digest_data(self, args: tuple, kwargs: dict) -> None:
-        """The model's arguments, for the settings' ``"data"`` digest when it is needed."""
-        self._data = (tuple(args), dict(kwargs))
+    def set_settings(self, settings: dict[str, Any], args: tuple, kwargs: dict) -> None:
+        """The settings, and the model's arguments for their ``"data"`` digest, taken
+        when :attr:`settings` is first read."""
+        self._settings, self._data = settings, (tuple(args), dict(kwargs))
 
     # -- counting ----------------------------------------------------------------------------
     @property
