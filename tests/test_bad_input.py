@@ -121,6 +121,22 @@ def test_non_finite_data_names_the_argument_before_any_step(data, bad):
         run(linear_regression, x, data[1], B)
 
 
+def test_finite_data_whose_sum_overflows_is_not_refused():
+    # The check sums the data first: an overflowing sum must lead to the element-wise
+    # look, not to a refusal, and a NaN beside the overflow is still named.
+    from pyro_csg.adapter.potential import _check_finite_data
+
+    def model(y):
+        pass
+
+    y = torch.full((8,), 6e4, dtype=torch.float16)
+    assert torch.isinf(y.sum())
+    _check_finite_data(model, (y,), {})
+    y[5] = float("nan")
+    with pytest.raises(ModelError, match=r"argument 'y' has 1 NaN or infinite .* index \[5\]"):
+        _check_finite_data(model, (y,), {})
+
+
 def test_data_on_the_meta_device_is_refused_naming_the_argument(data):
     x, y = data
     with pytest.raises(ModelError, match=r"argument 'x' is on the 'meta' device"):
