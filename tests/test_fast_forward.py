@@ -101,3 +101,29 @@ def test_a_graph_on_another_device_keeps_the_direct_forward():
     graph = graphs.trace(lambda t: ((t**2).sum() / 2, t * 1.0), torch.ones(3))
     meta = torch.ones(3, device="meta")
     assert isinstance(graphs.fast_forward(graph, meta), functools.partial)
+
+
+def test_calls_record_no_gradient_even_where_the_data_want_one():
+    # The graphs' calls skip torch.no_grad() (8 µs) where nothing would record; data made
+    # with requires_grad are constants of the graph that would: there it is kept.
+    def compiled(x):
+        potential = ModelPotential(logistic, (x, Y), {}, init_to_median)
+        theta = potential.initial_theta()
+        assert potential.compile(theta) is None
+        return potential, theta
+
+    for x, records in ((X, False), (X.clone().requires_grad_(), True)):
+        potential, theta = compiled(x)
+        assert potential._records is records
+        other, indices = theta + 0.1, [torch.arange(50)]
+        results = [
+            *potential.local_value_and_grad(theta, indices),
+            *[t for pair in potential.paired_value_and_grad(theta, other, indices) for t in pair],
+        ]
+        if potential.lean:
+            results.append(potential.lean_value_and_grad(theta, indices)[1])
+            results += [g for _, g in potential.paired_lean_value_and_grad(theta, other, indices)]
+        assert not any(t.requires_grad for t in results)
+    # A point that wants a gradient gets none from the graph either.
+    energy, grad = potential.local_value_and_grad(theta.clone().requires_grad_(), indices)
+    assert not energy.requires_grad and not grad.requires_grad
