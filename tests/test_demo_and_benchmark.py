@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,3 +176,21 @@ def test_gpu_benchmark_runs_on_the_cpu():
 def test_distributed_benchmark_runs():
     output = run_benchmark("distributed.py", "--iterations", "1000", "--repeats", "1")
     assert "2 ranks (B/2 each)" in output and "all_reduce of the gradient" in output
+
+
+def test_window_ess_tells_ordered_draws_from_independent_ones():
+    # benchmarks/pipeline.py's short-run measure: the same draws in order and shuffled.
+    from pipeline import window_ess
+
+    rng = np.random.default_rng(1)
+    independent = rng.standard_normal((600, 11))
+    sticky = np.empty_like(independent)  # AR(1), lag-1 correlation 0.8: ESS about 1/9
+    sticky[0] = independent[0]
+    for t in range(1, len(sticky)):
+        sticky[t] = 0.8 * sticky[t - 1] + 0.6 * independent[t]
+    zeros, ones = np.zeros(11), np.ones(11)
+    ordered, shuffled = (float(v) for v in window_ess(independent, zeros, ones).split("/"))
+    assert 40 < ordered < 80 and 40 < shuffled < 80 and abs(ordered - shuffled) < 10
+    ordered, shuffled = (float(v) for v in window_ess(sticky, zeros, ones).split("/"))
+    assert ordered < 25 and shuffled > 40
+    assert window_ess(independent[:150], zeros, ones) == "-"
