@@ -302,8 +302,11 @@ def _no_grad_for(records: bool, *inputs: torch.Tensor):
 def _records(forward, *example) -> bool:
     """Whether a call of ``forward`` on inputs that need no gradient still records one
     (a constant of the graph, such as data the user made with ``requires_grad``, does)."""
-    with torch.enable_grad():
-        outputs = forward(*(x.detach() for x in example))
+    try:
+        with torch.enable_grad():
+            outputs = forward(*(x.detach() for x in example))
+    except Exception:  # noqa: BLE001 -- cannot tell: keep no_grad, as before
+        return True
     return any(isinstance(x, torch.Tensor) and x.requires_grad for x in outputs)
 
 
