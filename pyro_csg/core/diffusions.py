@@ -55,6 +55,8 @@ from typing import NamedTuple
 
 import torch
 
+from .mass import is_dense, whitened
+
 __all__ = [
     "sgld_step",
     "sghmc_step",
@@ -357,7 +359,12 @@ def sgnht_update(
     if xi is None:
         return theta + momentum, SGNHTState(momentum, alpha)
     momentum.add_(xi, alpha=math.sqrt(2.0 * diffusion * eta * temperature))
-    squared = momentum * momentum if mass is None else momentum * momentum / mass
+    if mass is None:
+        squared = momentum * momentum
+    elif is_dense(mass):
+        squared = whitened(mass, momentum) ** 2
+    else:
+        squared = momentum * momentum / mass
     alpha = (alpha + squared.mean() - eta * temperature).clamp(0.0, 1.0)
     return theta + momentum, SGNHTState(momentum, alpha)
 
@@ -409,8 +416,10 @@ def sgnht(diffusion: float = 0.1, temperature: float = 1.0) -> Diffusion:
     )
 
 
-# -- a constant diagonal preconditioner ------------------------------------------------------
+# -- a constant preconditioner: diagonal, or dense (full_mass) ------------------------------
 def _preconditioned_update(update: Callable, mass: torch.Tensor) -> Callable:
+    if is_dense(mass):
+        return _dense_update(update, mass)
     root = mass.sqrt()
 
     def preconditioned_update(theta, state, grad, eta, xi):
@@ -419,10 +428,22 @@ def _preconditioned_update(update: Callable, mass: torch.Tensor) -> Callable:
     return preconditioned_update
 
 
+def _dense_update(update: Callable, mass: torch.Tensor) -> Callable:
+    """``G grad = R (R^T grad)`` and ``R xi`` with a dense ``G = R R^T`` (``mass`` holds
+    ``R``: :mod:`pyro_csg.core.mass`)."""
+    root = mass
+
+    def dense_update(theta, state, grad, eta, xi):
+        return update(theta, state, root @ (grad @ root), eta, None if xi is None else root @ xi)
+
+    return dense_update
+
+
 def preconditioned(diffusion: Diffusion, mass: torch.Tensor | None) -> Diffusion:
-    """``diffusion`` with a constant diagonal preconditioner ``G`` (``mass``): its update
-    takes ``G * grad`` and ``sqrt(G) * xi`` (pSGLD, preconditioned SGHMC; no correction
-    term, since ``G`` does not depend on ``theta``). ``None``: ``diffusion`` itself.
+    """``diffusion`` with a constant preconditioner ``G`` (``mass``): its update takes ``G
+    * grad`` and ``sqrt(G) * xi`` (pSGLD, preconditioned SGHMC; no correction term, since
+    ``G`` does not depend on ``theta``); a dense ``G`` (a matrix) ``G grad`` and ``R xi``
+    with ``G = R R^T`` (:mod:`pyro_csg.core.mass`). ``None``: ``diffusion`` itself.
 
     Example::
 

@@ -69,6 +69,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .mass import variances
 from .schedules import CycleLayout
 
 __all__ = [
@@ -358,7 +359,7 @@ class ControlVariates:
         preconditioner), which decides when the centre moves."""
         if state is None or tuning is None or tuning.preconditioner is None:
             return state
-        return CentreState(state.centre, state.total, state.count, tuning.preconditioner)
+        return CentreState(state.centre, state.total, state.count, variances(tuning.preconditioner))
 
     def load_state(self, saved: dict | None, like: torch.Tensor) -> CentreState | None:
         if saved is None:

@@ -27,6 +27,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .mass import root_of
 from .schedules import CycleLayout, Schedule
 from .state import ChainState
 from .subsample import SubsamplePlate
@@ -179,7 +180,7 @@ class CycleNoise:
         else:
             theta = state.theta
             mass = state.tuning.preconditioner if state.tuning is not None else None
-            root = torch.ones_like(theta) if mass is None else mass.sqrt()
+            root = torch.ones_like(theta) if mass is None else root_of(mass)
             with aside_from_global_rng(state):
                 variance = gradient_noise(
                     gradient, theta, spare_batches(state, plates), root, batches=NOISE_BATCHES

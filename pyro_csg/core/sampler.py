@@ -137,6 +137,7 @@ class SamplerConfig:
     suggest_control_variates: bool = False
     exploration_noise: str = "auto"
     max_batch: int | None = None
+    full_mass: bool = False
 
     def __post_init__(self) -> None:
         check_exploration_noise(self.exploration_noise)
@@ -406,6 +407,7 @@ def _tuning(
             friction=config.diffusion.friction,
             temperature=config.temperature,
             precondition=config.preconditioner if precondition is None else precondition,
+            full_mass=config.full_mass,
             batches_per_epoch=min((plate.batches_per_epoch for plate in plates), default=None),
             spare_batches=spare_batches(state, plates),
         )

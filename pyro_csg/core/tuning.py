@@ -66,7 +66,16 @@ from dataclasses import dataclass
 
 import torch
 
+from .mass import (
+    dense_preconditioner,
+    root_of,
+    root_times,
+    root_transpose_times,
+    scaled_condition,
+)
+
 __all__ = [
+    "exact_hessian",
     "exact_diagonal",
     "StartReport",
     "Tuning",
@@ -269,17 +278,46 @@ def exact_diagonal(
         ...                torch.Generator()).round()
         tensor([  1., 100.])
     """
+    return exact_hessian(gradient, theta, next_indices, scale=scale, probes=probes, eps=eps)[1]
+
+
+def exact_hessian(
+    gradient: Gradient,
+    theta: torch.Tensor,
+    next_indices: NextIndices,
+    *,
+    scale: torch.Tensor | None = None,
+    probes: int = 32,
+    eps: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(H, diag(H))``, ``H``'s column ``j`` from the central differences of
+    :func:`exact_diagonal` (the whole difference, where that keeps its ``j``-th entry):
+    the dense Hessian costs nothing more than its diagonal (not symmetrised; its diagonal
+    is :func:`exact_diagonal`'s to the bit).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.tuning import exact_hessian
+        >>> H = torch.tensor([[1.0, 3.0], [3.0, 100.0]])
+        >>> exact_hessian(lambda t, i: (None, H @ t), torch.zeros(2), lambda: [])[0].round()
+        tensor([[  1.,   3.],
+                [  3., 100.]])
+    """
     if scale is None:
         scale = torch.full_like(theta, 1e-2)
     size = theta.numel()
     repeats = max(1, probes // max(size, 1))
     h = torch.zeros_like(theta)
+    columns = torch.zeros(size, size, dtype=theta.dtype, device=theta.device)
     for j in range(size):
         direction = torch.zeros_like(theta)
         direction[j] = scale[j]
         for _ in range(repeats):
-            h[j] += _hvp(gradient, theta, direction, next_indices(), eps)[j] / scale[j]
-    return h / repeats
+            column = _hvp(gradient, theta, direction, next_indices(), eps) / scale[j]
+            h[j] += column[j]
+            columns[:, j] += column
+    return columns / repeats, h / repeats
 
 
 def largest_eigenvalue(
@@ -312,7 +350,9 @@ def _power_iteration(gradient, theta, next_indices, generator, root, iterations,
     v = v / v.norm()
     value = 0.0
     for _ in range(iterations):
-        product = root * _hvp(gradient, theta, root * v, next_indices(), eps)
+        product = root_transpose_times(
+            root, _hvp(gradient, theta, root_times(root, v), next_indices(), eps)
+        )
         value = float(v @ product)
         norm = product.norm()
         if not torch.isfinite(norm) or norm == 0:
@@ -347,7 +387,12 @@ def batch_curvatures(
     """
     return torch.tensor(
         [
-            float(direction @ (root * _hvp(gradient, theta, root * direction, batches(), eps)))
+            float(
+                direction
+                @ root_transpose_times(
+                    root, _hvp(gradient, theta, root_times(root, direction), batches(), eps)
+                )
+            )
             for _ in range(count)
         ]
     )
@@ -376,7 +421,9 @@ def gradient_noise(
     """
     if theta.numel() == 0:  # nothing to vary (torch's var() would warn)
         return torch.zeros_like(theta)
-    grads = torch.stack([root * gradient(theta, next_indices())[1] for _ in range(batches)])
+    grads = torch.stack(
+        [root_transpose_times(root, gradient(theta, next_indices())[1]) for _ in range(batches)]
+    )
     return grads.double().var(dim=0).to(theta.dtype)
 
 
@@ -411,12 +458,15 @@ class Tuning:
     """The automatic step size's choice (see the module docstring).
 
     ``step_size`` is ``eta_1`` (dimensionless, in preconditioned units when
-    ``preconditioner`` is not ``None``), ``preconditioner`` the diagonal ``G``,
+    ``preconditioner`` is not ``None``), ``preconditioner`` ``G`` (its diagonal, or the
+    dense root ``R`` of ``G = R R^T`` with ``full_mass``: :mod:`pyro_csg.core.mass`),
     ``lambda_max`` the stiffest preconditioned curvature, ``noise_ratio`` the ratio at
     the step where it is bounded, ``noise_limited`` whether the noise lowered the step,
     ``noise`` the per-coordinate variance ``V / (2 alpha T)`` per unit step (the noise
     correction's; ``None``: no correction), ``stable_step`` the step the curvature
-    alone allows (``step_size`` before the noise bound; ``None``: not recorded).
+    alone allows (``step_size`` before the noise bound; ``None``: not recorded),
+    ``condition`` the Hessian's condition number in the diagonal's scaled coordinates
+    (``None``: not measured, above :data:`EXACT_DIAGONAL` parameters).
 
     Example::
 
@@ -433,15 +483,28 @@ class Tuning:
     noise_limited: bool
     noise: torch.Tensor | None = None
     stable_step: float | None = None
+    condition: float | None = None
+
+    @property
+    def dense(self) -> bool:
+        """Whether ``G`` is dense (``full_mass``), not diagonal."""
+        return self.preconditioner is not None and self.preconditioner.dim() == 2
 
     def report(self) -> dict[str, float | bool]:
-        """The scalars, for ``hyperparameters()`` and ArviZ ``attrs``."""
-        return {
+        """The scalars, for ``hyperparameters()`` and ArviZ ``attrs``; with the
+        preconditioner, ``curvature_condition`` (the Hessian's condition number once the
+        diagonal has scaled it, where measured) and ``dense_mass``."""
+        report = {
             "step_size": self.step_size,
             "lambda_max": self.lambda_max,
             "noise_ratio": self.noise_ratio,
             "noise_limited": self.noise_limited,
         }
+        if self.preconditioner is not None:
+            report["dense_mass"] = self.dense
+        if self.condition is not None:
+            report["curvature_condition"] = self.condition
+        return report
 
     def state_dict(self) -> dict:
         return {
@@ -461,6 +524,7 @@ class Tuning:
             bool(state["noise_limited"]),
             state.get("noise"),
             state.get("stable_step"),
+            state.get("curvature_condition"),
         )
 
     @property
@@ -495,6 +559,7 @@ def tune(
     friction: float = 1.0,
     temperature: float = 1.0,
     precondition: bool = True,
+    full_mass: bool = False,
     batches_per_epoch: int | None = None,
     spare_batches: NextIndices | None = None,
 ) -> Tuning:
@@ -543,11 +608,30 @@ def tune(
         diagonal = exact_diagonal if exact else hessian_diagonal
         rough = diagonal(gradient, theta, next_indices, generator, probes=8, eps=1e-3)
         scale = _floored(rough).rsqrt()
-        h = _floored(diagonal(gradient, theta, next_indices, generator, scale=scale))
+        if exact:  # the same differences give the whole Hessian
+            hessian, h = exact_hessian(gradient, theta, next_indices, scale=scale)
+            h = _floored(h)
+        else:
+            hessian, h = (
+                None,
+                _floored(hessian_diagonal(gradient, theta, next_indices, generator, scale=scale)),
+            )
         preconditioner = 1.0 / h
         root = preconditioner.sqrt()
+        condition = None
+        if hessian is not None:
+            condition = scaled_condition(hessian, root)
+            if full_mass:
+                preconditioner = _dense_mass(gradient, theta, next_indices, hessian, root)
+                root = root_of(preconditioner)
+        elif full_mass:
+            raise ValueError(
+                f"full_mass=True measures the dense Hessian one coordinate at a time, for "
+                f"models of at most {EXACT_DIAGONAL} unconstrained parameters; this one has "
+                f"{theta.numel()}: leave full_mass out (a diagonal preconditioner)"
+            )
     else:
-        preconditioner, root = None, torch.ones_like(theta)
+        preconditioner, root, condition = None, torch.ones_like(theta), None
     lambda_max, top = _power_iteration(gradient, theta, next_indices, generator, root, 20, 0.1)
     if not math.isfinite(lambda_max) or lambda_max <= 0:
         raise FloatingPointError(
@@ -565,8 +649,9 @@ def tune(
     # must not be a single noisy variance).
     noise = torch.zeros_like(theta)
     for _ in range(NOISE_POINTS):
-        shift = root * torch.randn(theta.shape, generator=generator, device=generator.device).to(
-            theta
+        shift = root_times(
+            root,
+            torch.randn(theta.shape, generator=generator, device=generator.device).to(theta),
         )
         noise += gradient_noise(gradient, theta + shift, next_indices, root)
     per_step = noise_per_step(
@@ -583,7 +668,34 @@ def tune(
     stable, limited = step_size, step_size > limit
     step_size = min(step_size, limit)
     ratio = step_size * first_draw_factor * mean
-    return Tuning(step_size, preconditioner, lambda_max, ratio, limited, per_step, stable)
+    return Tuning(
+        step_size, preconditioner, lambda_max, ratio, limited, per_step, stable, condition
+    )
+
+
+def _dense_mass(gradient: Gradient, theta, next_indices, hessian, scale) -> torch.Tensor:
+    """A dense ``G``'s root in two passes: ``G_1`` from ``hessian`` (measured at the diagonal's
+    scale ``scale``), then the Hessian again in the coordinates ``z = R_1^-1 theta``::
+
+        H_z = R_1^T H R_1   (columns by central differences along e_j in z, 0.1 sd)
+        R   = R_1 R_z,  R_z R_z^T = H_z^-1   (floored: :func:`dense_preconditioner`)
+        G   = R R^T  (the root is what is kept: :mod:`pyro_csg.core.mass`)
+
+    Why twice: the first pass's differences are taken at the stiff directions' scale,
+    where a soft direction's curvature (a millionth of the stiff ones' on the growth
+    model of ``benchmarks/defaults.py``) is below float32's resolution of the gradient,
+    and comes out as noise or the floor; in ``z`` every direction is differenced at about
+    its own posterior sd, so the soft one is resolved.
+    """
+    root = dense_preconditioner(hessian, scale)  # R_1
+
+    def whitened_gradient(z, indices):
+        energy, grad = gradient(theta + root @ z, indices)
+        return energy, grad @ root
+
+    zero, ones = torch.zeros_like(theta), torch.ones_like(theta)
+    inner, _ = exact_hessian(whitened_gradient, zero, next_indices, scale=ones)
+    return root @ dense_preconditioner(inner, ones)  # R = R_1 R_z, G = R R^T
 
 
 def _floored(h: torch.Tensor) -> torch.Tensor:
