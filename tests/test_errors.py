@@ -237,7 +237,7 @@ def test_every_nuts_keyword_gets_an_answer(kernel_class):
         "target_accept_prob",
         "adapt_step_size",
         "adapt_mass_matrix",
-        "full_mass",
+        "dense_mass",
         "num_steps",
         "trajectory_length",
     } <= set(refused)

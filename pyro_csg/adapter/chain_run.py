@@ -258,7 +258,8 @@ class ChainRun:
 
 def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     """Each chain's automatic step (``nan`` before its start), its noise ratio, how
-    often the step was halved and, for a model with one subsampled plate, the batch it
+    often the step was halved, whether its preconditioner is dense and the condition
+    number that chose it (``full_mass``) and, for a model with one subsampled plate, the batch it
     reads a step (grown where the noise cut the step: ``max_batch_size``), for
     ``hyperparameters()``."""
     tunings = [run.state.tuning for run in runs]
@@ -267,6 +268,13 @@ def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
         "noise_ratio": [math.nan if t is None else t.noise_ratio for t in tunings],
         "backoffs": [run.state.backoffs for run in runs],
     }
+    if any(t is not None and t.preconditioner is not None for t in tunings):
+        # Whether the preconditioner is dense, and the Hessian's condition number once
+        # the diagonal has scaled it (nan: not measured), which chooses it automatically.
+        attrs["dense_mass"] = [t is not None and t.dense for t in tunings]
+        attrs["curvature_condition"] = [
+            math.nan if t is None or t.condition is None else t.condition for t in tunings
+        ]
     cursors = [run.chain.batches for run in runs]
     if cursors and all(len(chain) == 1 for chain in cursors):
         attrs["subsample_size"] = [chain[0].plate.subsample_size for chain in cursors]

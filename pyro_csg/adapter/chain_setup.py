@@ -138,6 +138,7 @@ def sampler_config(
         suggest_control_variates=centre is False,
         exploration_noise=options.exploration_noise,
         max_batch=options.max_batch_size,
+        full_mass=options.full_mass,
     )
 
 
@@ -168,6 +169,8 @@ def fixed_hyperparameters(options: KernelOptions, diffusion: Diffusion, name: st
             if options.max_batch_size is None
             else {"max_batch_size": options.max_batch_size}
         ),
+        # Only when set, as step_scale.
+        **({"full_mass": True} if options.full_mass else {}),
     }
 
 

@@ -97,7 +97,7 @@ class CyclicalKernel(MCMCKernel):
         preconditioner: bool | None = None,
         optimize_start: bool | None = None,
         process_group: Any = None,
-        max_batch_size: int | None = None,
+        max_batch_size: int | None = None, full_mass: bool = False,
         **nuts_keywords: Any,  # a NUTS user's: answered by options.NUTS_KEYWORDS
     ) -> None:
         arguments = {k: v for k, v in locals().items() if k != "self"}  # checked, before work
@@ -530,6 +530,11 @@ class CyclicalSGLD(CyclicalKernel):
     :param bool preconditioner: a diagonal preconditioner measured at the start (default
         ``None``: with the automatic step size); with an explicit ``step_size`` it makes
         that step dimensionless.
+    :param bool full_mass: a dense preconditioner (NUTS's ``full_mass=True``): ``G = H^-1``
+        from the Hessian measured at the start, twice (the second time whitened by the
+        first), for up to 256 parameters identified only in combinations
+        (:mod:`pyro_csg.core.mass`; ``hyperparameters()["curvature_condition"]``: the
+        condition number the diagonal leaves). Default ``False``: diagonal.
     :param bool optimize_start: run Adam until the minibatch potential stops falling
         before the first cycle (default ``None``: yes; for a model without a subsampled
         plate whose stage becomes non-finite, the chain starts where it was, with a
@@ -550,7 +555,7 @@ class CyclicalSGLD(CyclicalKernel):
     :param nuts_keywords: the keywords a NUTS user passes: ``jit_compile`` (-> the compiled
         potential), ``ignore_jit_warnings``, ``jit_options`` and ``max_plate_nesting``
         (accepted: the plates are found by tracing); the others (``max_tree_depth``,
-        ``target_accept_prob``, ``adapt_step_size``, ``adapt_mass_matrix``, ``full_mass``,
+        ``target_accept_prob``, ``adapt_step_size``, ``adapt_mass_matrix``, ``dense_mass``,
         ``num_steps``, ``trajectory_length``) are refused with the reason and the setting
         to use instead.
 

@@ -37,8 +37,7 @@ NUTS_KEYWORDS = {
     "adapt_step_size": "the automatic step size is the counterpart: leave step_size out",
     "adapt_mass_matrix": "preconditioner=True (the default with the automatic step size) "
     "measures a diagonal preconditioner at the start",
-    "full_mass": "the preconditioner is diagonal; a dense one has no counterpart yet",
-    "dense_mass": "the preconditioner is diagonal; a dense one has no counterpart yet",
+    "dense_mass": "NumPyro's dense_mass is full_mass here (True or False)",
 }
 """What becomes of each HMC/NUTS keyword: the setting that carries its meaning over, ``None``
 (accepted, nothing to do), or why there is no counterpart."""
@@ -71,6 +70,7 @@ class KernelOptions:
     process_group: Any
     exploration_noise: str = "auto"
     max_batch_size: int | None = None
+    full_mass: bool = False
 
 
 def _check_flags(
@@ -182,6 +182,7 @@ def kernel_options(
     optimize_start: bool | None,
     process_group: Any,
     max_batch_size: int | None = None,
+    full_mass: bool = False,
     nuts_keywords: dict[str, Any] | None = None,
     name: str = "the kernel",
 ) -> KernelOptions:
@@ -220,6 +221,19 @@ def kernel_options(
         )
     if preconditioner is None:
         preconditioner = auto_step_size
+    if not isinstance(full_mass, (bool, np.bool_)):
+        raise TypeError(
+            "full_mass must be True (a dense preconditioner: the inverse of the Hessian "
+            "measured at the start) or False (diagonal, the default), got "
+            f"{full_mass!r} (a list of site groups, as NUTS takes, has no counterpart: "
+            "the dense preconditioner covers every site)"
+        )
+    if full_mass and not preconditioner:
+        raise ValueError(
+            "full_mass=True is a dense preconditioner, so it needs preconditioner=True "
+            "(the default with the automatic step size; an explicit step_size turns it off "
+            "unless preconditioner=True is given)"
+        )
     if preconditioner and schedule is not None:
         raise ValueError(
             "preconditioner=True works with the cosine schedule (step_size or the "
@@ -245,6 +259,7 @@ def kernel_options(
         process_group=process_group,
         exploration_noise=exploration_noise,
         max_batch_size=None if max_batch_size is None else int(max_batch_size),
+        full_mass=bool(full_mass),
     )
 
 

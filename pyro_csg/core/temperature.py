@@ -288,8 +288,9 @@ def temperature_message(
         parts.append(
             "Too cold along the draws' widest direction(s), where the posterior is soft "
             f"and correlated: {'; '.join(named)}. The chain does not travel along it within "
-            "its cycles (a diagonal preconditioner follows the stiff directions): run "
-            "longer cycles (steps_per_cycle), or reparameterise the correlated sites."
+            "its cycles (a diagonal preconditioner follows the stiff directions): pass "
+            "full_mass=True (a dense preconditioner, models of at most 256 parameters), "
+            "run longer cycles (steps_per_cycle), or reparameterise the correlated sites."
         )
     if report.hot.any():
         smaller = (
