@@ -258,9 +258,9 @@ class ChainRun:
 
 def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     """Each chain's automatic step (``nan`` before its start), its noise ratio, how
-    often the step was halved, whether its preconditioner is dense and the condition
-    number that chose it (``full_mass``) and, for a model with one subsampled plate, the batch it
-    reads a step (grown where the noise cut the step: ``max_batch_size``), for
+    often the step was halved, whether its preconditioner is dense (``full_mass``) and
+    the condition number the diagonal leaves and, for a model with one subsampled
+    plate, the batch it reads a step (grown where the noise cut the step: ``max_batch_size``), for
     ``hyperparameters()``."""
     tunings = [run.state.tuning for run in runs]
     attrs = {
@@ -270,7 +270,8 @@ def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     }
     if any(t is not None and t.preconditioner is not None for t in tunings):
         # Whether the preconditioner is dense, and the Hessian's condition number once
-        # the diagonal has scaled it (nan: not measured), which chooses it automatically.
+        # the diagonal has scaled it (nan: not measured): where it is far above
+        # steps_per_cycle, full_mass=True may be what the chain needs.
         attrs["dense_mass"] = [t is not None and t.dense for t in tunings]
         attrs["curvature_condition"] = [
             math.nan if t is None or t.condition is None else t.condition for t in tunings

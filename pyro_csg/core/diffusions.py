@@ -55,7 +55,7 @@ from typing import NamedTuple
 
 import torch
 
-from .mass import is_dense, whitened
+from .mass import is_dense, mass_times, root_times, whitened
 
 __all__ = [
     "sgld_step",
@@ -431,10 +431,10 @@ def _preconditioned_update(update: Callable, mass: torch.Tensor) -> Callable:
 def _dense_update(update: Callable, mass: torch.Tensor) -> Callable:
     """``G grad = R (R^T grad)`` and ``R xi`` with a dense ``G = R R^T`` (``mass`` holds
     ``R``: :mod:`pyro_csg.core.mass`)."""
-    root = mass
 
     def dense_update(theta, state, grad, eta, xi):
-        return update(theta, state, root @ (grad @ root), eta, None if xi is None else root @ xi)
+        noise = None if xi is None else root_times(mass, xi)
+        return update(theta, state, mass_times(mass, grad), eta, noise)
 
     return dense_update
 
@@ -442,8 +442,9 @@ def _dense_update(update: Callable, mass: torch.Tensor) -> Callable:
 def preconditioned(diffusion: Diffusion, mass: torch.Tensor | None) -> Diffusion:
     """``diffusion`` with a constant preconditioner ``G`` (``mass``): its update takes ``G
     * grad`` and ``sqrt(G) * xi`` (pSGLD, preconditioned SGHMC; no correction term, since
-    ``G`` does not depend on ``theta``); a dense ``G`` (a matrix) ``G grad`` and ``R xi``
-    with ``G = R R^T`` (:mod:`pyro_csg.core.mass`). ``None``: ``diffusion`` itself.
+    ``G`` does not depend on ``theta``); a dense one, held as its root ``R`` (a matrix,
+    ``G = R R^T``: :mod:`pyro_csg.core.mass`), ``R (R^T grad)`` and ``R xi``. ``None``:
+    ``diffusion`` itself.
 
     Example::
 
