@@ -634,10 +634,17 @@ def tune(
         preconditioner, root, condition = None, torch.ones_like(theta), None
     lambda_max, top = _power_iteration(gradient, theta, next_indices, generator, root, 20, 0.1)
     if not math.isfinite(lambda_max) or lambda_max <= 0:
+        dense = (
+            " With full_mass=True: the Hessian there has a negative curvature (a saddle, "
+            "or a hierarchy's funnel), which a dense preconditioner cannot fit; leave "
+            "full_mass out, or reparameterise the hierarchy (LocScaleReparam)."
+            if full_mass
+            else ""
+        )
         raise FloatingPointError(
             f"the automatic step size found no positive curvature at the start "
             f"(lambda_max={lambda_max}): the potential is flat or non-finite there; pass "
-            "step_size explicitly"
+            f"step_size explicitly.{dense}"
         )
     step_size = STEP_SCALE / lambda_max
     if spare_batches is not None:
