@@ -141,7 +141,10 @@ def dense_preconditioner(hessian: torch.Tensor, scale: torch.Tensor) -> torch.Te
 def scaled_condition(hessian: torch.Tensor, scale: torch.Tensor) -> float:
     """The condition number of ``S H S`` (``S = diag(scale)``, the diagonal
     preconditioner's root): how stiff the stiffest direction is against the softest
-    once the diagonal has done what it can (``inf`` where a curvature is not positive).
+    once the diagonal has done what it can. ``inf`` where the softest curvature is below
+    the measurement's resolution (within :data:`DENSE_FLOOR` of the largest, of either
+    sign: float32 differences at the stiff directions' scale); ``nan`` at a saddle (a
+    curvature more negative than that: no mode here, a funnel's neck).
 
     Example::
 
@@ -150,9 +153,14 @@ def scaled_condition(hessian: torch.Tensor, scale: torch.Tensor) -> float:
         >>> H = torch.tensor([[1.0, 0.99], [0.99, 1.0]])  # a ridge: 1.99 against 0.01
         >>> round(scaled_condition(H, torch.ones(2)))
         199
+        >>> scaled_condition(torch.tensor([[1.0, 0.0], [0.0, -0.5]]), torch.ones(2))
+        nan
     """
     scaled = scale.unsqueeze(1) * hessian * scale.unsqueeze(0)
     values = torch.linalg.eigvalsh(((scaled + scaled.T) / 2).double())
-    if not bool(torch.isfinite(values).all()) or float(values.min()) <= 0:
-        return float("inf")
-    return float(values.max() / values.min())
+    if not bool(torch.isfinite(values).all()) or float(values.max()) <= 0:
+        return float("nan")
+    largest, smallest = float(values.max()), float(values.min())
+    if smallest < -DENSE_FLOOR * largest:
+        return float("nan")
+    return largest / smallest if smallest > DENSE_FLOOR * largest else float("inf")

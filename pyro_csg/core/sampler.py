@@ -94,6 +94,23 @@ def check_exploration_noise(value: Any) -> str:
         )
     return value
 
+DENSE_CYCLES = 100
+"""With ``full_mass=None`` (the kernels' default) the preconditioner is dense where the
+Hessian's condition number ``kappa``, once the diagonal has scaled it, exceeds this many
+cycles' steps: at the automatic step (``1 / lambda_max``) the softest direction relaxes
+by one e-fold in about ``kappa`` steps of SGLD, so a diagonal chain would need more than
+100 cycles for it to forget once where it was (parameters identified only in
+combinations). Where the first pass cannot tell (``kappa`` is ``nan``: a negative
+curvature, real or from noisy minibatch columns) the second pass decides: dense where
+the whitened Hessian is positive definite (:func:`~pyro_csg.core.tuning.tune`).
+Measured on ``benchmarks/defaults.py`` (seeds 0-2, the default 1,000-step cycles):
+growth ``nan`` (a direction pinned by the priors alone) and dense; the centred eight
+schools ``nan`` and diagonal (a funnel's neck: -0.9 once whitened); baseball's centred
+model ``nan`` and dense; SIR 770-1,700, a latent time series 630-650, an AR(1) Gaussian
+560, the other twelve models 1 to 180: diagonal. Not 1 cycle: on SIR (a ridge that
+curves towards a wall of +inf) dense chains were 3 to 5 sds off where diagonal ones
+are right."""
+
 MAX_BACKOFFS = 12
 """How often a chain's automatic step may be halved (to ``2**-12`` of the tuned step)
 before a NaN or infinite potential ends the run."""
@@ -137,7 +154,7 @@ class SamplerConfig:
     suggest_control_variates: bool = False
     exploration_noise: str = "auto"
     max_batch: int | None = None
-    full_mass: bool = False
+    full_mass: bool | None = False
 
     def __post_init__(self) -> None:
         check_exploration_noise(self.exploration_noise)
@@ -408,6 +425,7 @@ def _tuning(
             temperature=config.temperature,
             precondition=config.preconditioner if precondition is None else precondition,
             full_mass=config.full_mass,
+            dense_condition=DENSE_CYCLES * config.layout.steps_per_cycle,
             batches_per_epoch=min((plate.batches_per_epoch for plate in plates), default=None),
             spare_batches=spare_batches(state, plates),
         )

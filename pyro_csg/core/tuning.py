@@ -24,7 +24,11 @@ diagonal mass matrix: with ``g = G * grad U~`` and ``xi`` scaled by ``sqrt(G)`` 
 updates of :mod:`pyro_csg.core.diffusions` are pSGLD / preconditioned SGHMC. Because ``G``
 does not depend on ``theta`` (it is fixed for the run), the correction term ``Gamma`` of
 Li et al. (2016), which RMSprop-style preconditioners drop at the cost of a bias, is
-exactly zero here.
+exactly zero here. Up to :data:`EXACT_DIAGONAL` parameters the same differences give
+the whole Hessian (:func:`exact_hessian`); where the diagonal leaves it ill-conditioned
+(``full_mass``, :data:`~pyro_csg.core.sampler.DENSE_CYCLES`), ``G`` is dense, its root
+measured in two passes on shared batches (:func:`shared_batch_hessian`,
+:mod:`pyro_csg.core.mass`).
 
 **The step size** (:func:`tune`). In preconditioned coordinates the posterior is close
 to unit scale, so the step is dimensionless: ``eta_1 = 1 / lambda_max``, where
@@ -68,7 +72,6 @@ import torch
 
 from .mass import (
     dense_preconditioner,
-    root_of,
     root_times,
     root_transpose_times,
     scaled_condition,
@@ -76,6 +79,7 @@ from .mass import (
 
 __all__ = [
     "exact_hessian",
+    "shared_batch_hessian",
     "exact_diagonal",
     "StartReport",
     "Tuning",
@@ -559,7 +563,8 @@ def tune(
     friction: float = 1.0,
     temperature: float = 1.0,
     precondition: bool = True,
-    full_mass: bool = False,
+    full_mass: bool | None = False,
+    dense_condition: float = math.inf,
     batches_per_epoch: int | None = None,
     spare_batches: NextIndices | None = None,
 ) -> Tuning:
@@ -621,9 +626,22 @@ def tune(
         condition = None
         if hessian is not None:
             condition = scaled_condition(hessian, root)
-            if full_mass:
-                preconditioner = _dense_mass(gradient, theta, next_indices, hessian, root)
-                root = root_of(preconditioner)
+            # A candidate where the diagonal leaves the soft directions too slow, or where
+            # the first pass cannot tell (nan: a negative curvature, which minibatch
+            # columns can fake); the second pass decides (None: a saddle after all).
+            slow = math.isnan(condition) or condition > dense_condition
+            if full_mass or (full_mass is None and slow):
+                dense = _dense_mass(gradient, theta, next_indices, root)
+                if dense is None and full_mass:
+                    raise ValueError(
+                        "full_mass=True: the Hessian at the start has a negative curvature "
+                        "(a saddle, or a hierarchy's funnel), so a dense preconditioner "
+                        "measured there fits no part of the posterior; leave full_mass out "
+                        "(a diagonal preconditioner), or reparameterise the hierarchy "
+                        "(LocScaleReparam)"
+                    )
+                if dense is not None:
+                    preconditioner = root = dense
         elif full_mass:
             raise ValueError(
                 f"full_mass=True measures the dense Hessian one coordinate at a time, for "
@@ -680,29 +698,66 @@ def tune(
     )
 
 
-def _dense_mass(gradient: Gradient, theta, next_indices, hessian, scale) -> torch.Tensor:
-    """A dense ``G``'s root in two passes: ``G_1`` from ``hessian`` (measured at the diagonal's
-    scale ``scale``), then the Hessian again in the coordinates ``z = R_1^-1 theta``::
+def _dense_mass(gradient: Gradient, theta, next_indices, scale) -> torch.Tensor | None:
+    """A dense ``G``'s root in two passes, each Hessian's columns on shared batches
+    (:func:`shared_batch_hessian`), the first at the diagonal's scale ``scale``, the
+    second in the coordinates ``z = R_1^-1 theta`` (``None`` where that one is not
+    positive definite: a saddle, no mode to fit)::
 
-        H_z = R_1^T H R_1   (columns by central differences along e_j in z, 0.1 sd)
-        R   = R_1 R_z,  R_z R_z^T = H_z^-1   (floored: :func:`dense_preconditioner`)
-        G   = R R^T  (the root is what is kept: :mod:`pyro_csg.core.mass`)
+        H   (columns along s_j e_j)       R_1 R_1^T = H^-1      (:func:`dense_preconditioner`)
+        H_z = R_1^T H R_1   (columns along e_j in z, 0.1 sd)
+        R   = R_1 R_z,  R_z R_z^T = H_z^-1,  G = R R^T   (the root is kept)
 
     Why twice: the first pass's differences are taken at the stiff directions' scale,
     where a soft direction's curvature (a millionth of the stiff ones' on the growth
     model of ``benchmarks/defaults.py``) is below float32's resolution of the gradient,
     and comes out as noise or the floor; in ``z`` every direction is differenced at about
-    its own posterior sd, so the soft one is resolved.
+    its own posterior sd, so the soft one is resolved. Why shared batches: with each
+    column on its own minibatch (as the diagonal's are) the growth model's scaled
+    Hessian was 13-22% asymmetric and its soft direction lost; one batch's Hessian is
+    symmetric and keeps the data's null directions exact.
     """
-    root = dense_preconditioner(hessian, scale)  # R_1
+    first = shared_batch_hessian(gradient, theta, next_indices, scale)
+    root = dense_preconditioner(first, scale)  # R_1
 
     def whitened_gradient(z, indices):
         energy, grad = gradient(theta + root @ z, indices)
         return energy, grad @ root
 
     zero, ones = torch.zeros_like(theta), torch.ones_like(theta)
-    inner, _ = exact_hessian(whitened_gradient, zero, next_indices, scale=ones)
-    return root @ dense_preconditioner(inner, ones)  # R = R_1 R_z, G = R R^T
+    inner = shared_batch_hessian(whitened_gradient, zero, next_indices, ones)
+    # The first pass floors what it cannot resolve, so H_z says what it was: a soft
+    # direction (about 1 in z) or a negative curvature (a funnel's neck: about -1).
+    if float(torch.linalg.eigvalsh(((inner + inner.T) / 2).double()).min()) <= 0:
+        return None
+    return root @ dense_preconditioner(inner, ones)
+
+
+def shared_batch_hessian(
+    gradient: Gradient, theta, next_indices: NextIndices, scale, *, batches: int = 2, eps=0.1
+) -> torch.Tensor:
+    """``H`` at ``theta``, column ``j`` by a central difference along ``s_j e_j``, every
+    column of a batch's Hessian on that one batch, averaged over ``batches`` batches.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_csg.core.tuning import shared_batch_hessian
+        >>> H = torch.tensor([[1.0, 3.0], [3.0, 100.0]])
+        >>> shared_batch_hessian(lambda t, i: (None, H @ t), torch.zeros(2), lambda: [],
+        ...                      torch.ones(2)).round()
+        tensor([[  1.,   3.],
+                [  3., 100.]])
+    """
+    size = theta.numel()
+    total = torch.zeros(size, size, dtype=theta.dtype, device=theta.device)
+    for _ in range(batches):
+        indices = next_indices()
+        for j in range(size):
+            direction = torch.zeros_like(theta)
+            direction[j] = scale[j]
+            total[:, j] += _hvp(gradient, theta, direction, indices, eps) / scale[j]
+    return total / batches
 
 
 def _floored(h: torch.Tensor) -> torch.Tensor:
