@@ -1,6 +1,8 @@
 """A dense preconditioner (``full_mass=True``): ``G = R R^T`` from the Hessian measured at
 the start, for parameters identified only in combinations (:mod:`pyro_csg.core.mass`)."""
 
+import math
+import warnings
 from contextlib import nullcontext
 
 import pyro
@@ -128,10 +130,9 @@ def test_full_mass_is_refused_where_it_cannot_apply():
 def test_a_dense_preconditioner_at_a_funnels_neck_is_refused_naming_full_mass():
     """Pyro's centred eight schools: the start's optimisation stage ends in the funnel's
     neck, where the Hessian has a negative curvature (measured: about -1e-6 of the
-    largest once scaled, and -0.9 once whitened): no dense ``G`` fits there."""
+    largest once scaled, -0.9 once whitened): no dense ``G`` fits there. Asked for, it is
+    refused; by default the chain keeps the diagonal."""
     import pyro.distributions as dist
-
-    from pyro_csg import NonFiniteError
 
     y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
     sigma = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
@@ -145,5 +146,30 @@ def test_a_dense_preconditioner_at_a_funnels_neck_is_refused_naming_full_mass():
 
     pyro.set_rng_seed(0)
     mcmc = MCMC(CyclicalSGHMC(centred, full_mass=True), num_samples=4, warmup_steps=0)
-    with pytest.raises(NonFiniteError, match=r"With full_mass=True: .* negative curvature"):
+    with pytest.raises(ValueError, match=r"^full_mass=True: the Hessian at the start has a neg"):
         mcmc.run()
+    kernel = CyclicalSGHMC(centred)
+    pyro.set_rng_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the funnel's own warnings)
+        MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True).run()
+    hyper = kernel.hyperparameters()
+    assert hyper["dense_mass"] == [False] and math.isnan(hyper["curvature_condition"][0])
+
+
+@pytest.mark.parametrize("stiff, dense", [(1e-3, True), (3e-2, False)])
+def test_by_default_dense_where_the_soft_direction_would_need_100_cycles(stiff, dense):
+    """``full_mass=None`` (the default): dense where the condition number the diagonal
+    leaves exceeds 100 cycles' steps (2e4 with cycles of 200 steps): 1e6 for sds 1 and
+    1e-3, about 1.1e3 for sds 1 and 3e-2."""
+    precision, _, _ = _ridge(stiff=stiff)
+    kernel = CyclicalSGLD(
+        potential_fn=lambda p: 0.5 * p["x"] @ precision @ p["x"], steps_per_cycle=200
+    )
+    kernel.initial_params = {"x": torch.zeros(4)}
+    pyro.set_rng_seed(0)
+    MCMC(kernel, num_samples=4, warmup_steps=0, disable_progbar=True).run()
+    hyper = kernel.hyperparameters()
+    assert hyper["dense_mass"] == [dense]
+    assert (hyper["curvature_condition"][0] > 2e4) == dense
+    assert "full_mass" not in hyper  # the default is not a setting a resumed run must share

@@ -270,8 +270,7 @@ def tuning_attrs(runs: list[ChainRun]) -> dict[str, Any]:
     }
     if any(t is not None and t.preconditioner is not None for t in tunings):
         # Whether the preconditioner is dense, and the Hessian's condition number once
-        # the diagonal has scaled it (nan: not measured): where it is far above
-        # steps_per_cycle, full_mass=True may be what the chain needs.
+        # the diagonal has scaled it (nan: not measured), which chose it (full_mass=None).
         attrs["dense_mass"] = [t is not None and t.dense for t in tunings]
         attrs["curvature_condition"] = [
             math.nan if t is None or t.condition is None else t.condition for t in tunings

@@ -170,7 +170,7 @@ def fixed_hyperparameters(options: KernelOptions, diffusion: Diffusion, name: st
             else {"max_batch_size": options.max_batch_size}
         ),
         # Only when set, as step_scale.
-        **({"full_mass": True} if options.full_mass else {}),
+        **({} if options.full_mass is None else {"full_mass": options.full_mass}),
     }
 
 

@@ -97,7 +97,7 @@ class CyclicalKernel(MCMCKernel):
         preconditioner: bool | None = None,
         optimize_start: bool | None = None,
         process_group: Any = None,
-        max_batch_size: int | None = None, full_mass: bool = False,
+        max_batch_size: int | None = None, full_mass: bool | None = None,
         **nuts_keywords: Any,  # a NUTS user's: answered by options.NUTS_KEYWORDS
     ) -> None:
         arguments = {k: v for k, v in locals().items() if k != "self"}  # checked, before work
@@ -532,9 +532,10 @@ class CyclicalSGLD(CyclicalKernel):
         that step dimensionless.
     :param bool full_mass: a dense preconditioner (NUTS's ``full_mass=True``): ``G = H^-1``
         from the Hessian measured at the start, twice (the second time whitened by the
-        first), for up to 256 parameters identified only in combinations
-        (:mod:`pyro_csg.core.mass`; ``hyperparameters()["curvature_condition"]``: the
-        condition number the diagonal leaves). Default ``False``: diagonal.
+        first), for up to 256 parameters (:mod:`pyro_csg.core.mass`). Default ``None``:
+        dense where the diagonal leaves a condition number above 100 cycles' steps
+        (``hyperparameters()["curvature_condition"]``), or where it cannot be measured
+        and the whitened Hessian is positive definite; ``False``: always diagonal.
     :param bool optimize_start: run Adam until the minibatch potential stops falling
         before the first cycle (default ``None``: yes; for a model without a subsampled
         plate whose stage becomes non-finite, the chain starts where it was, with a

@@ -37,7 +37,7 @@ NUTS_KEYWORDS = {
     "adapt_step_size": "the automatic step size is the counterpart: leave step_size out",
     "adapt_mass_matrix": "preconditioner=True (the default with the automatic step size) "
     "measures a diagonal preconditioner at the start",
-    "dense_mass": "NumPyro's dense_mass is full_mass here (True or False)",
+    "dense_mass": "NumPyro's dense_mass is full_mass here (True, False or None: automatic)",
 }
 """What becomes of each HMC/NUTS keyword: the setting that carries its meaning over, ``None``
 (accepted, nothing to do), or why there is no counterpart."""
@@ -70,7 +70,7 @@ class KernelOptions:
     process_group: Any
     exploration_noise: str = "auto"
     max_batch_size: int | None = None
-    full_mass: bool = False
+    full_mass: bool | None = None
 
 
 def _check_flags(
@@ -182,7 +182,7 @@ def kernel_options(
     optimize_start: bool | None,
     process_group: Any,
     max_batch_size: int | None = None,
-    full_mass: bool = False,
+    full_mass: bool | None = None,
     nuts_keywords: dict[str, Any] | None = None,
     name: str = "the kernel",
 ) -> KernelOptions:
@@ -221,10 +221,11 @@ def kernel_options(
         )
     if preconditioner is None:
         preconditioner = auto_step_size
-    if not isinstance(full_mass, (bool, np.bool_)):
+    if full_mass is not None and not isinstance(full_mass, (bool, np.bool_)):
         raise TypeError(
             "full_mass must be True (a dense preconditioner: the inverse of the Hessian "
-            "measured at the start) or False (diagonal, the default), got "
+            "measured at the start), False (diagonal) or None (the default: dense where "
+            "the diagonal leaves some direction too slow to sample), got "
             f"{full_mass!r} (a list of site groups, as NUTS takes, has no counterpart: "
             "the dense preconditioner covers every site)"
         )
@@ -259,7 +260,7 @@ def kernel_options(
         process_group=process_group,
         exploration_noise=exploration_noise,
         max_batch_size=None if max_batch_size is None else int(max_batch_size),
-        full_mass=bool(full_mass),
+        full_mass=None if full_mass is None else bool(full_mass),
     )
 
 
