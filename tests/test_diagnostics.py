@@ -214,21 +214,3 @@ def test_the_noise_diagnostic_leaves_a_noisy_potential_fn_chain_alone():
     finally:
         CycleNoise.measure = original
     assert torch.equal(first, second)
-
-
-def test_the_kernels_diagnostics_after_the_run_are_the_last_chains_and_warn_no_more():
-    """As NUTS's kernel keeps its counts after ``MCMC.run``: the last chain's per-draw
-    statistics and checks, the same as ``MCMC.diagnostics()`` collected, and the
-    warnings already given are not given again."""
-    from test_exploration_noise import run_correlated
-
-    from pyro_csg import SamplerWarning
-
-    kernel, _ = run_correlated("never", 0, cycles=20)  # narrow draws: warned in the run
-    assert kernel.hyperparameters()["sampler_warnings"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        after = kernel.diagnostics()
-    assert not [w for w in caught if issubclass(w.category, SamplerWarning)]
-    assert len(after["cycle"]) == 80 and len(after["step_size"]) == 80
-    assert after["drift_check"]["within_cycle_spread"]  # the checks, per coordinate

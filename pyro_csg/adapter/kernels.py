@@ -381,8 +381,8 @@ class CyclicalKernel(MCMCKernel):
         return OrderedDict() if self._current is None else self._current.progress(self.layout)
 
     def diagnostics(self) -> dict[str, list]:
-        """Per retained (post-warm-up) draw of the chain running (after a run, its last):
-        cycle, iteration, step size, ``U~``, noise ratio, back-offs, rejections, divergences.
+        """Per retained (post-warm-up) draw: cycle, iteration, step size, ``U~``, the
+        minibatch noise ratio, back-offs and rejections; and the draws flagged diverging.
 
         ``noise_ratio``: the minibatch gradient's noise against the injected noise at the
         draw's step (:mod:`pyro_csg.core.noise`); the first call after a chain's last draw
@@ -399,7 +399,7 @@ class CyclicalKernel(MCMCKernel):
         :func:`pyro_csg.to_inference_data`. Per coordinate, ``temperature_check`` (1 if
         right) and ``drift_check`` (moves across and within cycles, :mod:`~pyro_csg.core.drift`).
         """
-        run = self._current or self._chains.get(max(self._chains, default=-1))
+        run = self._current
         if run is None:
             empty = {key: [] for key in STATS}
             return {**empty, "divergences": Divergences(), **checks_by_coordinate(None)}
