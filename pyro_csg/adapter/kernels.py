@@ -535,7 +535,7 @@ class CyclicalSGLD(CyclicalKernel):
         first), for up to 256 parameters (:mod:`pyro_csg.core.mass`). Default ``None``:
         dense where the diagonal leaves a condition number above 100 cycles' steps
         (``hyperparameters()["curvature_condition"]``), or where it cannot be measured
-        and the whitened Hessian is positive definite; ``False``: always diagonal.
+        and a second pass, whitened by the first, agrees; ``False``: always diagonal.
     :param bool optimize_start: run Adam until the minibatch potential stops falling
         before the first cycle (default ``None``: yes; for a model without a subsampled
         plate whose stage becomes non-finite, the chain starts where it was, with a

@@ -102,14 +102,15 @@ by one e-fold in about ``kappa`` steps of SGLD, so a diagonal chain would need m
 100 cycles for it to forget once where it was (parameters identified only in
 combinations). Where the first pass cannot tell (``kappa`` is ``nan``: a negative
 curvature, real or from noisy minibatch columns) the second pass decides: dense where
-the whitened Hessian is positive definite (:func:`~pyro_csg.core.tuning.tune`).
+the whitened Hessian is close enough to the identity
+(:data:`~pyro_csg.core.tuning.DENSE_AGREEMENT`).
 Measured on ``benchmarks/defaults.py`` (seeds 0-2, the default 1,000-step cycles):
 growth ``nan`` (a direction pinned by the priors alone) and dense; the centred eight
-schools ``nan`` and diagonal (a funnel's neck: -0.9 once whitened); baseball's centred
-model ``nan`` and dense; SIR 770-1,700, a latent time series 630-650, an AR(1) Gaussian
-560, the other twelve models 1 to 180: diagonal. Not 1 cycle: on SIR (a ridge that
-curves towards a wall of +inf) dense chains were 3 to 5 sds off where diagonal ones
-are right."""
+schools and baseball's centred model ``nan`` and diagonal (funnels: once whitened, a
+curvature of -0.9, or 60 times the first pass's); SIR 770-1,700, a latent time series
+630-650, an AR(1) Gaussian 560, the other twelve models 1 to 180: diagonal. Not 1
+cycle: on SIR (a ridge that curves towards a wall of +inf) dense chains were 3 to 5 sds
+off where diagonal ones are right."""
 
 MAX_BACKOFFS = 12
 """How often a chain's automatic step may be halved (to ``2**-12`` of the tuned step)

@@ -111,6 +111,14 @@ WORST_RATIO_LIMIT = 1.0
 EXACT_DIAGONAL = 256
 """Up to this many parameters the Hessian's diagonal is probed one coordinate at a time."""
 
+DENSE_AGREEMENT = 4.0
+"""A dense preconditioner is kept only where the Hessian measured again in the
+coordinates it whitens has no eigenvalue above this (nor one at or below 0): the
+curvature a posterior sd away is at most this many times what the first pass found.
+Measured (seeds 0-2): the growth model of ``benchmarks/defaults.py`` 0.76 to 1.55;
+baseball's centred hierarchy 0.32 to 60 (a funnel: its dense chains got steps of 0.002
+to 0.005 and were 1.6 sds off, warned); the centred eight schools -0.96 to 129."""
+
 BATCH_CURVATURES = 16
 """Minibatches whose curvature along the stiffest direction bounds the step (see
 :func:`tune`)."""
@@ -628,17 +636,19 @@ def tune(
             condition = scaled_condition(hessian, root)
             # A candidate where the diagonal leaves the soft directions too slow, or where
             # the first pass cannot tell (nan: a negative curvature, which minibatch
-            # columns can fake); the second pass decides (None: a saddle after all).
+            # columns can fake); the second pass decides (None: no quadratic to fit).
             slow = math.isnan(condition) or condition > dense_condition
             if full_mass or (full_mass is None and slow):
                 dense = _dense_mass(gradient, theta, next_indices, root)
                 if dense is None and full_mass:
                     raise ValueError(
-                        "full_mass=True: the Hessian at the start has a negative curvature "
-                        "(a saddle, or a hierarchy's funnel), so a dense preconditioner "
-                        "measured there fits no part of the posterior; leave full_mass out "
-                        "(a diagonal preconditioner), or reparameterise the hierarchy "
-                        "(LocScaleReparam)"
+                        "full_mass=True: the Hessian at the start is no guide to the "
+                        "posterior (measured again a posterior sd away, it has a negative "
+                        f"curvature or one over {DENSE_AGREEMENT:g} times the first "
+                        "measurement's: a saddle, or a hierarchy's funnel), so a dense "
+                        "preconditioner measured there fits no part of it; leave "
+                        "full_mass out (a diagonal preconditioner), or reparameterise the "
+                        "hierarchy (LocScaleReparam)"
                     )
                 if dense is not None:
                     preconditioner = root = dense
@@ -701,8 +711,10 @@ def tune(
 def _dense_mass(gradient: Gradient, theta, next_indices, scale) -> torch.Tensor | None:
     """A dense ``G``'s root in two passes, each Hessian's columns on shared batches
     (:func:`shared_batch_hessian`), the first at the diagonal's scale ``scale``, the
-    second in the coordinates ``z = R_1^-1 theta`` (``None`` where that one is not
-    positive definite: a saddle, no mode to fit)::
+    second in the coordinates ``z = R_1^-1 theta``, where it should be about the
+    identity. ``None`` where it is not positive definite (a saddle) or has an eigenvalue
+    above :data:`DENSE_AGREEMENT` (a direction much stiffer a posterior sd away than the
+    first pass found: a funnel, where no constant ``G`` fits)::
 
         H   (columns along s_j e_j)       R_1 R_1^T = H^-1      (:func:`dense_preconditioner`)
         H_z = R_1^T H R_1   (columns along e_j in z, 0.1 sd)
@@ -728,7 +740,8 @@ def _dense_mass(gradient: Gradient, theta, next_indices, scale) -> torch.Tensor 
     inner = shared_batch_hessian(whitened_gradient, zero, next_indices, ones)
     # The first pass floors what it cannot resolve, so H_z says what it was: a soft
     # direction (about 1 in z) or a negative curvature (a funnel's neck: about -1).
-    if float(torch.linalg.eigvalsh(((inner + inner.T) / 2).double()).min()) <= 0:
+    values = torch.linalg.eigvalsh(((inner + inner.T) / 2).double())
+    if float(values.min()) <= 0 or float(values.max()) > DENSE_AGREEMENT:
         return None
     return root @ dense_preconditioner(inner, ones)
 
