@@ -290,7 +290,8 @@ def exact_diagonal(
         ...                torch.Generator()).round()
         tensor([  1., 100.])
     """
-    return exact_hessian(gradient, theta, next_indices, scale=scale, probes=probes, eps=eps)[1]
+    hessian = exact_hessian(gradient, theta, next_indices, scale=scale, probes=probes, eps=eps)
+    return hessian.diagonal().clone()
 
 
 def exact_hessian(
@@ -301,18 +302,18 @@ def exact_hessian(
     scale: torch.Tensor | None = None,
     probes: int = 32,
     eps: float = 0.1,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(H, diag(H))``, ``H``'s column ``j`` from the central differences of
-    :func:`exact_diagonal` (the whole difference, where that keeps its ``j``-th entry):
-    the dense Hessian costs nothing more than its diagonal (not symmetrised; its diagonal
-    is :func:`exact_diagonal`'s to the bit).
+) -> torch.Tensor:
+    """``H``, column ``j`` from a central difference along ``e_j`` (step ``eps * s_j``),
+    averaged over ``max(1, probes // D)`` minibatches, each difference on its own batch:
+    :func:`exact_diagonal` is its diagonal, so the dense Hessian costs nothing more (not
+    symmetrised).
 
     Example::
 
         >>> import torch
         >>> from pyro_csg.core.tuning import exact_hessian
         >>> H = torch.tensor([[1.0, 3.0], [3.0, 100.0]])
-        >>> exact_hessian(lambda t, i: (None, H @ t), torch.zeros(2), lambda: [])[0].round()
+        >>> exact_hessian(lambda t, i: (None, H @ t), torch.zeros(2), lambda: []).round()
         tensor([[  1.,   3.],
                 [  3., 100.]])
     """
@@ -320,16 +321,18 @@ def exact_hessian(
         scale = torch.full_like(theta, 1e-2)
     size = theta.numel()
     repeats = max(1, probes // max(size, 1))
-    h = torch.zeros_like(theta)
     columns = torch.zeros(size, size, dtype=theta.dtype, device=theta.device)
     for j in range(size):
-        direction = torch.zeros_like(theta)
-        direction[j] = scale[j]
         for _ in range(repeats):
-            column = _hvp(gradient, theta, direction, next_indices(), eps) / scale[j]
-            h[j] += column[j]
-            columns[:, j] += column
-    return columns / repeats, h / repeats
+            columns[:, j] += _column(gradient, theta, scale, j, next_indices(), eps)
+    return columns / repeats
+
+
+def _column(gradient: Gradient, theta, scale, j: int, indices, eps: float) -> torch.Tensor:
+    """``H e_j`` on one batch, by a central difference along ``s_j e_j``."""
+    direction = torch.zeros_like(theta)
+    direction[j] = scale[j]
+    return _hvp(gradient, theta, direction, indices, eps) / scale[j]
 
 
 def largest_eigenvalue(
@@ -621,14 +624,12 @@ def tune(
         diagonal = exact_diagonal if exact else hessian_diagonal
         rough = diagonal(gradient, theta, next_indices, generator, probes=8, eps=1e-3)
         scale = _floored(rough).rsqrt()
+        hessian = None
         if exact:  # the same differences give the whole Hessian
-            hessian, h = exact_hessian(gradient, theta, next_indices, scale=scale)
-            h = _floored(h)
+            hessian = exact_hessian(gradient, theta, next_indices, scale=scale)
+            h = _floored(hessian.diagonal().clone())
         else:
-            hessian, h = (
-                None,
-                _floored(hessian_diagonal(gradient, theta, next_indices, generator, scale=scale)),
-            )
+            h = _floored(hessian_diagonal(gradient, theta, next_indices, generator, scale=scale))
         preconditioner = 1.0 / h
         root = preconditioner.sqrt()
         condition = None
@@ -662,17 +663,10 @@ def tune(
         preconditioner, root, condition = None, torch.ones_like(theta), None
     lambda_max, top = _power_iteration(gradient, theta, next_indices, generator, root, 20, 0.1)
     if not math.isfinite(lambda_max) or lambda_max <= 0:
-        dense = (
-            " With full_mass=True: the Hessian there has a negative curvature (a saddle, "
-            "or a hierarchy's funnel), which a dense preconditioner cannot fit; leave "
-            "full_mass out, or reparameterise the hierarchy (LocScaleReparam)."
-            if full_mass
-            else ""
-        )
         raise FloatingPointError(
             f"the automatic step size found no positive curvature at the start "
             f"(lambda_max={lambda_max}): the potential is flat or non-finite there; pass "
-            f"step_size explicitly.{dense}"
+            "step_size explicitly"
         )
     step_size = STEP_SCALE / lambda_max
     if spare_batches is not None:
@@ -767,9 +761,7 @@ def shared_batch_hessian(
     for _ in range(batches):
         indices = next_indices()
         for j in range(size):
-            direction = torch.zeros_like(theta)
-            direction[j] = scale[j]
-            total[:, j] += _hvp(gradient, theta, direction, indices, eps) / scale[j]
+            total[:, j] += _column(gradient, theta, scale, j, indices, eps)
     return total / batches
 
 
