@@ -8,9 +8,9 @@ counted). A run is
 * ``right``: every scalar element's mean within 0.3 NUTS sds and its sd within
   [0.7, 1.4] times NUTS's (elements of the constrained posterior);
 * ``warned``: not right, but a :class:`~pyro_csg.SamplerWarning` fired (which ones is
-  printed: ``temperature``, ``runaway``, ``noise``, ``backoff``, ``start``, ``drift``, ``ess``)
-  and the run is marked (``hyperparameters()["sampler_warnings"]``, which the
-  InferenceData's attrs carry);
+  printed: ``temperature``, ``runaway``, ``noise``, ``backoff``, ``start``, ``drift``,
+  ``ess``, ``region``) and the run is marked (``hyperparameters()["sampler_warnings"]``,
+  which the InferenceData's attrs carry);
 * ``silent``: not right and no warning -- the outcome this script exists to find;
 * ``error``: an exception (``NonFiniteError`` included).
 
@@ -57,6 +57,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -499,10 +500,11 @@ WARNING_KINDS = {
     "start": "optimisation stage",
     "drift": "have not reached the posterior",
     "ess": "few effective draws",
+    "region": "a region apart",
 }
 
 
-def run_defaults(name: str, kernel_class, seed: int, cycles: int) -> dict:
+def run_defaults(name: str, kernel_class, seed: int, cycles: int, dump: Path | None = None) -> dict:
     model, data = MODELS[name]
     if name in POTENTIALS:
         kernel = kernel_class(potential_fn=model)
@@ -531,6 +533,8 @@ def run_defaults(name: str, kernel_class, seed: int, cycles: int) -> dict:
     if name in POTENTIALS:
         samples = {"x": kernel.get_samples()["x"]}
     hyper = kernel.hyperparameters()
+    if dump is not None:
+        _dump(dump / f"{name}-{kernel_class.__name__}-{seed}.npz", mcmc, samples)
     # Where the noise-free exploration stopped, how many cycles skipped the stage, their stride.
     exploration = (
         hyper.get("noisy_exploration_from"),
@@ -544,6 +548,24 @@ def run_defaults(name: str, kernel_class, seed: int, cycles: int) -> dict:
         "seconds": seconds,
         "exploration": exploration,
     }
+
+
+def _dump(path: Path, mcmc, samples: dict) -> None:
+    """Save a run's draws, unconstrained and flattened (sites in name order), with each
+    draw's cycle and potential, to study the checks on them without rerunning."""
+    stats = mcmc._diagnostics[0]
+    transforms = mcmc.transforms or {}
+    flat = [
+        transforms.get(site, lambda x: x)(samples[site]).reshape(len(samples[site]), -1)
+        for site in sorted(samples)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        draws=torch.cat(flat, 1).double().numpy(),
+        cycle=np.asarray(stats["cycle"]),
+        potential=np.asarray(stats["potential_energy"]),
+    )
 
 
 def judge(result: dict, ref: dict) -> dict:
@@ -574,6 +596,9 @@ def main() -> None:
     parser.add_argument("--kernels", nargs="*", default=["CyclicalSGHMC", "CyclicalSGLD"])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cycles", type=int, default=50)
+    parser.add_argument(
+        "--dump", type=Path, help="save each run's unconstrained draws, cycles, potentials"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(
@@ -590,7 +615,7 @@ def main() -> None:
                 kernel_name
             ]
             for seed in range(args.seeds):
-                outcome = judge(run_defaults(name, kernel_class, seed, args.cycles), ref)
+                outcome = judge(run_defaults(name, kernel_class, seed, args.cycles, args.dump), ref)
                 counts[outcome["verdict"]] = counts.get(outcome["verdict"], 0) + 1
                 detail = outcome.get("error") or (
                     f"max mean error {outcome['error_sd']:.2f} sd, sd ratios "

@@ -6,14 +6,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..core.drift import DriftCheck, drift_message, effective_draws_message
 from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
+from ..core.regions import Region, regions_apart, regions_message
 from ..core.runaway import runaway_cycles
 from ..core.sampler import (
     Chain,
@@ -63,8 +66,9 @@ class ChainRun:
     temperature_reported: bool = False
     drift_reported: bool = False
     ess_reported: bool = False
+    regions_reported: bool = False
     # What the run's warnings said of its draws, in the order they fired ("start",
-    # "noise", "backoff", "runaway", "temperature", "drift", "ess"): the run's mark, for
+    # "noise", "backoff", "runaway", "temperature", "drift", "ess", "region"): the run's mark, for
     # hyperparameters() and the InferenceData's attrs.
     marks: list = field(default_factory=list)
     bars: list = field(default_factory=list)  # Pyro's progress bar(s) for this chain
@@ -186,6 +190,7 @@ class ChainRun:
                 warnings.warn(message, SamplerWarning, stacklevel=3)
         self._report_temperature(type(kernel).__name__, kernel.auto_step_size)
         self._report_drift(type(kernel).__name__)
+        self._report_regions(type(kernel).__name__, stats, report.cycles)
         if len(self.backoffs) > self.backoffs_reported:
             self.backoffs_reported = len(self.backoffs)
             self.mark("backoff")
@@ -238,6 +243,31 @@ class ChainRun:
         scales = [label for label in labels if label.split("[")[0] in self._scale_sites()]
         message = temperature_message(name, report, labels, auto_step, scales)
         warnings.warn(message, SamplerWarning, stacklevel=4)
+
+    def regions(self, stats: dict[str, list], runaway: Sequence[int] = ()) -> list[Region]:
+        """The chain's regions apart so far (:mod:`pyro_csg.core.regions`), the runaway
+        cycles left out (already reported); ``[]`` for a model whose cycles' means are not
+        kept (above :data:`~pyro_csg.core.drift.SPREAD_MAX_DIM` coordinates)."""
+        summaries = self.drift.cycle_summaries()
+        if summaries is None:
+            return []
+        cycles, means, sds = summaries
+        keep = [i for i, cycle in enumerate(cycles) if cycle not in set(runaway)]
+        of_draw = np.asarray(stats["cycle"])
+        energies = np.asarray(stats["potential_energy"], dtype=float)
+        levels = [float(np.median(energies[of_draw == cycles[i]])) for i in keep]
+        chosen = [cycles[i] for i in keep]
+        return regions_apart(chosen, means[keep].numpy(), sds[keep].numpy(), levels)
+
+    def _report_regions(self, kernel_name: str, stats: dict, runaway: Sequence[int]) -> None:
+        if self.regions_reported:
+            return
+        name = f"{kernel_name}: chain {self.record.index}"
+        message = regions_message(name, self.regions(stats, runaway), self.record.flat.labels())
+        if message:
+            self.regions_reported = True
+            self.mark("region")
+            warnings.warn(message, SamplerWarning, stacklevel=4)
 
     def _report_drift(self, kernel_name: str) -> None:
         report = self.drift.report()
@@ -408,13 +438,39 @@ def drift_by_coordinate(run: ChainRun | None) -> dict[str, dict[str, float]]:
     }
 
 
+def region_attrs(runs: list[ChainRun]) -> dict[str, Any]:
+    """The over-weighted regions apart (:mod:`pyro_csg.core.regions`), per chain, as one
+    string (``""`` when none) for ``hyperparameters()``: ``"chain 0: cycles [7] along rho
+    (gap 8.9, 14.8 above)"``; nothing for models whose cycles' means are not kept."""
+    shown, checked = [], False
+    for run in runs:
+        if run.drift.cycle_summaries() is None:
+            continue
+        checked = True
+        record = run.record
+        stats = {key: list(values[: record.kept]) for key, values in record.stats.items()}
+        size, temperature = record.flat.size, run.chain.config.temperature
+        runaway = runaway_cycles(stats["cycle"], stats["potential_energy"], size, temperature)
+        labels = record.flat.labels()
+        found = [
+            f"cycles {region.cycles} along {labels[region.coordinate]} (gap "
+            f"{region.gap:.2g}, {region.excess:.3g} above)"
+            for region in run.regions(stats, runaway.cycles)
+            if region.over_weighted
+        ]
+        if found:
+            shown.append(f"chain {record.index}: {', '.join(found[:5])}")
+    return {"region_check_flagged": "; ".join(shown)} if checked else {}
+
+
 def checks_attrs(runs: list[ChainRun]) -> dict[str, Any]:
-    """What the checks on the draws found, for ``hyperparameters()``: the temperature and
-    drift checks' results and the run's mark."""
+    """What the checks on the draws found, for ``hyperparameters()``: the temperature,
+    drift and region checks' results and the run's mark."""
     return {
         **exploration_attrs(runs),
         **temperature_attrs(runs),
         **drift_attrs(runs),
+        **region_attrs(runs),
         **marks_attrs(runs),
     }
 

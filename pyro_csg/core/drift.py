@@ -389,8 +389,19 @@ class DriftCheck:
         cycle_sd = (within / (self._n - 1)).sqrt()
         if means is not None:
             means = means if close else list(means)
-            means.append((mean, cycle_sd))
+            means.append((mean, cycle_sd, self._cycle))
         return squares, dof + self._n - 1, means
+
+    def cycle_summaries(self) -> tuple[list[int], torch.Tensor, torch.Tensor] | None:
+        """Each cycle of at least two draws so far: its number, mean draw and sd per
+        coordinate (``(K, D)``, float64, on the CPU); ``None`` for a model above
+        :data:`SPREAD_MAX_DIM` coordinates (not kept) or before such a cycle."""
+        means = self._spread_closed()[2]
+        if not means:
+            return None
+        cycles = [cycle for *_, cycle in means]
+        centres = torch.stack([mean for mean, *_ in means]) + self._shift
+        return cycles, centres.cpu(), torch.stack([sd for _, sd, _ in means]).cpu()
 
     def report(self) -> DriftReport | None:
         """Both trends per coordinate over the cycles so far, the current one counted as
@@ -424,7 +435,7 @@ class DriftCheck:
         spread, one_mode = _spread(squares, dof, means, sd)
         effective = None
         if means is not None and len(means) >= 2:
-            cycle_means = torch.stack([mean for mean, _ in means])
+            cycle_means = torch.stack([mean for mean, *_ in means])
             effective = _effective_draws(cycle_means, sd, self._draws).cpu()
         return DriftReport(
             t.cpu(),
@@ -489,8 +500,8 @@ def _spread(squares, dof: int, means, sd: torch.Tensor) -> tuple:
         return None, None
     one_mode = None
     if means is not None and len(means) >= MIN_SPREAD_CYCLES:
-        ordered = torch.stack([mean for mean, _ in means]).sort(0).values
-        typical = torch.stack([cycle_sd for _, cycle_sd in means]).median(0).values
+        ordered = torch.stack([mean for mean, *_ in means]).sort(0).values
+        typical = torch.stack([cycle_sd for _, cycle_sd, _ in means]).median(0).values
         cut = len(means) // 10
         central = ordered[cut : len(means) - cut]
         gaps = central[1:] - central[:-1]
