@@ -36,6 +36,9 @@ run already warned (the centred eight schools, cSGLD seed 1: gap 10.1, 22 above)
 time series as a ``potential_fn`` started at its MAP (stop 38's silent run: cycle 7 of
 50 sampled ``rho`` near -0.6 where every other cycle and NUTS put it at 0.78 +- 0.08):
 gap 8.9, 14.8 above the others' level, where ``log(49)`` is 3.9: reported.
+The targets of ``benchmarks/cycle_diagnostic.py``, 20 seeds each (a Gaussian mean, the
+README's regression, notebook 1's logistic regression, notebook 2's 25 Gaussians, two
+Student-t modes in 1-D): no region reported on any of the 100 runs.
 
 A heavy tail opens such gaps too: with cycle means drawn from Student-t tails (50 cycles,
 20 coordinates, 200 runs; ``tests/test_regions.py``) a gap of 6 appeared in 0 runs of
@@ -71,6 +74,12 @@ class Region:
     unconstrained index; ``gap``: in ``scale``; ``location``: their mean draws' median
     there, ``others``: the other cycles' (lowest, highest) mean draws; ``excess``: their
     median potential above the others' (nats); ``share``: ``k / K``.
+
+    Example::
+
+        >>> from pyro_csg.core.regions import Region
+        >>> Region([7], 0, 8.9, -2.2, (1.3, 3.3), 14.8, 1 / 50).over_weighted  # 14.8 > log 49
+        True
     """
 
     cycles: list[int]
@@ -152,7 +161,15 @@ def regions_apart(
 
 
 def regions_message(name: str, regions: Sequence[Region], labels: Sequence[str]) -> str:
-    """The warning for the over-weighted regions (``""`` when none)."""
+    """The warning for the over-weighted regions (``""`` when none).
+
+    Example::
+
+        >>> from pyro_csg.core.regions import Region, regions_message
+        >>> region = Region([7], 0, 8.9, -2.2, (1.3, 3.3), 14.8, 1 / 50)
+        >>> regions_message("chain 0", [region], ["rho"])[:62]
+        'chain 0: a region apart: cycle(s) [7] of 50 along rho (unconst'
+    """
     shown = [region for region in regions if region.over_weighted]
     if not shown:
         return ""
