@@ -96,8 +96,10 @@ def model():
     pyro.sample("z", dist.Normal(0.0, 1.0))
 
 
-def run(initial, step_size):
-    kernel = CyclicalSGLD(model, step_size=step_size, steps_per_cycle=40, optimize_start=False)
+def run(initial, step_size, **options):
+    kernel = CyclicalSGLD(
+        model, step_size=step_size, steps_per_cycle=40, optimize_start=False, **options
+    )
     kernel.initial_params = {"z": torch.tensor(initial)}
     mcmc = MCMC(kernel, num_samples=4 * 20, warmup_steps=0, disable_progbar=True)
     pyro.set_rng_seed(0)
@@ -121,6 +123,18 @@ def test_a_kernel_travelling_from_a_far_start_warns_and_is_marked():
     assert diagnostics["drift_check"]["chain 0"]["across_cycles"]["z"] < -1
     attrs = to_inference_data(mcmc).posterior.attrs
     assert "drift" in attrs["sampler_warnings"]
+
+
+def test_a_run_folder_read_back_carries_the_mark(tmp_path):
+    """The travelling run with ``checkpoint=``: converted from its folder (a later session
+    with only the folder), its attrs carry the same mark and drift as the run's own."""
+    kernel, mcmc, _, messages = run(40.0, 0.001, checkpoint=tmp_path / "run")
+    assert any("have not reached the posterior" in m for m in messages)
+    live = to_inference_data(mcmc).posterior.attrs
+    stored = to_inference_data(tmp_path / "run", model=model).posterior.attrs
+    for key in ("sampler_warnings", "drift_check_flagged", "temperature_check_flagged"):
+        assert stored[key] == live[key], key
+    assert "drift" in stored["sampler_warnings"]
 
 
 def test_a_right_run_is_not_marked():

@@ -29,6 +29,7 @@ from ..core.sampler import (
 )
 from ..core.temperature import TemperatureCheck, TemperatureReport, temperature_message
 from ..services.resume import ChainRecord
+from ..services.store import write_checks
 from .pyro_runner import in_warmup_habit, runner_num_samples, runner_progress_bars, warmup_message
 
 __all__ = [
@@ -197,6 +198,14 @@ class ChainRun:
             name = f"{type(kernel).__name__}: chain {record.index}"
             warnings.warn(backoff_message(name, self.backoffs), SamplerWarning, stacklevel=3)
         return report
+
+    def finish(self) -> None:
+        """After the chain's last draw (and the warnings): its final checkpoint and, in a
+        run folder, what the checks found, so that a run in doubt read back from the
+        folder carries its mark as the InferenceData of the run does."""
+        self.record.finish()
+        if self.record.files is not None:
+            write_checks(self.record.files.folder, checks_attrs([self]))
 
     def check(self, cycle: int, theta: torch.Tensor, grad: torch.Tensor) -> None:
         """Give a retained draw (flat ``theta``, the gradient there) to the checks on

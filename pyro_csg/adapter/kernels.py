@@ -227,11 +227,11 @@ class CyclicalKernel(MCMCKernel):
         record.last_draw = self._initial_params
 
     def cleanup(self) -> None:
-        """After a chain's last draw: write its final checkpoint; free the potential."""
+        """After a chain's last draw: its final checkpoint and checks; free the potential."""
         run = self._current
         self._run_complete = True
         if run is not None and run.chain.potential is not None:
-            run.record.finish()
+            run.finish()
             run.chain.release()
         self._current = self._initial_params = None
 

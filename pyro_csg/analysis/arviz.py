@@ -164,7 +164,8 @@ def _from_store(folder: Path, model, model_args, model_kwargs) -> _RunData:
         raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
     stored = read_store(folder)
     stats, manifest = stored["stats"], stored["manifest"]
-    hyperparameters = manifest["hyperparameters"]
+    # The settings, and what the checks found on the chains that finished (their mark).
+    hyperparameters = {**manifest["hyperparameters"], **stored.get("checks", {})}
     diverging = np.zeros(stats["cycle"].shape, dtype=bool)
     for chain in range(diverging.shape[0]):
         report = runaway_cycles(

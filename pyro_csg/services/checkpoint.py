@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .store import DrawWriter, atomic_write, read_manifest
+from .store import CHECKS, DrawWriter, atomic_write, read_manifest
 
 __all__ = ["Checkpoint", "CheckpointError"]
 
@@ -182,6 +182,8 @@ class ChainFiles:
             shutil.rmtree(self.folder)
         for leftover in self.folder.glob("*.tmp*"):  # a checkpoint a killed run did not finish
             leftover.unlink()
+        # The checks of an earlier run describe its draws: a run that goes on writes its own.
+        (self.folder / CHECKS).unlink(missing_ok=True)
         self.writer = DrawWriter(self.folder / "draws", raw_sites)
 
     def _prepare_root(self, checkpoint: Checkpoint, manifest: dict[str, Any]) -> None:

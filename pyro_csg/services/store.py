@@ -5,6 +5,8 @@ A run with ``checkpoint=`` writes every retained draw as it is made::
     <directory>/run.json                  the sampler, its settings, the sites
     <directory>/chain-<c>/draws/<n>.nc    draw n of chain c (n = 0, 1, ... after warm-up)
     <directory>/chain-<c>/checkpoint.pt   the chain's state (see pyro_csg.services.checkpoint)
+    <directory>/chain-<c>/checks.json     after its last draw: what the checks on its draws
+                                          found (the run's mark, sampler_warnings, ...)
 
 A draw file holds each latent site's constrained value as a netCDF variable (dims
 ``<site>_dim_0, ...``, as ArviZ names them), the per-draw statistics as attributes
@@ -244,6 +246,50 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+CHECKS = "checks.json"
+"""A chain folder's file of what the checks on its draws found (written after its last
+draw): the InferenceData's attrs that a run in doubt carries (``sampler_warnings``...)."""
+
+
+def write_checks(folder: Path, checks: dict[str, Any]) -> None:
+    """Write a chain's checks (``{attr: value}``, JSON values) into its ``folder``.
+
+    Example::
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from pyro_csg.services.store import read_checks, write_checks
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_checks(folder, {"sampler_warnings": "chain 0: drift"})
+        >>> read_checks([folder])
+        {'sampler_warnings': 'chain 0: drift'}
+    """
+    content = json.dumps(checks, sort_keys=True, default=_plain)
+    atomic_write(Path(folder) / CHECKS, lambda path: path.write_text(content), sync=True)
+
+
+def read_checks(folders: Sequence[Path]) -> dict[str, Any]:
+    """The chains' checks merged as one run's attrs: strings joined with ``"; "`` (empty
+    ones left out), lists concatenated in chain order; ``{}`` where no chain wrote them
+    (a run still going, killed, or written before these files existed)."""
+    found = [
+        json.loads((Path(folder) / CHECKS).read_text())
+        for folder in folders
+        if (Path(folder) / CHECKS).is_file()
+    ]
+    merged: dict[str, Any] = {}
+    for checks in found:
+        for key, value in checks.items():
+            if isinstance(value, list):
+                merged[key] = merged.get(key, []) + value
+            elif isinstance(value, str):
+                parts = [part for part in (merged.get(key, ""), value) if part]
+                merged[key] = "; ".join(parts)
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
 def chain_folders(directory: Path) -> list[tuple[int, Path]]:
     found = []
     for entry in Path(directory).iterdir():
@@ -257,7 +303,8 @@ def read_store(directory: str | os.PathLike) -> dict[str, Any]:
     """Read a run directory's draws, finished or still being written.
 
     Returns ``{"posterior": {site: array (chain, draw, ...)}, "stats": {name: array
-    (chain, draw)}, "manifest": dict, "num_draws": [per chain]}``. Each chain contributes
+    (chain, draw)}, "manifest": dict, "num_draws": [per chain], "checks": dict}`` (the
+    checks' attrs the finished chains wrote, :func:`read_checks`). Each chain contributes
     its consecutive draws ``0, 1, ...``; when the chains have different numbers (a run in
     progress, or one that stopped early), all are cut to the shortest, so that the arrays
     line up.
@@ -309,4 +356,5 @@ def read_store(directory: str | os.PathLike) -> dict[str, Any]:
         "stats": {key: np.stack(values) for key, values in stats.items()},
         "manifest": manifest,
         "num_draws": num_draws,
+        "checks": read_checks([folder for _, folder in chains]),
     }
