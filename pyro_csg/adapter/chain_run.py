@@ -261,7 +261,8 @@ class ChainRun:
         if summaries is None:
             return []
         cycles, means, sds = summaries
-        keep = [i for i, cycle in enumerate(cycles) if cycle not in set(runaway)]
+        left_out = set(runaway)
+        keep = [i for i, cycle in enumerate(cycles) if cycle not in left_out]
         of_draw = np.asarray(stats["cycle"])
         energies = np.asarray(stats["potential_energy"], dtype=float)
         levels = [float(np.median(energies[of_draw == cycles[i]])) for i in keep]
