@@ -17,7 +17,7 @@ from ..core.drift import DriftCheck, drift_message, effective_draws_message
 from ..core.errors import SamplerWarning
 from ..core.noise import CycleNoise, noise_warning
 from ..core.regions import Region, regions_apart, regions_message
-from ..core.runaway import runaway_cycles
+from ..core.runaway import RunawayReport, runaway_cycles
 from ..core.sampler import (
     Chain,
     advance_safely,
@@ -166,12 +166,22 @@ class ChainRun:
             message = warmup_message(name, warmup, start_steps, kernel, self.num_samples)
             warnings.warn(message, SamplerWarning, stacklevel=5)
 
+    def kept_stats(self) -> dict[str, list]:
+        """The per-draw statistics of the chain's kept draws (warm-up left out)."""
+        record = self.record
+        return {key: list(values[: record.kept]) for key, values in record.stats.items()}
+
+    def runaway(self, stats: dict[str, list]) -> RunawayReport:
+        """The runaway cycles among the draws of ``stats`` (:mod:`pyro_csg.core.runaway`)."""
+        size, temperature = self.record.flat.size, self.chain.config.temperature
+        return runaway_cycles(stats["cycle"], stats["potential_energy"], size, temperature)
+
     def report(self, stats: dict[str, list], kernel: Any):
         """The chain's runaway cycles; the first time, warn about them and about a
         minibatch noise that dominated the injected noise."""
         record = self.record
-        size, per_cycle = record.flat.size, kernel.samples_per_cycle
-        report = runaway_cycles(stats["cycle"], stats["potential_energy"], size, kernel.temperature)
+        per_cycle = kernel.samples_per_cycle
+        report = self.runaway(stats)
         if report.cycles and not self.runaway_reported:
             self.runaway_reported = True
             self.mark("runaway")
@@ -457,19 +467,16 @@ def region_attrs(runs: list[ChainRun]) -> dict[str, Any]:
         if run.drift.cycle_summaries() is None:
             continue
         checked = True
-        record = run.record
-        stats = {key: list(values[: record.kept]) for key, values in record.stats.items()}
-        size, temperature = record.flat.size, run.chain.config.temperature
-        runaway = runaway_cycles(stats["cycle"], stats["potential_energy"], size, temperature)
-        labels = record.flat.labels()
+        stats = run.kept_stats()
+        labels = run.record.flat.labels()
         found = [
             f"cycles {region.cycles} along {labels[region.coordinate]} (gap "
             f"{region.gap:.2g}, {region.excess:.3g} above)"
-            for region in run.regions(stats, runaway.cycles)
+            for region in run.regions(stats, run.runaway(stats).cycles)
             if region.over_weighted
         ]
         if found:
-            shown.append(f"chain {record.index}: {', '.join(found[:5])}")
+            shown.append(f"chain {run.record.index}: {', '.join(found[:5])}")
     return {"region_check_flagged": "; ".join(shown)} if checked else {}
 
 

@@ -403,8 +403,7 @@ class CyclicalKernel(MCMCKernel):
         if run is None:
             empty = {key: [] for key in STATS}
             return {**empty, "divergences": Divergences(), **checks_by_coordinate(None)}
-        record = run.record
-        stats = {key: list(values[: record.kept]) for key, values in record.stats.items()}
+        stats = run.kept_stats()
         diverging = Divergences(diverging_draws(stats, run.report(stats, self).draws))
         return {**stats, "divergences": diverging, **checks_by_coordinate(run)}
 
