@@ -73,12 +73,12 @@ class Region:
     ``cycles``: theirs (the chain's cycle numbers); ``coordinate``: the flat
     unconstrained index; ``gap``: in ``scale``; ``location``: their mean draws' median
     there, ``others``: the other cycles' (lowest, highest) mean draws; ``excess``: their
-    median potential above the others' (nats); ``share``: ``k / K``.
+    median potential above the others' (nats); ``total``: ``K``, the cycles looked at.
 
     Example::
 
         >>> from pyro_csg.core.regions import Region
-        >>> Region([7], 0, 8.9, -2.2, (1.3, 3.3), 14.8, 1 / 50).over_weighted  # 14.8 > log 49
+        >>> Region([7], 0, 8.9, -2.2, (1.3, 3.3), 14.8, 50).over_weighted  # 14.8 > log 49
         True
     """
 
@@ -88,15 +88,19 @@ class Region:
     location: float
     others: tuple[float, float]
     excess: float
-    share: float
+    total: int
+
+    @property
+    def share(self) -> float:
+        """``k / K``: the region's share of the cycles."""
+        return len(self.cycles) / self.total
 
     @property
     def over_weighted(self) -> bool:
         """Whether the region's level says it holds less mass than its share of cycles
         (at equal volume)."""
         k = len(self.cycles)
-        total = round(k / self.share)
-        return self.excess > math.log((total - k) / k)
+        return self.excess > math.log((self.total - k) / k)
 
 
 def regions_apart(
@@ -153,7 +157,7 @@ def regions_apart(
                 float(np.median(means[apart, i])),
                 (float(means[rest, i].min()), float(means[rest, i].max())),
                 float(np.median(levels[apart]) - np.median(levels[rest])),
-                len(apart) / count,
+                count,
             )
             if key not in found or region.gap > found[key].gap:
                 found[key] = region
@@ -166,7 +170,7 @@ def regions_message(name: str, regions: Sequence[Region], labels: Sequence[str])
     Example::
 
         >>> from pyro_csg.core.regions import Region, regions_message
-        >>> region = Region([7], 0, 8.9, -2.2, (1.3, 3.3), 14.8, 1 / 50)
+        >>> region = Region([7], 0, 8.9, -2.2, (1.3, 3.3), 14.8, 50)
         >>> regions_message("chain 0", [region], ["rho"])[:62]
         'chain 0: a region apart: cycle(s) [7] of 50 along rho (unconst'
     """
@@ -176,9 +180,8 @@ def regions_message(name: str, regions: Sequence[Region], labels: Sequence[str])
     parts = []
     for region in shown[:3]:
         low, high = region.others
-        total = round(len(region.cycles) / region.share)
         parts.append(
-            f"cycle(s) {region.cycles} of {total} along {labels[region.coordinate]} "
+            f"cycle(s) {region.cycles} of {region.total} along {labels[region.coordinate]} "
             f"(unconstrained: {region.location:.3g}, where the other cycles' means lie in "
             f"[{low:.3g}, {high:.3g}]; a gap of {region.gap:.1f} times their spread), "
             f"{region.excess:.3g} above the other cycles' potential"
@@ -189,7 +192,7 @@ def regions_message(name: str, regions: Sequence[Region], labels: Sequence[str])
         "share of cycles whose exploration ended there, not its posterior mass: at equal "
         f"volume a region {worst.excess:.3g} above the others would hold about "
         f"exp(-{worst.excess:.3g}) of their mass, less than the "
-        f"{len(worst.cycles)} of {round(len(worst.cycles) / worst.share)} cycles it has, "
+        f"{len(worst.cycles)} of {worst.total} cycles it has, "
         "so its draws are probably over-weighted in every average. Look at those cycles' "
         "draws (sample_stats['cycle']; to_inference_data(mcmc, group_by='cycle') makes each "
         "cycle a chain). If the region holds as little mass as its level suggests, leave "
